@@ -1,0 +1,1 @@
+"""chainrunner: the chain language, the eager engine, and the chainlets that run it."""

@@ -1,0 +1,68 @@
+"""Errors raised by chainrunner, grouped by what the caller does about them.
+
+    ChainrunnerError                 base of everything below
+    ├── ChainDefinitionError         the chain is invalid: fix the JSON/code, nothing ran
+    ├── InputsError                  the chain is fine, the run's inputs are not: fix the inputs
+    ├── GenerationError              a generator call failed for good (bad request, refused)
+    │   └── TransientGenerationError a generator call failed in a way worth retrying
+    │                                (HTTP 429/5xx, timeout, connection error)
+    ├── NotFoundError                a named chain/invocation does not exist
+    └── ConflictError                the request contradicts the current state
+
+Every class is constructible from one message string: Truss re-raises a remote error in the
+caller as ``cls(message)``.
+"""
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ChainDefinitionError",
+    "ChainrunnerError",
+    "ConflictError",
+    "GenerationError",
+    "InputsError",
+    "NotFoundError",
+    "TransientGenerationError",
+]
+
+
+class ChainrunnerError(Exception):
+    """Base of every error chainrunner raises on purpose."""
+
+
+class _ProblemListError(ChainrunnerError):
+    """An error that carries every problem found, reported together."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
+
+    @classmethod
+    def from_problems(cls, header: str, problems: Sequence[str]) -> "_ProblemListError":
+        lines = "\n".join(f"  - {p}" for p in problems)
+        return cls(f"{header} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}",
+                   problems)
+
+
+class ChainDefinitionError(_ProblemListError):
+    """Raised when a chain fails validation; ``problems`` lists every problem found."""
+
+
+class InputsError(_ProblemListError):
+    """Raised when a run's inputs do not satisfy the chain (missing or unknown names)."""
+
+
+class GenerationError(ChainrunnerError):
+    """Raised when a generator call fails and retrying would not help."""
+
+
+class TransientGenerationError(GenerationError):
+    """Raised when a generator call fails in a way that a later attempt may not."""
+
+
+class NotFoundError(ChainrunnerError):
+    """Raised when a chain, invocation or step named by the caller does not exist."""
+
+
+class ConflictError(ChainrunnerError):
+    """Raised when a request contradicts the current state (e.g. resuming a finished run)."""

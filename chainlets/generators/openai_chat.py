@@ -1,0 +1,77 @@
+"""The openai generator chainlet: chat completions on any OpenAI-compatible endpoint."""
+
+import os
+
+import openai
+import truss_chains as chains
+
+from chainlets import deploy
+from chainlets.errors import GenerationError, TransientGenerationError
+from chainlets.generators import truncate_words
+from chainlets.models import Generation, GenerationRequest, Usage
+
+__all__ = ["DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator", "translate_error"]
+
+OPENAI_KEY_SECRET = "openai_api_key"
+MODEL_ENV = "CHAINRUNNER_OPENAI_MODEL"
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+def translate_error(exc: openai.OpenAIError, step: str) -> GenerationError:
+    """Map an SDK error to ours: 429, 5xx, timeouts and connection errors are transient."""
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+        return TransientGenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        message = f"step `{step}`: OpenAI API returned HTTP {exc.status_code}: {exc.message}"
+        if exc.status_code == 429 or exc.status_code >= 500:
+            return TransientGenerationError(message)
+        return GenerationError(message)
+    return GenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+
+
+class OpenAIGenerator(chains.ChainletBase):
+    """Calls chat completions through the openai SDK.
+
+    The key comes from the truss secret `openai_api_key` (deployed) or $OPENAI_API_KEY; the
+    endpoint from $OPENAI_BASE_URL (the SDK's own setting), so any OpenAI-compatible server works.
+    """
+
+    remote_config = chains.RemoteConfig(
+        docker_image=deploy.image(), compute=deploy.cpu_service(),
+        assets=chains.Assets(secret_keys=[OPENAI_KEY_SECRET]), name="OpenAIGenerator")
+
+    def __init__(self, context: chains.DeploymentContext = chains.depends_context()) -> None:
+        key = context.secrets.get(OPENAI_KEY_SECRET) or os.environ.get("OPENAI_API_KEY")
+        # The SDK retries on its own by default; the engine's retry policy owns retries.
+        self._client = openai.AsyncOpenAI(api_key=key, max_retries=0) if key else None
+        self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        if self._client is None:
+            raise GenerationError(
+                f"step `{request.step}`: no OpenAI API key: set $OPENAI_API_KEY (or the truss "
+                f"secret `{OPENAI_KEY_SECRET}`), or run with --llm mock")
+        params = request.params
+        try:
+            completion = await self._client.chat.completions.create(
+                model=params.model or self._default_model,
+                messages=[{"role": m.role, "content": m.content}  # type: ignore[misc]
+                          for m in request.messages],  # roles are the SDK's literal values
+                temperature=params.temperature if params.temperature is not None
+                else openai.omit,
+                max_tokens=params.max_tokens if params.max_tokens is not None else openai.omit,
+                top_p=params.top_p if params.top_p is not None else openai.omit,
+                stop=params.stop if params.stop is not None else openai.omit,
+                seed=params.seed if params.seed is not None else openai.omit,
+            )
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, request.step) from exc
+        if not completion.choices:
+            raise GenerationError(f"step `{request.step}`: the model returned no choices")
+        text = completion.choices[0].message.content or ""
+        usage = completion.usage
+        return Generation(
+            text=truncate_words(text, params.max_words), model=completion.model,
+            usage=Usage(prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                        total_tokens=usage.total_tokens) if usage is not None else None)

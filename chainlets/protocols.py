@@ -1,0 +1,13 @@
+"""Protocols that chainlet dependencies are typed by; `mocks/` holds a fake for each."""
+
+from typing import Protocol
+
+from chainlets.models import Generation, GenerationRequest
+
+__all__ = ["GeneratorProtocol"]
+
+
+class GeneratorProtocol(Protocol):
+    """A chainlet that turns chat messages into text (the seed's "plugin")."""
+
+    async def run_remote(self, request: GenerationRequest) -> Generation: ...

@@ -1,0 +1,51 @@
+"""The runner chainlet: executes a chain definition, fanning out to generator chainlets."""
+
+from collections.abc import Mapping
+
+import truss_chains as chains
+
+from chainlets import deploy
+from chainlets.compiler import compile_chain
+from chainlets.engine import StepObserver, run_chain
+from chainlets.generators.mock import MockGenerator
+from chainlets.generators.openai_chat import OpenAIGenerator
+from chainlets.models import InvocationResult, RunOptions
+from chainlets.plugins import DEFAULT_PLUGINS, PluginRegistry
+from chainlets.protocols import GeneratorProtocol
+from chainlets.spec import ChainSpec
+
+__all__ = ["DEFAULT_OPTIONS", "ChainRunner"]
+
+DEFAULT_OPTIONS = RunOptions()
+
+
+class ChainRunner(chains.ChainletBase):
+    """Entrypoint role: validates a chain, runs it eagerly, returns every step's record.
+
+    Model calls go to the generator chainlets it depends on, concurrently. To add a generator,
+    subclass with another `chains.depends(...)` argument, register a Plugin for it in `plugins`
+    and include it in `generators` — the engine needs no edit.
+    """
+
+    remote_config = chains.RemoteConfig(
+        docker_image=deploy.image(), compute=deploy.cpu_service(), name="ChainRunner")
+
+    plugins: PluginRegistry = DEFAULT_PLUGINS
+
+    def __init__(self,
+                 openai: GeneratorProtocol = chains.depends(OpenAIGenerator),
+                 mock: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
+        self.generators: Mapping[str, GeneratorProtocol] = {"openai": openai, "mock": mock}
+
+    async def execute(self, chain: ChainSpec, inputs: Mapping[str, str],
+                      options: RunOptions | None = None, *,
+                      observer: StepObserver | None = None,
+                      previous: InvocationResult | None = None) -> InvocationResult:
+        """What `run_remote` does, with an in-process observer for progress and persistence."""
+        compiled = compile_chain(chain, self.plugins)
+        return await run_chain(compiled, inputs, self.generators, options,
+                               observer=observer, previous=previous)
+
+    async def run_remote(self, chain: ChainSpec, inputs: dict[str, str],
+                         options: RunOptions = DEFAULT_OPTIONS) -> InvocationResult:
+        return await self.execute(chain, inputs, options)

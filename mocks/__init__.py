@@ -1,0 +1,1 @@
+"""Protocol-typed fakes for tests and local runs: one `Fake<Thing>` per Protocol."""

@@ -1,0 +1,57 @@
+"""FakeGenerator: a scripted, instrumented stand-in for any generator chainlet."""
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from chainlets.errors import GenerationError
+from chainlets.models import Generation, GenerationRequest, Usage
+from chainlets.protocols import GeneratorProtocol
+
+__all__ = ["FakeGenerator"]
+
+Reply = str | GenerationError | Callable[[GenerationRequest], str]
+
+
+@dataclass
+class FakeGenerator:
+    """Replies per step handle (or with a default), after `latency_s`, recording every call.
+
+    A reply may be text, an error to raise, a callable of the request, or a list of these
+    consumed one per call (to script "fail twice, then succeed").
+    """
+
+    replies: Mapping[str, Reply | list[Reply]] = field(default_factory=dict)
+    default: Reply = "ok"
+    latency_s: float = 0.0
+    requests: list[GenerationRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def calls(self, step: str) -> int:
+        return sum(1 for r in self.requests if r.step == step)
+
+    def _reply(self, request: GenerationRequest) -> Reply:
+        reply = self.replies.get(request.step, self.default)
+        if isinstance(reply, list):
+            return reply.pop(0) if len(reply) > 1 else reply[0]
+        return reply
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            reply = self._reply(request)
+            if isinstance(reply, GenerationError):
+                raise reply
+            text = reply(request) if callable(reply) else reply
+            return Generation(text=text, model="fake",
+                              usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2))
+        finally:
+            self.in_flight -= 1
+
+
+_: type[GeneratorProtocol] = FakeGenerator
