@@ -90,7 +90,7 @@ def _find_cycles(deps: Mapping[str, frozenset[str]], order: list[str]) -> list[l
         stack.append(node)
         for dep in sorted(deps.get(node, ()), key=order.index):
             if color.get(dep) == 1:
-                cycle = stack[stack.index(dep):] + [dep]
+                cycle = [*stack[stack.index(dep):], dep]
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)

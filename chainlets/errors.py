@@ -40,8 +40,8 @@ class _ProblemListError(ChainrunnerError):
     @classmethod
     def from_problems(cls, header: str, problems: Sequence[str]) -> "_ProblemListError":
         lines = "\n".join(f"  - {p}" for p in problems)
-        return cls(f"{header} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}",
-                   problems)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        return cls(f"{header} ({count}):\n{lines}", problems)
 
 
 class ChainDefinitionError(_ProblemListError):

@@ -12,8 +12,6 @@ both apply decides; a rule with `times` applies that many times, then is passed 
 """
 
 import asyncio
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -26,7 +24,7 @@ from chainlets.errors import ChainDefinitionError, GenerationError, TransientGen
 from chainlets.generators import truncate_words
 from chainlets.models import Generation, GenerationRequest, Usage
 
-__all__ = ["DEFAULT_MAX_WORDS", "MockModel", "MockRule", "MockScript", "SCRIPT_ENV", "LATENCY_ENV"]
+__all__ = ["DEFAULT_MAX_WORDS", "LATENCY_ENV", "SCRIPT_ENV", "MockModel", "MockRule", "MockScript"]
 
 SCRIPT_ENV = "CHAINRUNNER_MOCK_SCRIPT"
 LATENCY_ENV = "CHAINRUNNER_MOCK_LATENCY_MS"
@@ -131,10 +129,11 @@ class MockModel:
         if rule is not None and rule.reply is not None:
             text = truncate_words(rule.reply, max_words)
         else:
-            prompt = " ".join(request.messages[-1].content.split())
-            digest = hashlib.sha256(prompt.encode()).hexdigest()[:6]
-            text = truncate_words(f"{_MARK} #{digest} reply to: {prompt}",
-                                  max_words or DEFAULT_MAX_WORDS)
+            # The prompt's tail, where interpolated values usually land, shows what was asked.
+            head = f"{_MARK} {request.step} re:"
+            room = max((max_words or DEFAULT_MAX_WORDS) - 3, 0)
+            tail = request.messages[-1].content.split()[-room:] if room else []
+            text = truncate_words(" ".join([head, *tail]), max_words or DEFAULT_MAX_WORDS)
         prompt_tokens = sum(_words(m.content) for m in request.messages)
         completion = _words(text)
         return Generation(text=text, model="mock",

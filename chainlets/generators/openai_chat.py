@@ -41,7 +41,10 @@ class OpenAIGenerator(chains.ChainletBase):
         assets=chains.Assets(secret_keys=[OPENAI_KEY_SECRET]), name="OpenAIGenerator")
 
     def __init__(self, context: chains.DeploymentContext = chains.depends_context()) -> None:
-        key = context.secrets.get(OPENAI_KEY_SECRET) or os.environ.get("OPENAI_API_KEY")
+        # Truss's secrets mapping has no `.get`; an empty secret falls back to the env var.
+        secret = context.secrets[OPENAI_KEY_SECRET] if OPENAI_KEY_SECRET in context.secrets \
+            else None  # noqa: SIM401
+        key = secret or os.environ.get("OPENAI_API_KEY")
         # The SDK retries on its own by default; the engine's retry policy owns retries.
         self._client = openai.AsyncOpenAI(api_key=key, max_retries=0) if key else None
         self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
