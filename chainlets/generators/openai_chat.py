@@ -22,7 +22,11 @@ def translate_error(exc: openai.OpenAIError, step: str) -> GenerationError:
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return TransientGenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIStatusError):
-        message = f"step `{step}`: OpenAI API returned HTTP {exc.status_code}: {exc.message}"
+        # The SDK's own message repeats the status ("Error code: 500 - …"); the server's words
+        # alone read better after ours.
+        detail = exc.body.get("message") if isinstance(exc.body, dict) else None
+        message = (f"step `{step}`: OpenAI API returned HTTP {exc.status_code}: "
+                   f"{detail or exc.message}")
         if exc.status_code == 429 or exc.status_code >= 500:
             return TransientGenerationError(message)
         return GenerationError(message)
