@@ -4,20 +4,19 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from chainlets.errors import GenerationError
 from chainlets.models import Generation, GenerationRequest, Usage
 from chainlets.protocols import GeneratorProtocol
 
 __all__ = ["FakeGenerator"]
 
-Reply = str | GenerationError | Callable[[GenerationRequest], str]
+Reply = str | Exception | Callable[[GenerationRequest], str]
 
 
 @dataclass
 class FakeGenerator:
     """Replies per step handle (or with a default), after `latency_s`, recording every call.
 
-    A reply may be text, an error to raise, a callable of the request, or a list of these
+    A reply may be text, an exception to raise, a callable of the request, or a list of these
     consumed one per call (to script "fail twice, then succeed").
     """
 
@@ -45,7 +44,7 @@ class FakeGenerator:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             reply = self._reply(request)
-            if isinstance(reply, GenerationError):
+            if isinstance(reply, Exception):
                 raise reply
             text = reply(request) if callable(reply) else reply
             return Generation(text=text, model="fake",

@@ -1,0 +1,236 @@
+"""The eager engine, observed through a fake generator at the Protocol seam."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from chainlets.compiler import CompiledChain, compile_chain
+from chainlets.errors import ChainDefinitionError, GenerationError, InputsError, \
+    TransientGenerationError
+from chainlets.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.spec import parse_chain
+from chainlets.engine import run_chain
+from mocks.fake_generator import FakeGenerator
+
+FAST = RunOptions(llm="mock", initial_backoff_s=0, max_backoff_s=0)
+
+
+def chain(*steps: dict[str, Any], **extra: Any) -> CompiledChain:
+    return compile_chain(parse_chain({"handle": "test", "steps": list(steps), **extra}))
+
+
+def step(handle: str, prompt: str = "go", **extra: Any) -> dict[str, Any]:
+    return {"handle": handle, "prompt": prompt, "plugin": "mock", **extra}
+
+
+async def run(compiled: CompiledChain, fake: FakeGenerator, inputs: dict[str, str] | None = None,
+              options: RunOptions = FAST, **kwargs: Any) -> InvocationResult:
+    return await run_chain(compiled, inputs or {}, {"mock": fake}, options, **kwargs)
+
+
+async def test_independent_steps_run_at_the_same_time() -> None:
+    fake = FakeGenerator(latency_s=0.05)
+    compiled = chain(step("root"), *(step(f"leaf-{i}", "{root}") for i in range(5)))
+    result = await run(compiled, fake)
+    assert result.state == RunState.SUCCEEDED
+    assert fake.max_in_flight == 5
+
+
+async def test_every_step_is_called_exactly_once_in_joins() -> None:
+    fake = FakeGenerator(latency_s=0.01, replies={"b": "B", "c": "C"})
+    compiled = chain(step("a"), step("b", "{a}"), step("c", "{a}"), step("d", "{b}+{c}"),
+                     step("e", "{d}{a}{b}"))
+    result = await run(compiled, fake)
+    assert result.state == RunState.SUCCEEDED
+    assert {s: fake.calls(s) for s in "abcde"} == dict.fromkeys("abcde", 1)
+    assert [r.messages[-1].content for r in fake.requests if r.step == "d"] == ["B+C"]
+
+
+async def test_a_step_starts_when_its_own_inputs_exist_not_when_a_level_finishes() -> None:
+    """root → X (slow) ∥ Y1 → Y2 (fast) → join: Y2 runs while X is still running."""
+    order: list[tuple[str, RunState]] = []
+
+    def observe(_: InvocationResult, record: StepRecord) -> None:
+        order.append((record.handle, record.state))
+
+    fake = FakeGenerator(replies={"x": lambda _: "x"}, latency_s=0.0)
+    slow = asyncio.Event()
+
+    async def gated(request: Any) -> Any:
+        if request.step == "x":
+            await slow.wait()
+        return await FakeGenerator.run_remote(fake, request)
+
+    class Gated:
+        async def run_remote(self, request: Any) -> Any:
+            result = await gated(request)
+            if request.step == "y2":
+                slow.set()
+            return result
+
+    compiled = chain(step("root"), step("x", "{root}"), step("y1", "{root}"),
+                     step("y2", "{y1}"), step("join", "{x} {y2}"))
+    result = await run_chain(compiled, {}, {"mock": Gated()}, FAST, observer=observe)
+    assert result.state == RunState.SUCCEEDED
+    assert order.index(("y2", RunState.SUCCEEDED)) < order.index(("x", RunState.SUCCEEDED))
+    assert order.index(("join", RunState.RUNNING)) == order.index(("x", RunState.SUCCEEDED)) + 1
+    join, x = result.step("join"), result.step("x")
+    assert join.started_at is not None and x.finished_at is not None
+    assert join.started_at >= x.finished_at
+
+
+async def test_failure_propagates_to_the_end_and_independent_branches_keep_outputs() -> None:
+    fake = FakeGenerator(latency_s=0.01, replies={"b": GenerationError("boom"), "d": "D"})
+    compiled = chain(step("a"), step("b", "{a}"), step("c", "{b}"), step("e", "{c}"),
+                     step("d", "{a}"))
+    result = await run(compiled, fake)
+    assert result.state == RunState.FAILED
+    assert result.status_message == "step `b` failed: GenerationError: boom"
+    assert result.output is None
+    states = {r.handle: (r.state, r.status_message) for r in result.steps}
+    assert states["b"] == (RunState.FAILED, "GenerationError: boom")
+    assert states["c"] == (RunState.SKIPPED, "not run: depends on `b`, which failed")
+    assert states["e"] == (RunState.SKIPPED, "not run: depends on `c`, which was skipped")
+    assert states["d"] == (RunState.SUCCEEDED, None)
+    assert result.step("d").output == "D"
+    assert fake.calls("c") == fake.calls("e") == 0
+
+
+async def test_transient_failures_are_retried_and_every_attempt_is_recorded() -> None:
+    flaky: list[Any] = [TransientGenerationError("429"), TimeoutError(), "fine"]
+    fake = FakeGenerator(replies={"a": flaky})
+    result = await run(chain(step("a")), fake)
+    record = result.step("a")
+    assert record.state == RunState.SUCCEEDED and record.output == "fine"
+    assert [(a.number, a.error) for a in record.attempts] == [
+        (1, "TransientGenerationError: 429"), (2, "TimeoutError"), (3, None)]
+
+
+async def test_retries_stop_after_max_attempts() -> None:
+    fake = FakeGenerator(replies={"a": TransientGenerationError("503")})
+    options = FAST.model_copy(update={"max_attempts": 4})
+    result = await run(chain(step("a")), fake, options=options)
+    assert result.state == RunState.FAILED
+    assert len(result.step("a").attempts) == 4 and fake.calls("a") == 4
+    assert result.status_message == "step `a` failed: TransientGenerationError: 503"
+
+
+async def test_permanent_failures_are_not_retried() -> None:
+    fake = FakeGenerator(replies={"a": GenerationError("400 bad request")})
+    result = await run(chain(step("a")), fake)
+    assert fake.calls("a") == 1 and len(result.step("a").attempts) == 1
+
+
+async def test_backoff_waits_between_attempts() -> None:
+    fake = FakeGenerator(replies={"a": [TransientGenerationError("429"), "ok"]})
+    options = RunOptions(llm="mock", initial_backoff_s=0.05, max_backoff_s=0.05)
+    result = await run(chain(step("a")), fake, options=options)
+    first, second = result.step("a").attempts
+    assert (second.started_at - first.finished_at).total_seconds() >= 0.025
+
+
+async def test_global_concurrency_limit_bounds_calls_in_flight() -> None:
+    fake = FakeGenerator(latency_s=0.02)
+    options = FAST.model_copy(update={"max_concurrency": 3})
+    result = await run(chain(*(step(f"s{i}") for i in range(10))), fake, options=options)
+    assert result.state == RunState.SUCCEEDED
+    assert fake.max_in_flight == 3
+
+
+async def test_resume_reruns_only_steps_that_did_not_succeed() -> None:
+    compiled = chain(step("a"), step("b", "{a}"), step("c", "{b}"))
+    first = await run(compiled, FakeGenerator(replies={"a": "A", "b": GenerationError("x")}))
+    assert first.state == RunState.FAILED
+    persisted = InvocationResult.model_validate_json(first.model_dump_json())
+    fake = FakeGenerator(replies={"b": lambda r: r.messages[-1].content + "!"})
+    second = await run(compiled, fake, previous=persisted)
+    assert second.state == RunState.SUCCEEDED
+    assert fake.calls("a") == 0 and fake.calls("b") == 1 and fake.calls("c") == 1
+    assert second.step("b").output == "A!"
+    assert second.step("a") == first.step("a")
+
+
+async def test_observer_sees_each_transition_once() -> None:
+    seen: list[tuple[str, str]] = []
+    compiled = chain(step("a"), step("b", "{a}"))
+    await run(compiled, FakeGenerator(),
+              observer=lambda _, r: seen.append((r.handle, r.state.value)))
+    assert seen == [("a", "running"), ("a", "succeeded"), ("b", "running"),
+                    ("b", "succeeded")]
+
+
+async def test_a_failing_observer_does_not_break_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_: InvocationResult, __: StepRecord) -> None:
+        raise RuntimeError("observer bug")
+
+    result = await run(chain(step("a")), FakeGenerator(), observer=broken)
+    assert result.state == RunState.SUCCEEDED
+    assert "step observer failed on step a" in caplog.text
+
+
+async def test_messages_carry_system_prompt_history_and_overrides() -> None:
+    fake = FakeGenerator(replies={"a": "OUT-A"})
+    compiled = chain(
+        step("a"),
+        step("b", "{a} / {topic} / {tone}", system_prompt="You are {tone}.",
+             messages=[{"role": "user", "content": "hi {topic}"},
+                       {"role": "assistant", "content": "hello"}],
+             input={"tone": "dry", "topic": "step-topic"}))
+    await run(compiled, fake, inputs={"topic": "user-topic"})
+    request = next(r for r in fake.requests if r.step == "b")
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "You are dry."), ("user", "hi step-topic"), ("assistant", "hello"),
+        ("user", "OUT-A / step-topic / dry")]
+
+
+async def test_output_is_the_named_step_or_the_last_one() -> None:
+    fake = FakeGenerator(replies={"a": "A", "b": "B"})
+    assert (await run(chain(step("a"), step("b")), fake)).output == "B"
+    assert (await run(chain(step("a"), step("b"), output="a"), fake)).output == "A"
+
+
+async def test_usage_and_timestamps_are_recorded() -> None:
+    result = await run(chain(step("a")), FakeGenerator())
+    record = result.step("a")
+    assert record.usage is not None and record.usage.total_tokens == 2
+    assert record.started_at is not None and record.finished_at is not None
+    assert record.started_at <= record.finished_at
+
+
+async def test_missing_inputs_fail_before_any_call() -> None:
+    fake = FakeGenerator()
+    with pytest.raises(InputsError, match="missing input `topic`"):
+        await run(chain(step("a", "{topic}")), fake)
+    assert fake.requests == []
+
+
+async def test_a_plugin_without_a_generator_fails_before_any_call() -> None:
+    compiled = chain({"handle": "a", "prompt": "x", "plugin": "gpt-3",
+                      "plugin_config": {"max_words": 3}}, step("b"))
+    fake = FakeGenerator()
+    with pytest.raises(ChainDefinitionError, match="needs generator.*openai.*it has mock"):
+        await run_chain(compiled, {}, {"mock": fake}, RunOptions(llm="openai"))
+    assert fake.requests == []
+
+
+async def test_llm_option_routes_model_plugins_to_the_selected_backend() -> None:
+    mock, openai = FakeGenerator(default="m"), FakeGenerator(default="o")
+    compiled = chain({"handle": "a", "prompt": "x", "plugin": "gpt-3",
+                      "plugin_config": {"max_words": 3}}, step("b"))
+    result = await run_chain(compiled, {}, {"mock": mock, "openai": openai},
+                             RunOptions(llm="openai"))
+    assert result.step("a").output == "o" and result.step("b").output == "m"
+    assert mock.calls("a") == 0 and openai.calls("b") == 0
+
+
+async def test_cancelling_a_run_cancels_its_steps() -> None:
+    fake = FakeGenerator(latency_s=10)
+    task = asyncio.create_task(run(chain(step("a"), step("b")), fake))
+    while fake.in_flight < 2:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.in_flight == 0
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("step:")] == []

@@ -1,0 +1,56 @@
+"""Templates: plain names only, literal braces, and every injection form rejected."""
+
+import pytest
+
+from chainlets.templating import TemplateProblem, parse_template
+
+
+def test_plain_names_are_found_in_order_without_duplicates() -> None:
+    template = parse_template("A {topic} joke: {tell-joke} about {topic}")
+    assert template.names == ("topic", "tell-joke")
+
+
+def test_render_substitutes_values_and_keeps_literal_braces() -> None:
+    template = parse_template("{{literal}} {name} {{ and }} {a_b-c}")
+    assert template.names == ("name", "a_b-c")
+    assert template.render({"name": "N", "a_b-c": 7}) == "{literal} N { and } 7"
+
+
+def test_render_does_not_reinterpret_substituted_values() -> None:
+    """A value containing braces is inserted verbatim, never formatted again."""
+    template = parse_template("say {x}")
+    assert template.render({"x": "{y.__class__} {{z}}"}) == "say {y.__class__} {{z}}"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{x.__class__}", "not a plain name"),
+        ("{x.__class__.__mro__}", "not a plain name"),
+        ("{x[0]}", "not a plain name"),
+        ("{x['key']}", "not a plain name"),
+        ("{x!r}", "conversion or format spec"),
+        ("{x!s}", "conversion or format spec"),
+        ("{x:>10}", "conversion or format spec"),
+        ("{x:{y}}", "conversion or format spec"),
+        ("{}", "positional placeholder"),
+        ("{0}", "positional placeholder"),
+        ("{ topic }", "not a plain name"),
+        ("{0.__globals__}", "not a plain name"),
+        ("unbalanced {", "literal braces"),
+        ("unbalanced }", "literal braces"),
+    ],
+    ids=["attribute", "attribute-chain", "index", "key", "conversion-r", "conversion-s",
+         "format-spec", "nested-spec", "empty", "positional", "spaces", "positional-attr",
+         "open-brace", "close-brace"],
+)
+def test_forbidden_syntax_is_rejected(source: str, message: str) -> None:
+    with pytest.raises(TemplateProblem, match=message):
+        parse_template(source)
+
+
+def test_every_problem_in_one_template_is_reported() -> None:
+    with pytest.raises(TemplateProblem) as excinfo:
+        parse_template("{a.b} {c!r} {}")
+    text = str(excinfo.value)
+    assert "`{a.b}`" in text and "`{c!r}`" in text and "`{}`" in text
