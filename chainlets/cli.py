@@ -130,8 +130,8 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
         compiled.resolve_inputs(inputs)
     except InputsError as exc:
         raise _fail(str(exc)) from exc
-    options = RunOptions(llm=_select_backend(llm),  # type: ignore[arg-type]  # click.Choice
-                         max_concurrency=max_concurrency, max_attempts=max_attempts)
+    options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
+                         max_attempts=max_attempts)
     if mock_script is not None:
         os.environ[SCRIPT_ENV] = str(mock_script.resolve())
     try:

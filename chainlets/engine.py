@@ -37,8 +37,7 @@ def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[ChatM
     messages: list[ChatMessage] = []
     if step.system is not None:
         messages.append(ChatMessage(role="system", content=step.system.render(values)))
-    messages.extend(ChatMessage(role=role, content=t.render(values))  # type: ignore[arg-type]
-                    for role, t in step.history)  # roles were validated by ChatMessage already
+    messages.extend(ChatMessage(role=role, content=t.render(values)) for role, t in step.history)
     messages.append(ChatMessage(role="user", content=step.prompt.render(values)))
     return messages
 

@@ -6,11 +6,15 @@ from typing import Any
 import pytest
 
 from chainlets.compiler import CompiledChain, compile_chain
-from chainlets.errors import ChainDefinitionError, GenerationError, InputsError, \
-    TransientGenerationError
+from chainlets.engine import run_chain
+from chainlets.errors import (
+    ChainDefinitionError,
+    GenerationError,
+    InputsError,
+    TransientGenerationError,
+)
 from chainlets.models import InvocationResult, RunOptions, RunState, StepRecord
 from chainlets.spec import parse_chain
-from chainlets.engine import run_chain
 from mocks.fake_generator import FakeGenerator
 
 FAST = RunOptions(llm="mock", initial_backoff_s=0, max_backoff_s=0)
@@ -209,7 +213,7 @@ async def test_a_plugin_without_a_generator_fails_before_any_call() -> None:
     compiled = chain({"handle": "a", "prompt": "x", "plugin": "gpt-3",
                       "plugin_config": {"max_words": 3}}, step("b"))
     fake = FakeGenerator()
-    with pytest.raises(ChainDefinitionError, match="needs generator.*openai.*it has mock"):
+    with pytest.raises(ChainDefinitionError, match=r"needs generator.*openai.*it has mock"):
         await run_chain(compiled, {}, {"mock": fake}, RunOptions(llm="openai"))
     assert fake.requests == []
 
@@ -226,9 +230,16 @@ async def test_llm_option_routes_model_plugins_to_the_selected_backend() -> None
 
 async def test_cancelling_a_run_cancels_its_steps() -> None:
     fake = FakeGenerator(latency_s=10)
-    task = asyncio.create_task(run(chain(step("a"), step("b")), fake))
-    while fake.in_flight < 2:
-        await asyncio.sleep(0)
+    started = asyncio.Event()
+
+    def observe(result: InvocationResult, _: StepRecord) -> None:
+        if all(r.state == RunState.RUNNING for r in result.steps):
+            started.set()
+
+    task = asyncio.create_task(run(chain(step("a"), step("b")), fake, observer=observe))
+    await started.wait()
+    await asyncio.sleep(0)  # let both step tasks reach the generator
+    assert fake.in_flight == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

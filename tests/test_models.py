@@ -1,0 +1,105 @@
+"""Every boundary model survives a JSON round trip (run_local skips serialization)."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import chainlets.errors
+from chainlets.mock_model import MockRule, MockScript
+from chainlets.models import (
+    AttemptRecord,
+    Generation,
+    GenerationRequest,
+    InvocationResult,
+    ModelParams,
+    RunOptions,
+    RunState,
+    StepRecord,
+    Usage,
+)
+from chainlets.plugins import Gpt3Config, MockConfig, OpenAIConfig
+from chainlets.spec import (
+    ChainSpec,
+    ChatMessage,
+    InputDecl,
+    StepSpec,
+    chain_json_schema,
+    load_chain,
+)
+from chains.soundtrack import Soundtrack
+
+SPECS = Path(__file__).parent.parent / "chains" / "specs"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+SAMPLES: list[BaseModel] = [
+    load_chain(SPECS / "joke.json"),
+    load_chain(SPECS / "soundtrack.json"),
+    ChainSpec(handle="c", inputs=[InputDecl(name="x", description="d", default="1")],
+              steps=[StepSpec(handle="a", prompt="{x}", plugin="openai",
+                              plugin_config={"model": "m", "stop": ["\n"]}, input={"n": 3},
+                              system_prompt="s", depends_on=[],
+                              messages=[ChatMessage(role="assistant", content="hi")])],
+              output="a", callback_url="http://127.0.0.1:9/cb"),
+    GenerationRequest(step="a", plugin="gpt-3", messages=[ChatMessage(role="user", content="q")],
+                      params=ModelParams(model="m", temperature=0.2, max_tokens=5, top_p=0.9,
+                                         stop=["x"], seed=1, max_words=3)),
+    Generation(text="t", model="m", usage=Usage(prompt_tokens=1, completion_tokens=2,
+                                                total_tokens=3)),
+    RunOptions(llm="openai", max_concurrency=4, max_attempts=5, initial_backoff_s=0.1,
+               max_backoff_s=1),
+    InvocationResult(
+        chain="c", input={"topic": "food"}, output=None, state=RunState.FAILED,
+        status_message="step `a` failed: x",
+        steps=[StepRecord(handle="a", state=RunState.FAILED, status_message="x",
+                          attempts=[AttemptRecord(number=1, started_at=NOW, finished_at=NOW,
+                                                  error="x")],
+                          started_at=NOW, finished_at=NOW, usage=Usage()),
+               StepRecord(handle="b", state=RunState.SKIPPED, status_message="not run")]),
+    MockScript(latency_ms=5, rules=[MockRule(match="a+", step="s", reply="r", times=2),
+                                    MockRule(error="transient")]),
+    OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
+    Gpt3Config(max_words=10),
+    MockConfig(max_words=None),
+    Soundtrack(topic="t", movie_title="m", song_title="s", main_characters="c",
+               song_lyrics="l", reviews=["r"] * 5),
+]
+
+
+@pytest.mark.parametrize("model", SAMPLES, ids=lambda m: type(m).__name__)
+def test_json_round_trip(model: BaseModel) -> None:
+    data = model.model_dump_json()
+    assert type(model).model_validate_json(data) == model
+    assert type(model).model_validate(json.loads(data)) == model
+
+
+def test_result_uses_steamship_field_names() -> None:
+    result = InvocationResult(chain="c", state=RunState.RUNNING,
+                              steps=[StepRecord(handle="a", status_message="m")])
+    data = json.loads(result.model_dump_json())
+    assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
+    assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
+                                     "started_at", "finished_at", "usage"}
+    assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
+
+
+def test_json_schema_describes_the_language() -> None:
+    schema = chain_json_schema()
+    assert schema["title"] == "chainrunner chain"
+    assert schema["required"] == ["handle", "steps"]
+    step = schema["$defs"]["StepSpec"]
+    assert {"handle", "prompt", "plugin", "plugin_config", "input", "system_prompt",
+            "messages", "depends_on"} <= set(step["properties"])
+    assert step["additionalProperties"] is False
+
+
+def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
+    assert sorted(chainlets.errors.__all__) == [
+        "ChainDefinitionError", "ChainrunnerError", "ConflictError", "GenerationError",
+        "InputsError", "NotFoundError", "TransientGenerationError"]
+    for name in chainlets.errors.__all__:
+        cls = getattr(chainlets.errors, name)
+        assert str(cls("one message")) == "one message"
+        assert issubclass(cls, chainlets.errors.ChainrunnerError)

@@ -1,0 +1,65 @@
+"""The runner chainlet under run_local, including a user-added generator."""
+
+import pytest
+import truss_chains as chains
+from pydantic import BaseModel, ConfigDict
+
+from chainlets.errors import ChainDefinitionError
+from chainlets.generators.mock import MockGenerator
+from chainlets.generators.openai_chat import OpenAIGenerator
+from chainlets.models import Generation, GenerationRequest, ModelParams, RunOptions, RunState
+from chainlets.plugins import DEFAULT_PLUGINS, Plugin
+from chainlets.protocols import GeneratorProtocol
+from chainlets.runner import ChainRunner
+from chainlets.spec import parse_chain
+
+
+class EchoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shout: bool = False
+
+
+class EchoGenerator(chains.ChainletBase):
+    """A user's own generator: echoes the prompt, upper-cased when asked."""
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        text = request.messages[-1].content
+        return Generation(text=text.upper() if request.params.model == "shout" else text)
+
+
+def _echo_params(config: BaseModel) -> ModelParams:
+    assert isinstance(config, EchoConfig)
+    return ModelParams(model="shout" if config.shout else None)
+
+
+class EchoRunner(ChainRunner):
+    plugins = DEFAULT_PLUGINS.with_plugins(
+        Plugin("echo", EchoConfig, _echo_params, generator="echo"))
+
+    def __init__(self, openai: GeneratorProtocol = chains.depends(OpenAIGenerator),
+                 mock: GeneratorProtocol = chains.depends(MockGenerator),
+                 echo: GeneratorProtocol = chains.depends(EchoGenerator)) -> None:
+        super().__init__(openai=openai, mock=mock)
+        self.generators = {**self.generators, "echo": echo}
+
+
+async def test_a_user_added_generator_runs_without_engine_changes() -> None:
+    spec = parse_chain({"handle": "c", "steps": [
+        {"handle": "a", "prompt": "hi {who}", "plugin": "echo",
+         "plugin_config": {"shout": True}},
+        {"handle": "b", "prompt": "{a}!", "plugin": "mock", "plugin_config": {"max_words": 4}}]})
+    with chains.run_local():
+        runner = EchoRunner()
+        result = await runner.run_remote(spec, {"who": "bo"}, RunOptions())
+    assert result.state == RunState.SUCCEEDED
+    assert result.step("a").output == "HI BO"
+    assert result.step("b").output == "[mock] b re: BO!"
+
+
+async def test_runner_validates_against_its_own_plugins() -> None:
+    spec = parse_chain({"handle": "c", "steps": [
+        {"handle": "a", "prompt": "x", "plugin": "echo"}]})
+    with chains.run_local():
+        runner = ChainRunner()
+        with pytest.raises(ChainDefinitionError, match="step `a`: unknown plugin `echo`"):
+            await runner.run_remote(spec, {}, RunOptions())
