@@ -1,21 +1,49 @@
-"""Deployment settings shared by every chainlet: image, pinned requirements, resources."""
+"""Deployment settings shared by every chainlet: image, shipped code, pinned requirements, resources."""
 
+import os
 from importlib.metadata import version
+from typing import Literal
 
 import truss_chains as chains
 
-__all__ = ["cpu_service", "image"]
+__all__ = ["ShippedPackage", "cpu_service", "host_env", "image"]
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
 _RUNTIME = ("pydantic", "httpx", "openai", "tenacity")
 
+ShippedPackage = Literal["chainlets", "mocks"]
 
-def image(*extra_requirements: str) -> chains.DockerImage:
-    """The image every chainlet runs in: our runtime dependencies, pinned."""
+# Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
+# *contents* of each external package dir. `shipped/<package>/` holds nothing but a link to that
+# package, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never tests/,
+# benchmarks/ or the rest of the repository. Paths are checked only when a truss is generated,
+# so importing this module inside a deployed chainlet (where shipped/ is absent) is fine.
+_SHIPPED = {
+    "chainlets": chains.make_abs_path_here("../shipped/chainlets"),
+    "mocks": chains.make_abs_path_here("../shipped/mocks"),
+}
+
+
+def image(*extra_requirements: str,
+          packages: tuple[ShippedPackage, ...] = ("chainlets",)) -> chains.DockerImage:
+    """The image every chainlet runs in: our runtime dependencies pinned, our `packages` shipped.
+
+    `extra_requirements` must be pinned (`name==version`) like the rest.
+    """
     pins = [f"{name}=={version(name)}" for name in _RUNTIME]
-    return chains.DockerImage(pip_requirements=[*pins, *extra_requirements])
+    return chains.DockerImage(pip_requirements=[*pins, *extra_requirements],
+                              external_package_dirs=[_SHIPPED[p] for p in packages])
 
 
 def cpu_service(memory: str = "1Gi", concurrency: int = 64) -> chains.Compute:
     """Small CPU service; I/O-bound async chainlets take many requests at once."""
     return chains.Compute(cpu_count=1, memory=memory, predict_concurrency=concurrency)
+
+
+def host_env(*names: str) -> dict[str, str]:
+    """The pushing machine's values of those of `names` that are set, to bake into a chainlet.
+
+    For optional settings such as `OPENAI_BASE_URL`: unset stays unset (an empty value would
+    override the library's default).
+    """
+    return {name: os.environ[name] for name in names if os.environ.get(name)}

@@ -1,0 +1,252 @@
+"""Build artifacts: the image context of every chainlet, built once and reused while unchanged.
+
+Layout under the project's state directory (`<project>/.chainrunner/`)::
+
+    builds/<chain-file-stem>-<hash of its path>/
+        manifest.json              the last build: chainlets, their digests, the input dirs
+        contexts/<Chainlet>-<digest>/server/   truss's server code + model/ + config.yaml (/app)
+        contexts/<Chainlet>-<digest>/packages/ the shipped code (/packages)
+        truss/                     HOME and TMPDIR of the builder (truss's own scratch space)
+
+Contexts are content-addressed and never rewritten, so a running chainlet's files stay put
+while a newer build lands beside them.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from chainlets.serve.errors import BuildError
+
+__all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "state_dir_for"]
+
+STATE_DIR_NAME = ".chainrunner"
+_WORKER = Path(__file__).with_name("_build_worker.py")
+_IGNORED_DIRS = {"__pycache__", STATE_DIR_NAME, ".git", ".venv", ".mypy_cache", ".ruff_cache",
+                 ".pytest_cache"}
+_KEPT_CONTEXTS = 3  # per chainlet: the serving one, the previous one, one spare
+
+
+class ChainletArtifact(BaseModel):
+    """One chainlet's built image context and what its process needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    display_name: str
+    context_dir: Path
+    dependencies: tuple[str, ...]
+    secrets: tuple[str, ...]
+    env: dict[str, str]
+    digest: str
+
+    @property
+    def app_dir(self) -> Path:
+        return self.context_dir / "server"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.context_dir / "packages"
+
+
+class ChainArtifacts(BaseModel):
+    """A built chain: its chainlets, dependencies first, entrypoint last."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: Path
+    chain_name: str
+    entrypoint: str
+    chainlets: dict[str, ChainletArtifact]
+    inputs: tuple[Path, ...]
+    fingerprint: str
+
+    def dependents(self, names: set[str]) -> set[str]:
+        """`names` and every chainlet that calls one of them, directly or not."""
+        closure = set(names)
+        changed = True
+        while changed:
+            changed = False
+            for chainlet in self.chainlets.values():
+                if chainlet.display_name not in closure and closure & set(chainlet.dependencies):
+                    closure.add(chainlet.display_name)
+                    changed = True
+        return closure
+
+
+class _Built(BaseModel):
+    """What the builder process reports; contexts still in the staging dir."""
+
+    chain_name: str
+    entrypoint: str
+    chainlets: list[ChainletArtifact]
+    inputs: list[Path]
+
+
+class _Reply(BaseModel):
+    ok: _Built | None = None
+    error: str | None = None
+
+
+def state_dir_for(source: Path) -> Path:
+    """`.chainrunner/` of the project of `source`: the nearest folder with pyproject.toml/.git."""
+    for folder in source.resolve().parents:
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder / STATE_DIR_NAME
+    return source.resolve().parent / STATE_DIR_NAME
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in _IGNORED_DIRS)
+        for name in sorted(files):
+            if not name.endswith((".pyc", ".pyo")):
+                yield Path(folder, name)
+
+
+def fingerprint(source: Path, inputs: tuple[Path, ...]) -> str:
+    """Hash of everything a build reads: the interpreter, the chain file, every input file."""
+    sha = hashlib.sha256(f"{sys.executable}\0{source.resolve()}\0".encode())
+    for root in inputs:
+        for path in _files(root):
+            with contextlib.suppress(FileNotFoundError):  # deleted mid-walk: hashed as absent
+                sha.update(f"{path}\0".encode() + path.read_bytes() + b"\0")
+    return sha.hexdigest()
+
+
+class Builder:
+    """Builds a chain's artifacts through a builder process, reusing them while unchanged."""
+
+    def __init__(self, source: Path, state_dir: Path | None = None) -> None:
+        self.source = source.resolve()
+        self.state_dir = state_dir or state_dir_for(self.source)
+        key = hashlib.sha256(str(self.source).encode()).hexdigest()[:8]
+        self.root = self.state_dir / "builds" / f"{self.source.stem}-{key}"
+        self._worker: asyncio.subprocess.Process | None = None
+
+    def _manifest(self) -> ChainArtifacts | None:
+        manifest = self.root / "manifest.json"
+        try:
+            return ChainArtifacts.model_validate_json(manifest.read_bytes())
+        except (FileNotFoundError, ValueError):  # none yet, or from another chainrunner version
+            return None
+
+    def cached(self) -> ChainArtifacts | None:
+        """The last build, if its inputs have not changed since and its contexts exist."""
+        artifacts = self._manifest()
+        if artifacts is None:
+            return None
+        if artifacts.fingerprint != fingerprint(self.source, artifacts.inputs):
+            return None
+        if not all(c.app_dir.is_dir() for c in artifacts.chainlets.values()):
+            return None
+        return artifacts
+
+    async def build(self) -> ChainArtifacts:
+        """Generate and lay out every chainlet anew; raises BuildError naming what is wrong."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f"staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with await asyncio.to_thread(self._lock):
+                previous = self._manifest()
+                hashed_inputs = previous.inputs if previous else (self.source.parent,)
+                hashed = fingerprint(self.source, hashed_inputs)
+                reply = await self._request({"source": str(self.source), "staging": str(staging),
+                                             "state_dir": str(self.state_dir)})
+                if reply.error is not None:
+                    raise BuildError(reply.error)
+                assert reply.ok is not None
+                artifacts = self._install(reply.ok, hashed, hashed_inputs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return artifacts
+
+    async def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None or worker.returncode is not None:
+            return
+        assert worker.stdin is not None
+        worker.stdin.close()  # the worker exits at the end of its input
+        try:
+            await asyncio.wait_for(worker.wait(), 5)
+        except TimeoutError:
+            worker.kill()
+            await worker.wait()
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Two serves of the same chain build one at a time (they share the contexts)."""
+        with open(self.root / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    async def _request(self, request: Mapping[str, str]) -> _Reply:
+        worker = await self._ensure_worker()
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(json.dumps(request).encode() + b"\n")
+        await worker.stdin.drain()
+        line = await worker.stdout.readline()
+        if not line:
+            await worker.wait()
+            self._worker = None
+            raise BuildError(f"the builder process exited with code {worker.returncode} while "
+                             f"building `{self.source}` (its output is above)")
+        return _Reply.model_validate_json(line)
+
+    async def _ensure_worker(self) -> asyncio.subprocess.Process:
+        if self._worker is not None and self._worker.returncode is None:
+            return self._worker
+        scratch = self.root / "truss"
+        (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HOME": str(scratch), "TMPDIR": str(scratch / "tmp")}
+        self._worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-P", str(_WORKER), str(os.getpid()), env=env,
+            start_new_session=True, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        return self._worker
+
+    def _install(self, built: _Built, hashed: str,
+                 hashed_inputs: tuple[Path, ...]) -> ChainArtifacts:
+        """Move fresh contexts to their content-addressed home (or reuse an identical one)."""
+        contexts = self.root / "contexts"
+        contexts.mkdir(exist_ok=True)
+        chainlets = {}
+        for fresh in built.chainlets:
+            final = contexts / f"{fresh.display_name}-{fresh.digest}"
+            if final.exists():
+                os.utime(final)  # recently used: kept by _prune
+            else:
+                shutil.move(fresh.context_dir, final)
+            chainlets[fresh.display_name] = fresh.model_copy(update={"context_dir": final})
+        inputs = tuple(built.inputs)
+        # Hashed before building, so an edit made during the build triggers the next one; only
+        # a first build (or one whose input dirs changed) has to hash afterwards.
+        stamp = hashed if inputs == hashed_inputs else fingerprint(self.source, inputs)
+        artifacts = ChainArtifacts(
+            source=self.source, chain_name=built.chain_name, entrypoint=built.entrypoint,
+            chainlets=chainlets, inputs=inputs, fingerprint=stamp)
+        (self.root / "manifest.json").write_text(artifacts.model_dump_json(indent=2))
+        self._prune(contexts, artifacts)
+        return artifacts
+
+    @staticmethod
+    def _prune(contexts: Path, current: ChainArtifacts) -> None:
+        keep = {c.context_dir.name for c in current.chainlets.values()}
+        by_chainlet: dict[str, list[Path]] = {}
+        for folder in contexts.iterdir():
+            by_chainlet.setdefault(folder.name.rpartition("-")[0], []).append(folder)
+        for folders in by_chainlet.values():
+            folders.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+            for old in folders[_KEPT_CONTEXTS:]:
+                if old.name not in keep:
+                    shutil.rmtree(old, ignore_errors=True)

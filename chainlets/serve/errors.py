@@ -1,0 +1,47 @@
+"""Errors of `chainrunner serve`.
+
+ServeError                      base: serve cannot do what was asked; the message says how to fix
+├── ServeSetupError             serve's own requirements are missing (the `serve` extra)
+├── BuildError                  the chain does not import or truss rejects it; under --watch the
+│                               version already serving keeps serving
+├── PortInUseError              the gateway port is taken on 127.0.0.1
+├── ChainletStartError          a chainlet exited or did not become ready while starting; carries
+│                               the chainlet's name and the tail of its log
+└── ChainletUnavailableError    a request needed a chainlet that is not running (the gateway
+                                answers 503 with this message)
+
+Each is constructible from one message string.
+"""
+
+__all__ = [
+    "BuildError",
+    "ChainletStartError",
+    "ChainletUnavailableError",
+    "PortInUseError",
+    "ServeError",
+    "ServeSetupError",
+]
+
+
+class ServeError(Exception):
+    """Base of every serve error."""
+
+
+class ServeSetupError(ServeError):
+    """Raised when a package serve needs (truss's server stack) is not installed."""
+
+
+class BuildError(ServeError):
+    """Raised when generating the chain's trusses fails: import error, truss validation error."""
+
+
+class PortInUseError(ServeError):
+    """Raised when the gateway cannot bind its port."""
+
+
+class ChainletStartError(ServeError):
+    """Raised when a chainlet process exits or times out before answering readiness."""
+
+
+class ChainletUnavailableError(ServeError):
+    """Raised when a request needs a chainlet that has exited or is restarting."""

@@ -1,0 +1,107 @@
+"""One `chainrunner serve` run: build, start the zygote and chainlets, open the gateway, stop."""
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from chainlets.serve.artifacts import Builder
+from chainlets.serve.gateway import Gateway
+from chainlets.serve.processes import BASE_PRELOAD, LogSink, Zygote, requirement_modules
+from chainlets.serve.supervisor import Supervisor
+from chainlets.serve.watch import watch_and_reload
+
+__all__ = ["ServeOptions", "serve_chain"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    source: Path
+    port: int = 8000
+    api_key: str | None = None
+    watch: bool = False
+    rebuild: bool = False
+    startup_timeout: float = 60.0
+    grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where serve reports: chainlet log lines, its own notices, the ready line."""
+
+    log: LogSink
+    notify: Callable[[str], None]
+
+
+async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
+                      on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until `stop` is set; every process started is stopped before this returns.
+
+    Raises ServeError subclasses (PortInUseError, BuildError, ChainletStartError) when the chain
+    cannot be served.
+    """
+    started = time.monotonic()
+    gateway = Gateway(api_key=options.api_key)
+    port = await gateway.bind(options.port)
+    builder = Builder(options.source)
+    run_dir = builder.state_dir / "serve" / str(port)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    env = dict(os.environ)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(gateway.close)
+        stack.push_async_callback(builder.close)
+        stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        # The zygote loads truss's server stack while the chain builds.
+        zygote_start = asyncio.create_task(Zygote.start(BASE_PRELOAD, env, out.log))
+        stack.push_async_callback(_close_zygote, zygote_start)
+        artifacts = None if options.rebuild else builder.cached()
+        if artifacts is None:
+            out.notify(f"building {options.source} (truss chains push --dryrun, "
+                       "truss image build-context)")
+            artifacts = await builder.build()
+        if not options.watch:
+            await builder.close()
+        zygote = await zygote_start
+        await zygote.preload(requirement_modules(
+            c.context_dir / "pip_requirements.txt" for c in artifacts.chainlets.values()
+            if (c.context_dir / "pip_requirements.txt").exists()))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
+                                log=out.log, notify=out.notify,
+                                startup_timeout=options.startup_timeout)
+        stack.push_async_callback(supervisor.stop, options.grace_s)
+        await supervisor.start(artifacts)
+        gateway.router = supervisor
+        if on_ready is not None:
+            on_ready(f"chain `{artifacts.chain_name}` ready in {time.monotonic() - started:.1f}s:"
+                     f" POST http://127.0.0.1:{port}/run_remote ("
+                     + ", ".join(f"{n} :{m.process.port}" for n, m in supervisor.members.items())
+                     + ")")
+        if options.watch:
+            watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify))
+            stack.push_async_callback(_cancel, watcher)
+        await stop.wait()
+        out.notify("stopping")
+
+
+async def _close_zygote(start: "asyncio.Task[Zygote]") -> None:
+    if not start.done():
+        start.cancel()  # Zygote.start kills the process it started
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        return
+    if not start.cancelled() and start.exception() is None:  # a failure was raised already
+        await start.result().close()
+
+
+async def _cancel(task: "asyncio.Task[None]") -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

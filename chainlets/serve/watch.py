@@ -1,0 +1,73 @@
+"""`serve --watch`: rebuild on a saved change, swap in the chainlets whose code changed."""
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchfiles import DefaultFilter, awatch
+
+from chainlets.serve.artifacts import STATE_DIR_NAME, Builder, ChainArtifacts
+from chainlets.serve.errors import BuildError, ChainletStartError
+from chainlets.serve.supervisor import Supervisor
+
+__all__ = ["watch_and_reload", "watch_roots"]
+
+_FILTER = DefaultFilter(ignore_dirs=(*DefaultFilter.ignore_dirs, STATE_DIR_NAME, ".ruff_cache"))
+
+
+def watch_roots(inputs: Iterable[Path]) -> list[Path]:
+    """The folders a build reads, with linked package folders resolved (inotify sees through
+    no links): for our layout, `chains/` and `chainlets/`, not `shipped/chainlets/`."""
+    roots: set[Path] = set()
+    for root in inputs:
+        roots.add(root.resolve())
+        roots.update(child.resolve() for child in root.iterdir()
+                     if child.is_symlink() and child.is_dir())
+    return sorted(roots)
+
+
+def _names(changes: Iterable[tuple[object, str]]) -> str:
+    files = sorted({Path(path).name for _, path in changes})
+    return ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+
+
+async def watch_and_reload(builder: Builder, supervisor: Supervisor, stop: asyncio.Event,
+                           notify: Callable[[str], None]) -> None:
+    """Until `stop` is set: on each batch of saved changes, rebuild and swap.
+
+    An edit that does not build (syntax error, truss validation error) or whose chainlets do
+    not start is reported, and the version already serving keeps serving.
+    """
+    assert supervisor.artifacts is not None
+    roots = watch_roots(supervisor.artifacts.inputs)
+    while not stop.is_set():
+        notify(f"watching {', '.join(str(r) for r in roots)} for changes")
+        async for changes in awatch(*roots, watch_filter=_FILTER, stop_event=stop, step=50):
+            started = time.monotonic()
+            notify(f"changed: {_names(changes)}; rebuilding")
+            artifacts = await _reload(builder, supervisor, notify, started)
+            if artifacts is not None and watch_roots(artifacts.inputs) != roots:
+                roots = watch_roots(artifacts.inputs)
+                break
+
+
+async def _reload(builder: Builder, supervisor: Supervisor, notify: Callable[[str], None],
+                  started: float) -> ChainArtifacts | None:
+    try:
+        artifacts = await builder.build()
+    except BuildError as exc:
+        notify(f"build failed, the previous version keeps serving:\n{exc}")
+        return None
+    built = time.monotonic()
+    try:
+        swapped = await supervisor.update(artifacts)
+    except ChainletStartError as exc:
+        notify(f"the new version did not start, the previous version keeps serving:\n{exc}")
+        return None
+    if not swapped:
+        notify("no chainlet's code changed")
+    else:
+        notify(f"reloaded {', '.join(sorted(swapped))} in {time.monotonic() - started:.1f}s "
+               f"(build {built - started:.1f}s, start {time.monotonic() - built:.1f}s)")
+    return artifacts
