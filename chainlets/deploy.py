@@ -1,4 +1,4 @@
-"""Deployment settings shared by every chainlet: image, shipped code, pinned requirements, resources."""
+"""Deployment settings shared by every chainlet: image, shipped code, requirements, resources."""
 
 import os
 from importlib.metadata import version

@@ -10,9 +10,12 @@ from chainlets.errors import GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
 from chainlets.models import Generation, GenerationRequest, Usage
 
-__all__ = ["DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator", "translate_error"]
+__all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
+           "translate_error"]
 
 OPENAI_KEY_SECRET = "openai_api_key"
+# The SDK's own setting; set when pushing, it is baked into the deployed chainlet.
+BASE_URL_ENV = "OPENAI_BASE_URL"
 MODEL_ENV = "CHAINRUNNER_OPENAI_MODEL"
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -42,12 +45,16 @@ class OpenAIGenerator(chains.ChainletBase):
 
     remote_config = chains.RemoteConfig(
         docker_image=deploy.image(), compute=deploy.cpu_service(),
-        assets=chains.Assets(secret_keys=[OPENAI_KEY_SECRET]), name="OpenAIGenerator")
+        assets=chains.Assets(secret_keys=[OPENAI_KEY_SECRET]),
+        options=chains.ChainletOptions(env_variables=deploy.host_env(BASE_URL_ENV)),
+        name="OpenAIGenerator")
 
     def __init__(self, context: chains.DeploymentContext = chains.depends_context()) -> None:
         # Truss's secrets mapping has no `.get`; an empty secret falls back to the env var.
         secret = context.secrets[OPENAI_KEY_SECRET] if OPENAI_KEY_SECRET in context.secrets \
             else None  # noqa: SIM401
+        if secret == chains.public_types.SECRET_DUMMY:  # truss's placeholder: no secret was set
+            secret = None
         key = secret or os.environ.get("OPENAI_API_KEY")
         # The SDK retries on its own by default; the engine's retry policy owns retries.
         self._client = openai.AsyncOpenAI(api_key=key, max_retries=0) if key else None
