@@ -15,12 +15,14 @@ import hashlib
 import importlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import sysconfig
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,14 +57,39 @@ def _library_modules(names: set[str]) -> set[str]:
     return tops
 
 
-def _build(source: Path, staging: Path, state_dir: Path) -> tuple[dict[str, Any], set[str]]:
+def _context(name: str, display_name: str, truss_dir: Path, context: Path) -> dict[str, Any]:
+    """What `truss image build-context` does for one generated truss (gathering its external
+    package dirs into packages/, as a push does), laid out like the image: /app holds the
+    server code, model/ and config.yaml."""
+    from truss.base.truss_config import TrussConfig
     from truss.truss_handle.truss_handle import TrussHandle
+
+    config = TrussConfig.from_yaml(truss_dir / "config.yaml")
+    TrussHandle(truss_dir).docker_build_setup(build_dir=context)
+    app_dir = context / "server"
+    shutil.move(context / "model", app_dir / "model")
+    shutil.move(context / "config.yaml", app_dir / "config.yaml")
+    shutil.rmtree(context / "build_hash", ignore_errors=True)
+    return {
+        "name": name,
+        "display_name": display_name,
+        "context_dir": str(context),
+        "dependencies": sorted(config.model_metadata["chains_metadata"]["chainlet_to_service"]),
+        "secrets": sorted(config.secrets),
+        "env": dict(config.environment_variables),
+        "digest": _digest(app_dir, context / "packages"),
+        "external_package_dirs": [str(Path(p).resolve()) for p in config.external_package_dirs],
+    }
+
+
+def _build(source: Path, staging: Path, state_dir: Path) -> tuple[dict[str, Any], set[str]]:
     from truss_chains import framework, private_types
     from truss_chains.deployment import deployment_client
 
     before = set(sys.modules)
     with framework.ChainletImporter.import_target(source) as entrypoint_cls:
-        imported = set(sys.modules) - before
+        # Truss unloads what the import loaded when the block ends: note the libraries now.
+        libraries = _library_modules(set(sys.modules) - before)
         chain_root = Path(deployment_client._get_chain_root(entrypoint_cls)).resolve()
         if state_dir.resolve().is_relative_to(chain_root):
             raise ValueError(
@@ -77,36 +104,20 @@ def _build(source: Path, staging: Path, state_dir: Path) -> tuple[dict[str, Any]
         entry, deps, _, _ = deployment_client._generate_chainlet_artifacts(
             options, entrypoint_cls)
 
-    from truss.base.truss_config import TrussConfig
-
+    artifacts = [*deps, entry]
+    # Building contexts is CPU-bound (YAML, templates, copies): one forked process each.
+    with ProcessPoolExecutor(max_workers=min(len(artifacts), os.cpu_count() or 1),
+                             mp_context=multiprocessing.get_context("fork")) as pool:
+        chainlets = list(pool.map(_context, [a.name for a in artifacts],
+                                  [a.display_name for a in artifacts],
+                                  [Path(a.truss_dir) for a in artifacts],
+                                  [staging / a.display_name for a in artifacts]))
     inputs = {str(chain_root)}
-    chainlets = []
-    for artifact in [*deps, entry]:
-        truss_dir = Path(artifact.truss_dir)
-        config = TrussConfig.from_yaml(truss_dir / "config.yaml")
-        inputs.update(str(Path(p).resolve()) for p in config.external_package_dirs)
-        context = staging / artifact.display_name
-        # What `truss image build-context` runs; it gathers the external package dirs into
-        # packages/, as a push does.
-        TrussHandle(truss_dir).docker_build_setup(build_dir=context)
-        # Lay it out like the image: /app holds the server code, model/ and config.yaml.
-        app_dir = context / "server"
-        shutil.move(context / "model", app_dir / "model")
-        shutil.move(context / "config.yaml", app_dir / "config.yaml")
-        shutil.rmtree(context / "build_hash", ignore_errors=True)
-        services = config.model_metadata["chains_metadata"]["chainlet_to_service"]
-        chainlets.append({
-            "name": artifact.name,
-            "display_name": artifact.display_name,
-            "context_dir": str(context),
-            "dependencies": sorted(services),
-            "secrets": sorted(config.secrets),
-            "env": dict(config.environment_variables),
-            "digest": _digest(app_dir, context / "packages"),
-        })
+    for chainlet in chainlets:
+        inputs.update(chainlet.pop("external_package_dirs"))
     manifest = {"chain_name": chain_name, "entrypoint": entry.display_name,
                 "chainlets": chainlets, "inputs": sorted(inputs)}
-    return manifest, _library_modules(imported)
+    return manifest, libraries
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import selectors
@@ -30,6 +31,15 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
+# What truss's server and truss_chains' runtime import: loaded once, here.
+BASE_PRELOAD = (
+    "uvicorn", "uvloop", "fastapi", "starlette", "pydantic", "yaml", "aiohttp", "aiofiles",
+    "httpx", "prometheus_client", "psutil", "pythonjsonlogger.jsonlogger", "msgpack",
+    "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "truss_chains", "truss_chains.remote_chainlet.stub", "truss_chains.remote_chainlet.utils",
+    "truss.templates.shared.dynamic_config_resolver",
+    "truss.templates.shared.secrets_resolver", "truss.templates.shared.lazy_data_resolver",
+)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _LAUNCHER = Path(__file__).with_name("_launcher.py")
@@ -62,6 +72,9 @@ def _preload(modules: list[str]) -> None:
             importlib.import_module(name)
         except Exception as exc:  # a chainlet that needs it imports it itself, and fails there
             print(f"zygote: not preloading `{name}`: {exc!r}", file=sys.stderr, flush=True)
+    # inspect.getmodule (truss validates every chainlet class with it) scans all of
+    # sys.modules on its first miss; do it here once, not in every chainlet.
+    inspect.getmodule(_preload.__code__)
     if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
         print("zygote: a preloaded module started a thread; forked chainlets may deadlock",
               file=sys.stderr, flush=True)
@@ -174,7 +187,7 @@ def main(argv: list[str]) -> NoReturn:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve stops its chainlets in order
     control = socket.socket(fileno=control_fd)
-    _preload(argv[3:])
+    _preload(list(BASE_PRELOAD))
     zygote = _Zygote(control)
     zygote.send({"op": "ready"})
     zygote.loop()

@@ -6,9 +6,12 @@ import itertools
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
+
+from chainlets.serve.zygote import Zygote
 
 __all__ = ["serve"]
 
@@ -55,7 +58,7 @@ class _Printer:
 
 
 async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
-                 rebuild: bool) -> None:
+                 rebuild: bool, zygote: "Zygote", started: float) -> None:
     from chainlets.serve.session import Output, ServeOptions, serve_chain
 
     printer = _Printer()
@@ -77,7 +80,7 @@ async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
     options = ServeOptions(source=chain_file, port=port, api_key=api_key, watch=watch,
                            rebuild=rebuild)
     await serve_chain(options, Output(log=printer.log, notify=printer.notify), stop,
-                      on_ready=printer.ready)
+                      on_ready=printer.ready, zygote=zygote, started=started)
     printer.notify("stopped")
 
 
@@ -104,12 +107,20 @@ def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild
         raise click.ClickException(
             f"chainrunner serve needs truss's server packages; missing: {', '.join(missing)}. "
             "Install them with: pip install 'chainrunner[serve]'")
-    from chainlets.serve.errors import ServeError
-
+    started = time.monotonic()
+    # First of all: the zygote's preload is the longest step of a start; it runs while serve
+    # imports the rest of itself and checks or builds the chain.
+    zygote = Zygote.launch(os.environ)
     try:
-        asyncio.run(_serve(chain_file, port, api_key or None, watch, rebuild))
+        from chainlets.serve.errors import ServeError
+
+        asyncio.run(_serve(chain_file, port, api_key or None, watch, rebuild, zygote, started))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if zygote.process.poll() is None:  # serve_chain did not get to stop it
+            zygote.process.kill()
+            zygote.process.wait()
 
 
 def main() -> None:

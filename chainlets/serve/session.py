@@ -14,9 +14,9 @@ import aiohttp
 
 from chainlets.serve.artifacts import Builder
 from chainlets.serve.gateway import Gateway
-from chainlets.serve.processes import BASE_PRELOAD, LogSink, Zygote, requirement_modules
 from chainlets.serve.supervisor import Supervisor
 from chainlets.serve.watch import watch_and_reload
+from chainlets.serve.zygote import LogSink, Zygote, requirement_modules
 
 __all__ = ["ServeOptions", "serve_chain"]
 
@@ -41,26 +41,30 @@ class Output:
 
 
 async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
-                      on_ready: Callable[[str], None] | None = None) -> None:
+                      on_ready: Callable[[str], None] | None = None,
+                      zygote: Zygote | None = None, started: float | None = None) -> None:
     """Serve until `stop` is set; every process started is stopped before this returns.
 
-    Raises ServeError subclasses (PortInUseError, BuildError, ChainletStartError) when the chain
+    `zygote`, if given, is one launched earlier by the caller (this takes it over). Raises
+    ServeError subclasses (PortInUseError, BuildError, ChainletStartError) when the chain
     cannot be served.
     """
-    started = time.monotonic()
-    gateway = Gateway(api_key=options.api_key)
-    port = await gateway.bind(options.port)
-    builder = Builder(options.source)
-    run_dir = builder.state_dir / "serve" / str(port)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    started = started or time.monotonic()
     env = dict(os.environ)
+    # The zygote loads truss's server stack while the chain builds (or the cache is checked).
+    zygote = zygote or Zygote.launch(env)
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(zygote.close)
+        gateway = Gateway(api_key=options.api_key)
+        port = await gateway.bind(options.port)
         stack.push_async_callback(gateway.close)
+        builder = Builder(options.source)
         stack.push_async_callback(builder.close)
+        run_dir = builder.state_dir / "serve" / str(port)
+        shutil.rmtree(run_dir, ignore_errors=True)
         stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
-        # The zygote loads truss's server stack while the chain builds.
-        zygote_start = asyncio.create_task(Zygote.start(BASE_PRELOAD, env, out.log))
-        stack.push_async_callback(_close_zygote, zygote_start)
+        connected = asyncio.create_task(zygote.connect(out.log))
+        stack.push_async_callback(_cancel, connected)
         artifacts = None if options.rebuild else builder.cached()
         if artifacts is None:
             out.notify(f"building {options.source} (truss chains push --dryrun, "
@@ -68,10 +72,10 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
             artifacts = await builder.build()
         if not options.watch:
             await builder.close()
-        zygote = await zygote_start
         await zygote.preload(requirement_modules(
             c.context_dir / "pip_requirements.txt" for c in artifacts.chainlets.values()
             if (c.context_dir / "pip_requirements.txt").exists()))
+        await connected
         http = await stack.enter_async_context(aiohttp.ClientSession())
         supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
                                 log=out.log, notify=out.notify,
@@ -91,17 +95,10 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         out.notify("stopping")
 
 
-async def _close_zygote(start: "asyncio.Task[Zygote]") -> None:
-    if not start.done():
-        start.cancel()  # Zygote.start kills the process it started
-        with contextlib.suppress(asyncio.CancelledError):
-            await start
-        return
-    if not start.cancelled() and start.exception() is None:  # a failure was raised already
-        await start.result().close()
-
-
 async def _cancel(task: "asyncio.Task[None]") -> None:
+    """Cancel `task` if it still runs; a failure it already had was raised where awaited."""
+    if task.done():
+        return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -13,13 +13,8 @@ import aiohttp
 
 from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError
-from chainlets.serve.processes import (
-    PREDICT_PATH,
-    ChainletProcess,
-    LogSink,
-    Zygote,
-    describe_exit,
-)
+from chainlets.serve.processes import PREDICT_PATH, ChainletProcess
+from chainlets.serve.zygote import LogSink, Zygote, describe_exit
 
 __all__ = ["Member", "Supervisor", "free_port"]
 

@@ -1,0 +1,185 @@
+"""Client of the zygote, the fork server of chainlet processes (see _zygote.py).
+
+Standard library only, so that `chainrunner serve` can launch the zygote before importing
+anything heavy: its preload, the longest step of a start, overlaps serve's own imports.
+"""
+
+import asyncio
+import contextlib
+import importlib.metadata
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from chainlets.serve.errors import ServeError
+
+__all__ = ["LogSink", "Zygote", "describe_exit", "pump_lines", "requirement_modules"]
+
+_ZYGOTE = Path(__file__).with_name("_zygote.py")
+# Libraries that start threads (BLAS pools, CUDA) when imported: never in a process that forks.
+_NOT_PRELOADED = {"numpy", "torch", "tensorflow", "jax", "scipy", "pandas", "sklearn",
+                  "transformers", "accelerate"}
+
+# Called with (chainlet name, log line without newline) for every line a chainlet prints.
+LogSink = Callable[[str, str], None]
+
+
+def requirement_modules(requirement_files: Iterable[Path]) -> list[str]:
+    """Top-level modules of the installed distributions pinned in `requirement_files`."""
+    by_dist: dict[str, list[str]] = {}
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            by_dist.setdefault(dist.lower().replace("_", "-"), []).append(module)
+    modules: set[str] = set()
+    for path in requirement_files:
+        for line in path.read_text().splitlines():
+            name = line.split("#")[0].split("==")[0].split(">")[0].split("<")[0].strip()
+            modules.update(by_dist.get(name.lower().replace("_", "-"), []))
+    # truss's own modules: BASE_PRELOAD has those a chainlet needs (truss_train it does not).
+    modules -= {"truss", "truss_chains", "truss_train"}
+    return sorted(m for m in modules - _NOT_PRELOADED if not m.startswith("_"))
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+async def pump_lines(stream: asyncio.StreamReader, name: str, log: LogSink,
+                     tail: deque[str]) -> None:
+    """Hand every line of `stream` to `log`, keeping the last ones in `tail`."""
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip("\n")
+        tail.append(text)
+        log(name, text)
+
+
+class Zygote:
+    """The zygote process and its control socket: the only way serve starts chainlets."""
+
+    def __init__(self, process: "subprocess.Popen[bytes]", control: socket.socket) -> None:
+        self.process = process
+        self._control = control
+        self._ids = itertools.count()
+        self._spawned: dict[int, asyncio.Future[int]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._early_exits: dict[int, int] = {}
+        self._ready: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def launch(cls, env: Mapping[str, str]) -> "Zygote":
+        """Start the zygote; it loads truss's server stack while the caller goes on."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process = subprocess.Popen(
+            [sys.executable, "-P", str(_ZYGOTE), str(theirs.fileno()), str(os.getpid())],
+            pass_fds=(theirs.fileno(),), env=dict(env), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        theirs.close()
+        ours.setblocking(False)
+        return cls(process, ours)
+
+    async def connect(self, log: LogSink) -> None:
+        """Wait for the zygote to be ready; from now on its output goes to `log`."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._tasks.append(asyncio.create_task(self._read_events(), name="zygote-events"))
+        assert self.process.stdout is not None
+        output = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output),
+                                     self.process.stdout)
+        self._tasks.append(asyncio.create_task(pump_lines(output, "zygote", log, deque())))
+        try:
+            await self._ready
+        except BaseException:
+            await self.close(grace=0)
+            raise
+
+    async def preload(self, modules: Iterable[str]) -> None:
+        """Have the zygote import these too (before it forks the next chainlet)."""
+        await self._send({"op": "preload", "modules": list(modules)})
+
+    async def spawn(self, spec: Mapping[str, Any],
+                    log_fd: int) -> tuple[int, "asyncio.Future[int]"]:
+        """Fork a chainlet; returns its pid and a future of its return code."""
+        request_id = next(self._ids)
+        spawned = self._spawned[request_id] = asyncio.get_running_loop().create_future()
+        await self._send({"op": "spawn", "id": request_id, "spec": dict(spec)}, [log_fd])
+        pid = await spawned
+        exited = self._exits[pid] = asyncio.get_running_loop().create_future()
+        if pid in self._early_exits:
+            exited.set_result(self._early_exits.pop(pid))
+        return pid, exited
+
+    async def signal(self, pid: int, signum: int) -> None:
+        """Signal a chainlet; the zygote only ever signals processes it started."""
+        await self._send({"op": "signal", "pid": pid, "signal": int(signum)})
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Close the control socket: the zygote kills what is left of its chainlets and exits.
+        With `grace` 0, or past it, the zygote is killed (its chainlets die with it)."""
+        self._control.close()
+        if not grace:
+            self.process.kill()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.process.wait), grace or None)
+        except TimeoutError:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+        for task in self._tasks:
+            task.cancel()
+
+    async def _send(self, message: Mapping[str, Any], fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        while True:
+            try:
+                socket.send_fds(self._control, [data], fds or [])
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+
+    async def _read_events(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = await loop.sock_recv(self._control, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self._fail(ServeError("the zygote process that forks chainlets exited"))
+                return
+            event = json.loads(data)
+            if event["op"] == "ready":
+                assert self._ready is not None
+                self._ready.set_result(None)
+            elif event["op"] == "spawned":
+                self._spawned.pop(event["id"]).set_result(event["pid"])
+            elif event["op"] == "error":
+                self._spawned.pop(event["id"]).set_exception(ServeError(event["message"]))
+            elif event["op"] == "exited":
+                pid: int = event["pid"]
+                if pid not in self._exits:  # exited before spawn() registered it
+                    self._early_exits[pid] = event["returncode"]
+                elif not self._exits[pid].done():
+                    self._exits.pop(pid).set_result(event["returncode"])
+
+    def _fail(self, error: ServeError) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+        for spawned in self._spawned.values():
+            if not spawned.done():
+                spawned.set_exception(error)
+        for exited in self._exits.values():
+            if not exited.done():
+                exited.set_result(-signal.SIGKILL)  # PR_SET_PDEATHSIG killed it
