@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # truss's dependency; no stubs installed
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CHAINS = sorted(REPO.joinpath("chains").glob("*.py"))
