@@ -5,9 +5,11 @@ still printed), 2 an invalid chain, missing inputs or bad usage (nothing was cal
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +96,26 @@ async def _run(spec: ChainSpec, inputs: dict[str, str], options: RunOptions,
         runner = ChainRunner()
         if not show_progress:
             return await runner.execute(spec, inputs, options)
-        with Progress(_stderr()) as progress:
+        with Progress(_stderr(), spec.handle, [s.handle for s in spec.steps]) as progress:
             return await runner.execute(spec, inputs, options, observer=progress)
+
+
+@contextlib.contextmanager
+def _mock_script(path: Path | None) -> Iterator[None]:
+    """Point the mock generator at `path` for one run (it reads its script from the env, as
+    it does when deployed), then restore the environment."""
+    if path is None:
+        yield
+        return
+    before = os.environ.get(SCRIPT_ENV)
+    os.environ[SCRIPT_ENV] = str(path.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SCRIPT_ENV]
+        else:
+            os.environ[SCRIPT_ENV] = before
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,19 +152,17 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
         raise _fail(str(exc)) from exc
     options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
                          max_attempts=max_attempts)
-    if mock_script is not None:
-        os.environ[SCRIPT_ENV] = str(mock_script.resolve())
     try:
-        result = asyncio.run(_run(spec, inputs, options, show_progress=not as_json
-                                  or _stderr().is_terminal))
+        with _mock_script(mock_script):
+            result = asyncio.run(_run(spec, inputs, options, show_progress=not as_json
+                                      or _stderr().is_terminal))
     except (ChainDefinitionError, InputsError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
         console = Console(highlight=False)
-        if not _stderr().is_terminal:
-            console.print(result_table(result))
+        console.print(result_table(result))
         if result.state == RunState.SUCCEEDED:
             console.print(f"[bold]output[/] ({compiled.output_handle}):")
             console.print(result.output or "", markup=False)

@@ -1,6 +1,7 @@
 """Static validation ("compile"): every problem in a chain, found before any model call."""
 
 import difflib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -136,6 +137,7 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
                                 "`_` and `-`")
 
     compiled: dict[str, CompiledStep] = {}
+    params_cache: dict[tuple[str, str], ModelParams] = {}
     deps_of: dict[str, frozenset[str]] = {}
     required: dict[str, None] = {}
     for step in spec.steps:
@@ -147,8 +149,11 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
                             f"{_listing(plugins.names())}"
                             f"{_suggest(step.plugin, plugins.names())}")
         else:
+            # Steps with the same plugin and config share one ModelParams (10k-step chains).
+            key = (plugin.name, json.dumps(step.plugin_config, sort_keys=True, default=str))
             try:
-                params = plugin.to_params(plugin.validate_config(step.plugin_config))
+                params = params_cache.get(key) or params_cache.setdefault(
+                    key, plugin.to_params(plugin.validate_config(step.plugin_config)))
             except pydantic.ValidationError as exc:
                 for err in exc.errors():
                     field = ".".join(str(p) for p in err["loc"]) or "plugin_config"

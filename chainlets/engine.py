@@ -1,44 +1,54 @@
-"""The eager engine: each step starts the moment its dependencies have succeeded, exactly once."""
+"""The eager engine: each step starts the moment its dependencies have succeeded, exactly once.
+
+Step tasks share no mutable state: a task gets its input values and returns an outcome; the
+task's done-callback is the one place that records results and starts newly ready steps, so a
+join starts exactly once, when its last dependency succeeds. The graph the scheduler walks is
+the execution's own (`steps`, `dependents`, `waiting_on`), so steps can be added while a run is
+under way (maps and loops build on that).
+
+Per-step bookkeeping is plain Python on the hot path; the pydantic StepRecord is built once a
+step reaches a state worth reporting (benchmarks/engine.py measures the difference).
+"""
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 
 from chainlets.compiler import CompiledChain, CompiledStep
 from chainlets.errors import ChainDefinitionError
 from chainlets.models import (
-    AttemptRecord,
     Generation,
     GenerationRequest,
     InvocationResult,
     RunOptions,
     RunState,
     StepRecord,
+    Usage,
 )
 from chainlets.plugins import LLM_BACKEND
 from chainlets.protocols import GeneratorProtocol
-from chainlets.retry import RetryPolicy, describe_error
-from chainlets.spec import ChatMessage
+from chainlets.retry import Attempt, RetryPolicy, describe_error
 
 __all__ = ["StepObserver", "render_messages", "run_chain"]
 
 log = logging.getLogger(__name__)
 
-# Called synchronously on every step transition with the whole (live) result and the step that
-# changed; it must not block. Persistence and callbacks hang off it.
-StepObserver = Callable[[InvocationResult, StepRecord], None]
+# Called synchronously with a step's record each time the step changes state; it must not
+# block. Progress displays, persistence and callbacks hang off it.
+StepObserver = Callable[[StepRecord], None]
 
 
-def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[ChatMessage]:
-    messages: list[ChatMessage] = []
+def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[dict[str, str]]:
+    """The step's chat messages, rendered: system prompt, earlier messages, then the prompt."""
+    messages = []
     if step.system is not None:
-        messages.append(ChatMessage(role="system", content=step.system.render(values)))
-    messages.extend(ChatMessage(role=role, content=t.render(values)) for role, t in step.history)
-    messages.append(ChatMessage(role="user", content=step.prompt.render(values)))
+        messages.append({"role": "system", "content": step.system.render(values)})
+    messages.extend({"role": role, "content": t.render(values)} for role, t in step.history)
+    messages.append({"role": "user", "content": step.prompt.render(values)})
     return messages
 
 
@@ -46,13 +56,43 @@ def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[ChatM
 class _Outcome:
     """What a step task hands back; the engine alone turns it into record changes."""
 
-    attempts: list[AttemptRecord]
+    attempts: list[Attempt]
     generation: Generation | None = None
     error: str | None = None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+class _StepRun:
+    """A step's live state during a run."""
+
+    __slots__ = ("attempts", "finished", "handle", "message", "output", "started", "state",
+                 "usage")
+
+    def __init__(self, handle: str) -> None:
+        self.handle = handle
+        self.state = RunState.WAITING
+        self.message: str | None = None
+        self.output: str | None = None
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.attempts: list[Attempt] = []
+        self.usage: Usage | None = None
+
+    @classmethod
+    def from_record(cls, record: StepRecord) -> "_StepRun":
+        run = cls(record.handle)
+        run.state, run.message, run.output = record.state, record.status_message, record.output
+        run.started = record.started_at.timestamp() if record.started_at else None
+        run.finished = record.finished_at.timestamp() if record.finished_at else None
+        run.attempts = [Attempt(a.number, a.started_at.timestamp(), a.finished_at.timestamp(),
+                                a.error) for a in record.attempts]
+        run.usage = record.usage
+        return run
+
+    def record(self) -> StepRecord:
+        return StepRecord.model_validate({
+            "handle": self.handle, "state": self.state, "statusMessage": self.message,
+            "output": self.output, "started_at": self.started, "finished_at": self.finished,
+            "attempts": [a._asdict() for a in self.attempts], "usage": self.usage})
 
 
 @dataclass
@@ -62,114 +102,160 @@ class _Execution:
     generators: Mapping[str, GeneratorProtocol]
     options: RunOptions
     observer: StepObserver | None
-    result: InvocationResult
-    records: dict[str, StepRecord] = field(default_factory=dict)
+    policy: RetryPolicy
+    loop: asyncio.AbstractEventLoop
+    done: "asyncio.Future[None]"
+    steps: dict[str, CompiledStep] = field(default_factory=dict)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+    waiting_on: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, _StepRun] = field(default_factory=dict)
+    records: dict[str, StepRecord] = field(default_factory=dict)  # of finished steps
     outputs: dict[str, str] = field(default_factory=dict)
-    remaining: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, "asyncio.Task[_Outcome]"] = field(default_factory=dict)
     first_failure: str | None = None
-    done: "asyncio.Future[None] | None" = None
     semaphore: asyncio.Semaphore | None = None
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    started: bool = False
 
-    def notify(self, record: StepRecord) -> None:
-        if self.observer is None:
+    def add_step(self, step: CompiledStep, prior: StepRecord | None = None) -> None:
+        """Schedule `step`: it starts as soon as every dependency has succeeded."""
+        handle = step.handle
+        self.steps[handle] = step
+        self.dependents.setdefault(handle, [])
+        for dep in step.deps:
+            self.dependents.setdefault(dep, []).append(handle)
+        if prior is not None:
+            self.runs[handle] = _StepRun.from_record(prior)
+            self.records[handle] = prior
+            self.outputs[handle] = prior.output or ""
             return
+        self.runs[handle] = _StepRun(handle)
+        self.waiting_on[handle] = sum(d not in self.outputs for d in step.deps) \
+            if self.started else -1  # counted by start_ready once every initial step is in
+        if self.started and self.waiting_on[handle] == 0:
+            self.launch(handle)
+
+    def start_ready(self) -> None:
+        self.started = True
+        for handle in self.waiting_on:
+            self.waiting_on[handle] = sum(d not in self.outputs for d in self.steps[handle].deps)
+        for handle, count in list(self.waiting_on.items()):
+            if count == 0:
+                self.launch(handle)
+
+    def build_record(self, handle: str) -> None:
+        if handle not in self.records:
+            self.records[handle] = self.runs[handle].record()
+
+    def notify(self, run: _StepRun) -> None:
+        if self.observer is None:
+            if run.state.finished:
+                # Built once the loop gets to it: a dependent's model call starts first.
+                self.loop.call_soon(self.build_record, run.handle)
+            return
+        record = run.record()
+        if run.state.finished:
+            self.records[run.handle] = record
         try:
-            self.observer(self.result, record)
-        except Exception:  # an observer bug must not corrupt the run; it is logged, not hidden
-            log.exception("step observer failed on step %s", record.handle)
+            self.observer(record)
+        except Exception:  # an observer bug must not corrupt the run; logged, not hidden
+            log.exception("step observer failed on step %s", run.handle)
+
+    def launch(self, handle: str) -> None:
+        step = self.steps[handle]
+        run = self.runs[handle]
+        del self.waiting_on[handle]
+        run.state, run.started = RunState.RUNNING, time.time()
+        outputs = self.outputs
+        values = {**self.inputs, **{d: outputs[d] for d in step.deps}, **step.literals}
+        task = self.loop.create_task(self.execute(step, values), name=f"step:{handle}")
+        self.tasks[handle] = task
+        task.add_done_callback(partial(self.on_done, handle))
+        if self.observer is not None:
+            self.notify(run)
 
     def generator_for(self, step: CompiledStep) -> GeneratorProtocol:
         key = self.options.llm if step.plugin.generator == LLM_BACKEND else step.plugin.generator
         return self.generators[key]
 
-    def launch(self, handle: str) -> None:
-        step = self.chain.steps[handle]
-        record = self.records[handle]
-        record.state, record.started_at = RunState.RUNNING, _now()
-        record.status_message, record.attempts = None, []
-        values = {**self.inputs, **{d: self.outputs[d] for d in step.deps}, **step.literals}
-        task = asyncio.create_task(self.execute(step, values), name=f"step:{handle}")
-        self.tasks[handle] = task
-        task.add_done_callback(partial(self.on_done, handle))
-        self.notify(record)
-
     async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> _Outcome:
-        attempts: list[AttemptRecord] = []
-        generator = self.generator_for(step)
+        attempts: list[Attempt] = []
         try:
-            request = GenerationRequest(step=step.handle, plugin=step.spec.plugin,
-                                        messages=render_messages(step, values),
-                                        params=step.params)
+            request = GenerationRequest.model_validate({
+                "step": step.handle, "plugin": step.spec.plugin, "params": step.params,
+                "messages": render_messages(step, values)})
+            call = partial(self.generator_for(step).run_remote, request)
             if self.semaphore is None:
-                generation = await self.policy.call(
-                    partial(generator.run_remote, request), attempts)
+                generation = await self.policy.call(call, attempts)
             else:
                 async with self.semaphore:
-                    generation = await self.policy.call(
-                        partial(generator.run_remote, request), attempts)
+                    generation = await self.policy.call(call, attempts)
         except Exception as exc:  # recorded on the step and propagated to the chain's state
-            return _Outcome(attempts=attempts, error=describe_error(exc))
-        return _Outcome(attempts=attempts, generation=generation)
+            return _Outcome(attempts, error=describe_error(exc))
+        return _Outcome(attempts, generation=generation)
 
     def on_done(self, handle: str, task: "asyncio.Task[_Outcome]") -> None:
         del self.tasks[handle]
-        record = self.records[handle]
-        record.finished_at = _now()
+        run = self.runs[handle]
+        run.finished = time.time()
         if task.cancelled():
-            record.state, record.status_message = RunState.FAILED, "cancelled"
-            self.notify(record)
+            run.state, run.message = RunState.FAILED, "cancelled"
+            self.notify(run)
             return self.maybe_finish()
         outcome = task.result()
-        record.attempts = outcome.attempts
-        if outcome.generation is None:
-            record.state, record.status_message = RunState.FAILED, outcome.error
+        run.attempts = outcome.attempts
+        generation = outcome.generation
+        if generation is None:
+            run.state, run.message = RunState.FAILED, outcome.error
             self.first_failure = self.first_failure or handle
-            self.notify(record)
+            self.notify(run)
             self.skip_dependents(handle)
         else:
-            record.state, record.output = RunState.SUCCEEDED, outcome.generation.text
-            record.usage = outcome.generation.usage
-            self.outputs[handle] = outcome.generation.text
-            self.notify(record)
-            for child in self.chain.dependents[handle]:
-                self.remaining[child] -= 1
-                if self.remaining[child] == 0 and self.records[child].state == RunState.WAITING:
-                    self.launch(child)
+            run.state, run.output, run.usage = RunState.SUCCEEDED, generation.text, \
+                generation.usage
+            self.outputs[handle] = generation.text
+            self.notify(run)
+            waiting_on = self.waiting_on
+            for child in self.dependents[handle]:
+                if child in waiting_on:
+                    waiting_on[child] -= 1
+                    if waiting_on[child] == 0:
+                        self.launch(child)
         self.maybe_finish()
 
     def skip_dependents(self, failed: str) -> None:
-        stack = [(child, failed) for child in self.chain.dependents[failed]]
+        stack = [(child, failed) for child in self.dependents[failed]]
         while stack:
             handle, cause = stack.pop()
-            record = self.records[handle]
-            if record.state != RunState.WAITING:
+            if handle not in self.waiting_on:
                 continue
-            record.state = RunState.SKIPPED
-            record.status_message = (f"not run: depends on `{cause}`, which "
-                                     f"{'failed' if cause == failed else 'was skipped'}")
-            self.notify(record)
-            stack.extend((child, handle) for child in self.chain.dependents[handle])
+            del self.waiting_on[handle]
+            run = self.runs[handle]
+            run.state = RunState.SKIPPED
+            run.message = (f"not run: depends on `{cause}`, which "
+                           f"{'failed' if cause == failed else 'was skipped'}")
+            self.notify(run)
+            stack.extend((child, handle) for child in self.dependents[handle])
 
     def maybe_finish(self) -> None:
-        if not self.tasks and self.done is not None and not self.done.done():
+        if not self.tasks and not self.done.done():
             self.done.set_result(None)
 
     def finalize(self) -> InvocationResult:
-        result = self.result
-        failed = [r for r in result.steps if r.state == RunState.FAILED]
+        for handle in self.steps:
+            self.build_record(handle)
+        steps = [self.records[h] for h in self.steps]
+        failed = [r for r in steps if r.state == RunState.FAILED]
+        state, message, output = RunState.SUCCEEDED, None, \
+            self.outputs.get(self.chain.output_handle)
         if failed:
             first = self.records[self.first_failure] if self.first_failure else failed[0]
             others = f" ({len(failed) - 1} more step(s) failed)" if len(failed) > 1 else ""
-            result.state = RunState.FAILED
-            result.status_message = f"step `{first.handle}` failed: {first.status_message}{others}"
-            result.output = None
-        else:
-            result.state = RunState.SUCCEEDED
-            result.status_message = None
-            result.output = self.outputs.get(self.chain.output_handle)
-        return result
+            state, output = RunState.FAILED, None
+            message = f"step `{first.handle}` failed: {first.status_message}{others}"
+        # Every part was validated when it was built.
+        return InvocationResult.model_construct(
+            chain=self.chain.handle, input=dict(self.inputs), output=output, state=state,
+            status_message=message, steps=steps)
 
 
 async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
@@ -191,27 +277,18 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
             f"chain `{chain.handle}` needs generator(s) {', '.join(missing)}, which this runner "
             f"does not have (it has {', '.join(sorted(generators))})")
 
-    prior = {r.handle: r for r in previous.steps} if previous is not None else {}
-    records = {}
-    for handle in chain.steps:
-        old = prior.get(handle)
-        records[handle] = old.model_copy(deep=True) if old is not None \
-            and old.state == RunState.SUCCEEDED else StepRecord(handle=handle)
-    result = InvocationResult(chain=chain.handle, input=values, state=RunState.RUNNING,
-                              steps=list(records.values()))
+    prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
+        if previous is not None else {}
+    loop = asyncio.get_running_loop()
     ex = _Execution(chain=chain, inputs=values, generators=generators, options=options,
-                    observer=observer, result=result, records=records,
+                    observer=observer, loop=loop, done=loop.create_future(),
                     policy=RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                        options.max_backoff_s))
     if options.max_concurrency is not None:
         ex.semaphore = asyncio.Semaphore(options.max_concurrency)
-    ex.outputs = {h: r.output or "" for h, r in records.items() if r.state == RunState.SUCCEEDED}
-    ex.remaining = {h: sum(d not in ex.outputs for d in step.deps)
-                    for h, step in chain.steps.items()}
-    ex.done = asyncio.get_running_loop().create_future()
-    for handle in chain.steps:
-        if handle not in ex.outputs and ex.remaining[handle] == 0:
-            ex.launch(handle)
+    for handle, step in chain.steps.items():  # definition order: dependencies may come later
+        ex.add_step(step, prior.get(handle))
+    ex.start_ready()
     ex.maybe_finish()
     try:
         await ex.done

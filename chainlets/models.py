@@ -46,7 +46,7 @@ class ModelParams(BaseModel):
     top_p: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
-    max_words: int | None = Field(default=None,
+    max_words: int | None = Field(default=None, ge=1,
                                   description="Hard cap on the output's word count.")
 
 

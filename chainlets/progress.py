@@ -1,6 +1,7 @@
 """Terminal progress for `chainrunner run`: a live table, or one line per change off-terminal."""
 
 import time
+from collections.abc import Iterable
 from types import TracebackType
 
 from rich.console import Console, RenderableType
@@ -30,10 +31,14 @@ def _elapsed(record: StepRecord) -> str:
 
 
 def result_table(result: InvocationResult) -> Table:
-    table = Table(title=f"chain `{result.chain}`: {result.state.value}", title_justify="left")
+    return _table(f"chain `{result.chain}`: {result.state.value}", result.steps)
+
+
+def _table(title: str, records: Iterable[StepRecord]) -> Table:
+    table = Table(title=title, title_justify="left")
     for column in ("step", "state", "tries", "time", "output / message"):
         table.add_column(column)
-    for record in result.steps:
+    for record in records:
         table.add_row(escape(record.handle),
                       f"[{_STYLE[record.state]}]{record.state.value}[/]",
                       str(len(record.attempts) or ""), _elapsed(record),
@@ -45,30 +50,30 @@ def result_table(result: InvocationResult) -> Table:
 class Progress:
     """Observer for the engine that shows every step's state on stderr as it changes."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, chain: str, handles: Iterable[str]) -> None:
         self._console = console
+        self._chain = chain
+        self._records = {h: StepRecord(handle=h) for h in handles}
         self._live: Live | None = None
-        self._result: InvocationResult | None = None
         self._start = time.monotonic()
 
     def _render(self) -> RenderableType:
-        return result_table(self._result) if self._result is not None else ""
+        return _table(f"chain `{self._chain}`: running", self._records.values())
 
     def __enter__(self) -> "Progress":
         if self._console.is_terminal:
             self._live = Live(get_renderable=self._render, console=self._console,
-                              refresh_per_second=10, transient=False)
+                              refresh_per_second=10, transient=True)
             self._live.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._live is not None:
-            self._live.refresh()
             self._live.__exit__(exc_type, exc, tb)
 
-    def __call__(self, result: InvocationResult, record: StepRecord) -> None:
-        self._result = result
+    def __call__(self, record: StepRecord) -> None:
+        self._records[record.handle] = record
         if self._live is None:
             detail = record.status_message if record.state in (
                 RunState.FAILED, RunState.SKIPPED) else _preview(record.output, 50)

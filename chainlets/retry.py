@@ -2,17 +2,16 @@
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import httpx
 
 from chainlets.errors import TransientGenerationError
-from chainlets.models import AttemptRecord
 
-__all__ = ["RetryPolicy", "describe_error", "is_transient"]
+__all__ = ["Attempt", "RetryPolicy", "describe_error", "is_transient"]
 
 T = TypeVar("T")
 
@@ -25,6 +24,18 @@ def is_transient(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class Attempt(NamedTuple):
+    """One try, as the policy records it (plain data: the hot path builds no models).
+
+    Its fields are AttemptRecord's; times are Unix timestamps, which pydantic reads as UTC.
+    """
+
+    number: int
+    started_at: float
+    finished_at: float
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -46,26 +57,23 @@ class RetryPolicy:
             + random.uniform(0, self.initial_backoff_s / 2)
         return min(delay, self.max_backoff_s)
 
-    async def call(self, fn: Callable[[], Awaitable[T]],
-                   attempts: list[AttemptRecord]) -> T:
-        """Run `fn` under the policy, appending one AttemptRecord per try to `attempts`.
+    async def call(self, fn: Callable[[], Awaitable[T]], attempts: list[Attempt]) -> T:
+        """Run `fn` under the policy, appending one Attempt per try to `attempts`.
 
         Re-raises the last error when it is not transient or the attempts are used up.
         """
         last = max(self.max_attempts, 1)
         for number in range(1, last + 1):
-            started = datetime.now(UTC)
+            started = time.time()
             try:
                 result = await fn()
             except Exception as exc:
-                attempts.append(AttemptRecord(number=len(attempts) + 1, started_at=started,
-                                              finished_at=datetime.now(UTC),
-                                              error=describe_error(exc)))
+                attempts.append(Attempt(len(attempts) + 1, started, time.time(),
+                                        describe_error(exc)))
                 if number == last or not is_transient(exc):
                     raise
             else:
-                attempts.append(AttemptRecord(number=len(attempts) + 1, started_at=started,
-                                              finished_at=datetime.now(UTC)))
+                attempts.append(Attempt(len(attempts) + 1, started, time.time(), None))
                 return result
             await asyncio.sleep(self.backoff_s(number))
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -174,8 +174,6 @@ def test_scripted_reply_makes_the_judge_say_yes(tmp_path: Path) -> None:
     assert doc["steps"][0]["output"].startswith("[mock] tell-joke")
 
 
-@pytest.mark.xfail(strict=True, reason="cli.run writes --mock-script into os.environ and never "
-                                       "restores it, so it leaks into later in-process runs")
 def test_a_mock_script_does_not_leak_into_the_next_run_in_the_same_process(
         tmp_path: Path) -> None:
     script = write_json(tmp_path / "script.json",

@@ -55,7 +55,7 @@ async def test_a_step_starts_when_its_own_inputs_exist_not_when_a_level_finishes
     """root → X (slow) ∥ Y1 → Y2 (fast) → join: Y2 runs while X is still running."""
     order: list[tuple[str, RunState]] = []
 
-    def observe(_: InvocationResult, record: StepRecord) -> None:
+    def observe(record: StepRecord) -> None:
         order.append((record.handle, record.state))
 
     fake = FakeGenerator(replies={"x": lambda _: "x"}, latency_s=0.0)
@@ -159,13 +159,13 @@ async def test_observer_sees_each_transition_once() -> None:
     seen: list[tuple[str, str]] = []
     compiled = chain(step("a"), step("b", "{a}"))
     await run(compiled, FakeGenerator(),
-              observer=lambda _, r: seen.append((r.handle, r.state.value)))
+              observer=lambda r: seen.append((r.handle, r.state.value)))
     assert seen == [("a", "running"), ("a", "succeeded"), ("b", "running"),
                     ("b", "succeeded")]
 
 
 async def test_a_failing_observer_does_not_break_the_run(caplog: pytest.LogCaptureFixture) -> None:
-    def broken(_: InvocationResult, __: StepRecord) -> None:
+    def broken(_: StepRecord) -> None:
         raise RuntimeError("observer bug")
 
     result = await run(chain(step("a")), FakeGenerator(), observer=broken)
@@ -232,8 +232,11 @@ async def test_cancelling_a_run_cancels_its_steps() -> None:
     fake = FakeGenerator(latency_s=10)
     started = asyncio.Event()
 
-    def observe(result: InvocationResult, _: StepRecord) -> None:
-        if all(r.state == RunState.RUNNING for r in result.steps):
+    running: set[str] = set()
+
+    def observe(record: StepRecord) -> None:
+        running.add(record.handle)
+        if running == {"a", "b"}:
             started.set()
 
     task = asyncio.create_task(run(chain(step("a"), step("b")), fake, observer=observe))
