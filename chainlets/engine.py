@@ -1,10 +1,10 @@
 """The eager engine: each step starts the moment its dependencies have succeeded, exactly once.
 
-Step tasks share no mutable state: a task gets its input values and returns an outcome; the
-task's done-callback is the one place that records results and starts newly ready steps, so a
-join starts exactly once, when its last dependency succeeds. The graph the scheduler walks is
-the execution's own (`steps`, `dependents`, `waiting_on`), so steps can be added while a run is
-under way (maps and loops build on that).
+Step tasks share no mutable state: a task gets its input values and hands one outcome to
+`record`, the one place that records results and starts newly ready steps (synchronously, so
+no other task interleaves), so a join starts exactly once, when its last dependency succeeds.
+The graph the scheduler walks is the execution's own (`steps`, `dependents`, `waiting_on`),
+so steps can be added while a run is under way (maps and loops build on that).
 
 Per-step bookkeeping is plain Python on the hot path; the pydantic StepRecord is built once a
 step reaches a state worth reporting (benchmarks/engine.py measures the difference).
@@ -111,7 +111,7 @@ class _Execution:
     runs: dict[str, _StepRun] = field(default_factory=dict)
     records: dict[str, StepRecord] = field(default_factory=dict)  # of finished steps
     outputs: dict[str, str] = field(default_factory=dict)
-    tasks: dict[str, "asyncio.Task[_Outcome]"] = field(default_factory=dict)
+    tasks: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)
     first_failure: str | None = None
     semaphore: asyncio.Semaphore | None = None
     started: bool = False
@@ -167,9 +167,8 @@ class _Execution:
         run.state, run.started = RunState.RUNNING, time.time()
         outputs = self.outputs
         values = {**self.inputs, **{d: outputs[d] for d in step.deps}, **step.literals}
-        task = self.loop.create_task(self.execute(step, values), name=f"step:{handle}")
-        self.tasks[handle] = task
-        task.add_done_callback(partial(self.on_done, handle))
+        self.tasks[handle] = self.loop.create_task(self.execute(step, values),
+                                                   name=f"step:{handle}")
         if self.observer is not None:
             self.notify(run)
 
@@ -177,7 +176,12 @@ class _Execution:
         key = self.options.llm if step.plugin.generator == LLM_BACKEND else step.plugin.generator
         return self.generators[key]
 
-    async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> _Outcome:
+    async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> None:
+        """The step's task: values in, one outcome handed to `record` (no other shared state).
+
+        Recording from inside the task rather than from a done-callback saves an event-loop
+        turn per step, which is most of what a chain of short steps pays (benchmarks/).
+        """
         attempts: list[Attempt] = []
         try:
             request = GenerationRequest.model_validate({
@@ -189,19 +193,23 @@ class _Execution:
             else:
                 async with self.semaphore:
                     generation = await self.policy.call(call, attempts)
+        except asyncio.CancelledError:
+            self.record(step.handle, None)
+            raise
         except Exception as exc:  # recorded on the step and propagated to the chain's state
-            return _Outcome(attempts, error=describe_error(exc))
-        return _Outcome(attempts, generation=generation)
+            self.record(step.handle, _Outcome(attempts, error=describe_error(exc)))
+        else:
+            self.record(step.handle, _Outcome(attempts, generation=generation))
 
-    def on_done(self, handle: str, task: "asyncio.Task[_Outcome]") -> None:
+    def record(self, handle: str, outcome: _Outcome | None) -> None:
+        """The one place a step's result is recorded and newly ready steps are started."""
         del self.tasks[handle]
         run = self.runs[handle]
         run.finished = time.time()
-        if task.cancelled():
+        if outcome is None:
             run.state, run.message = RunState.FAILED, "cancelled"
             self.notify(run)
             return self.maybe_finish()
-        outcome = task.result()
         run.attempts = outcome.attempts
         generation = outcome.generation
         if generation is None:
