@@ -26,6 +26,7 @@ from chainlets.mock_model import SCRIPT_ENV
 from chainlets.models import InvocationResult, RunOptions, RunState
 from chainlets.progress import Progress, result_table
 from chainlets.runner import ChainRunner
+from chainlets.serve.command import serve
 from chainlets.spec import ChainSpec, chain_json_schema, load_chain
 
 __all__ = ["main"]
@@ -196,15 +197,7 @@ def schema() -> None:
     click.echo(json.dumps(chain_json_schema(), indent=2))
 
 
-def _register_optional_commands() -> None:
-    try:
-        from chainlets.serve.command import serve
-    except ImportError:  # serve is built separately; the other commands work without it
-        return
-    main.add_command(serve)
-
-
-_register_optional_commands()
+main.add_command(serve)
 
 if __name__ == "__main__":
     sys.exit(main())

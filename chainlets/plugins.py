@@ -8,8 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from chainlets.models import ModelParams
 
-__all__ = ["LLM_BACKEND", "DEFAULT_PLUGINS", "Gpt3Config", "MockConfig", "OpenAIConfig", "Plugin",
-           "PluginRegistry"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "LLM_BACKEND",
+    "Gpt3Config",
+    "MockConfig",
+    "OpenAIConfig",
+    "Plugin",
+    "PluginRegistry",
+]
 
 # Generator key meaning "whichever LLM backend the run selected" (`--llm mock|openai`).
 LLM_BACKEND = "llm"
