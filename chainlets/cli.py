@@ -151,6 +151,9 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
         compiled.resolve_inputs(inputs)
     except InputsError as exc:
         raise _fail(str(exc)) from exc
+    if spec.callback_url:
+        _stderr().print(f"chainrunner: callback_url {spec.callback_url} is not called by "
+                        "`chainrunner run`; the result is printed instead")
     options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
                          max_attempts=max_attempts)
     try:

@@ -10,7 +10,7 @@ import truss_chains as chains
 __all__ = ["ShippedPackage", "cpu_service", "host_env", "image"]
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
-_RUNTIME = ("pydantic", "httpx", "openai", "tenacity")
+_RUNTIME = ("pydantic", "httpx", "openai")
 
 ShippedPackage = Literal["chainlets", "mocks"]
 
