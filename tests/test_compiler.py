@@ -1,12 +1,13 @@
 """Static validation: every problem reported at once, naming the step, the field and the fix."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chainlets.compiler import compile_chain
 from chainlets.errors import ChainDefinitionError, InputsError
-from chainlets.spec import parse_chain
+from chainlets.spec import load_chain, parse_chain
 
 
 def step(handle: str, prompt: str, **extra: Any) -> dict[str, Any]:
@@ -20,14 +21,7 @@ def problems(chain: dict[str, Any]) -> list[str]:
 
 
 def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> None:
-    chain = compile_chain(parse_chain({
-        "handle": "single-prompt",
-        "steps": [
-            {"handle": "tell-joke", "plugin": "gpt-3", "plugin_config": {"max_words": 10},
-             "prompt": "Tell me a joke about {topic}"},
-            {"handle": "judge-joke", "plugin": "gpt-3", "plugin_config": {"max_words": 10},
-             "prompt": "A comedian told a joke:\n\n{tell-joke}\n\n Is it funny? YES/NO:"},
-        ]}))
+    chain = compile_chain(load_chain(Path(__file__).parent.parent / "chains/specs/joke.json"))
     assert chain.steps["judge-joke"].deps == {"tell-joke"}
     assert chain.dependents["tell-joke"] == ("judge-joke",)
     assert chain.required_inputs == ("topic",)
