@@ -38,7 +38,7 @@ def image(*extra_requirements: str,
                               external_package_dirs=[_SHIPPED[p] for p in packages])
 
 
-def cpu_service(memory: str = "1Gi", concurrency: int = 64) -> chains.Compute:
+def cpu_service(memory: str = "1Gi", concurrency: int = 256) -> chains.Compute:
     """Small CPU service; I/O-bound async chainlets take many requests at once."""
     return chains.Compute(cpu_count=1, memory=memory, predict_concurrency=concurrency)
 

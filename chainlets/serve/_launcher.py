@@ -4,7 +4,7 @@ Loaded by the zygote (by path, never as part of the `chainlets` package, so the 
 the project's code from its own packages/ only). Truss's server hard-codes things that suit a
 container, not a laptop; each is changed here, in this process's memory, never on disk:
 
-- it binds 0.0.0.0: we bind 127.0.0.1;
+- it binds 0.0.0.0: we bind 127.0.0.1 (and keep idle connections longer than callers do);
 - dependency URLs come from `/etc/b10_dynamic_config`: we read this process's own state dir;
 - secrets are read from `/secrets`: only `TRUSS_SECRET_<name>` variables apply;
 - a failed load is marked in `~/inference_server_crashed.txt`: that goes to the state dir too;
@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 DYNAMIC_CONFIG_DIR = "dynamic_config"
+# Callers (truss's stub client, serve's gateway) keep idle connections up to 15 s; uvicorn's
+# default 5 s would close them under a caller about to reuse one ("Server disconnected").
+# Deployed, a proxy sits in between; here the server must simply outlast its clients.
+_KEEP_ALIVE_S = 75
 
 
 class ChainletUnreachableError(ConnectionError):
@@ -79,6 +83,7 @@ def _bind_loopback() -> None:
     class LoopbackConfig(config_cls):  # type: ignore[misc,valid-type]  # uvicorn's Config
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["host"] = "127.0.0.1"
+            kwargs.setdefault("timeout_keep_alive", _KEEP_ALIVE_S)
             super().__init__(*args, **kwargs)
 
     uvicorn.Config = LoopbackConfig

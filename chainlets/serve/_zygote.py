@@ -17,6 +17,7 @@ control socket closes it kills the chainlets it started and exits.
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import importlib.util
 import inspect
@@ -75,6 +76,10 @@ def _preload(modules: list[str]) -> None:
     # inspect.getmodule (truss validates every chainlet class with it) scans all of
     # sys.modules on its first miss; do it here once, not in every chainlet.
     inspect.getmodule(_preload.__code__)
+    # Everything loaded so far lives as long as the chainlets: keep the collector from
+    # walking it in every chainlet (and from dirtying its shared pages while it does).
+    gc.collect()
+    gc.freeze()
     if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
         print("zygote: a preloaded module started a thread; forked chainlets may deadlock",
               file=sys.stderr, flush=True)
