@@ -82,6 +82,17 @@ class ChainArtifacts(BaseModel):
                     changed = True
         return closure
 
+    def to_replace(self, new: "ChainArtifacts") -> set[str]:
+        """Chainlets of `new` that need new processes to go from this build to `new`: those
+        whose code changed and every chainlet that calls one (it must learn the new port).
+        A changed graph (chainlets, dependencies, entrypoint) replaces all of them."""
+        same_graph = self.entrypoint == new.entrypoint and self.chainlets.keys() == \
+            new.chainlets.keys() and all(self.chainlets[n].dependencies == c.dependencies
+                                         for n, c in new.chainlets.items())
+        changed = {n for n, c in new.chainlets.items()
+                   if not same_graph or self.chainlets[n].digest != c.digest}
+        return new.dependents(changed)
+
 
 class _Built(BaseModel):
     """What the builder process reports; contexts still in the staging dir."""
@@ -208,7 +219,10 @@ class Builder:
             return self._worker
         scratch = self.root / "truss"
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HOME": str(scratch), "TMPDIR": str(scratch / "tmp")}
+        # Truss's scratch space (~/.truss, /tmp/.chains_generated) and the cache of the ruff it
+        # runs on generated code all stay inside the state directory.
+        env = {**os.environ, "HOME": str(scratch), "TMPDIR": str(scratch / "tmp"),
+               "RUFF_CACHE_DIR": str(scratch / "ruff-cache")}
         self._worker = await asyncio.create_subprocess_exec(
             sys.executable, "-P", str(_WORKER), str(os.getpid()), env=env,
             start_new_session=True, stdin=asyncio.subprocess.PIPE,

@@ -132,14 +132,8 @@ class Supervisor:
 
         Raises ChainletStartError (and leaves the old version serving) if one fails to start.
         """
-        old = self.artifacts
-        assert old is not None
-        same_graph = old.entrypoint == new.entrypoint and old.chainlets.keys() == \
-            new.chainlets.keys() and all(old.chainlets[n].dependencies == c.dependencies
-                                         for n, c in new.chainlets.items())
-        changed = {n for n, c in new.chainlets.items()
-                   if not same_graph or old.chainlets[n].digest != c.digest}
-        affected = new.dependents(changed)
+        assert self.artifacts is not None
+        affected = self.artifacts.to_replace(new)
         if affected:
             ports = {n: free_port() if n in affected else self.members[n].process.port
                      for n in new.chainlets}

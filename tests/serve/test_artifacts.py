@@ -1,0 +1,85 @@
+"""Build artifacts: what a swap replaces, what a fingerprint covers, where state lives."""
+
+from pathlib import Path
+
+import pytest
+
+from chainlets.serve.artifacts import (
+    STATE_DIR_NAME,
+    Builder,
+    ChainArtifacts,
+    ChainletArtifact,
+    fingerprint,
+    state_dir_for,
+)
+
+
+def _chainlet(name: str, deps: tuple[str, ...] = (), digest: str = "d0") -> ChainletArtifact:
+    return ChainletArtifact(name=name, display_name=name, context_dir=Path("/nowhere") / name,
+                            dependencies=deps, secrets=(), env={}, digest=digest)
+
+
+def _chain(**digests: str) -> ChainArtifacts:
+    """Entry → (Left → Leaf, Right); digests default to d0."""
+    graph = {"Leaf": (), "Left": ("Leaf",), "Right": (), "Entry": ("Left", "Right")}
+    chainlets = {n: _chainlet(n, deps, digests.get(n, "d0")) for n, deps in graph.items()}
+    return ChainArtifacts(source=Path("/nowhere/chain.py"), chain_name="c", entrypoint="Entry",
+                          chainlets=chainlets, inputs=(), fingerprint="f")
+
+
+@pytest.mark.parametrize(("changed", "replaced"), [
+    ({}, set()),
+    ({"Entry": "d1"}, {"Entry"}),
+    ({"Right": "d1"}, {"Right", "Entry"}),
+    ({"Leaf": "d1"}, {"Leaf", "Left", "Entry"}),
+], ids=["nothing", "entrypoint", "leaf-of-entry", "deep-leaf"])
+def test_a_swap_replaces_changed_chainlets_and_their_callers(changed: dict[str, str],
+                                                             replaced: set[str]) -> None:
+    assert _chain().to_replace(_chain(**changed)) == replaced
+
+
+def test_a_changed_graph_replaces_every_chainlet() -> None:
+    old = _chain()
+    new = old.model_copy(update={"chainlets": {
+        **old.chainlets, "Right": _chainlet("Right", deps=("Leaf",))}})
+    assert old.to_replace(new) == set(old.chainlets)
+
+
+def test_artifacts_round_trip_through_json() -> None:
+    chain = _chain(Leaf="d9")
+    assert ChainArtifacts.model_validate_json(chain.model_dump_json()) == chain
+
+
+def test_fingerprint_follows_sources_and_skips_caches_and_state(tmp_path: Path) -> None:
+    chain = tmp_path / "chain.py"
+    chain.write_text("x = 1\n")
+    first = fingerprint(chain, (tmp_path,))
+    for ignored in ("__pycache__/chain.cpython-311.pyc", f"{STATE_DIR_NAME}/builds/m.json"):
+        (tmp_path / ignored).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / ignored).write_text("noise")
+    assert fingerprint(chain, (tmp_path,)) == first
+    chain.write_text("x = 2\n")
+    assert fingerprint(chain, (tmp_path,)) != first
+
+
+def test_fingerprint_follows_linked_package_folders(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("a = 1\n")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "pkg").symlink_to(package)
+    first = fingerprint(tmp_path / "chain.py", (shipped,))
+    (package / "mod.py").write_text("a = 2\n")
+    assert fingerprint(tmp_path / "chain.py", (shipped,)) != first
+
+
+def test_state_lives_in_the_project_of_the_chain_file(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "chains").mkdir()
+    assert state_dir_for(tmp_path / "chains" / "x.py") == tmp_path / STATE_DIR_NAME
+
+
+def test_nothing_is_cached_before_a_build(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    assert Builder(tmp_path / "chain.py").cached() is None
