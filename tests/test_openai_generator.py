@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +53,19 @@ class FakeOpenAIServer:
 
     statuses: list[int] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    delay_s: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def arrive(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def reply_text(self, number: int) -> str:
         return " ".join(f"r{number}w{i}" for i in range(COMPLETION_WORDS))
@@ -81,8 +94,13 @@ class FakeOpenAIServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = fake.answer(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                fake.arrive()
+                try:
+                    time.sleep(fake.delay_s)  # a model that takes a while, per request thread
+                    status, payload = fake.answer(Received(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                finally:
+                    fake.leave()
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -237,3 +255,20 @@ async def test_a_missing_api_key_fails_the_step_naming_the_variable(
     assert result.step("judge-joke").state == RunState.SKIPPED
     assert result.state == RunState.FAILED
     assert server.requests == []
+
+
+async def test_independent_steps_reach_the_server_at_the_same_time(
+        server: FakeOpenAIServer) -> None:
+    """Parallelism seen from outside: the fan-out's four calls are in flight together."""
+    server.delay_s = 0.2
+    chain = {"handle": "fan", "steps": [
+        {"handle": "topic", "plugin": "gpt-3", "plugin_config": {"max_words": 3},
+         "prompt": "Pick a topic"},
+        *({"handle": f"joke-{i}", "plugin": "gpt-3", "plugin_config": {"max_words": 5},
+           "prompt": f"Joke {i} about {{topic}}"} for i in range(4)),
+        {"handle": "best", "plugin": "gpt-3", "plugin_config": {"max_words": 5},
+         "prompt": "Best of: {joke-0} | {joke-1} | {joke-2} | {joke-3}"}]}
+    result = await run(chain, {})
+    assert result.state == RunState.SUCCEEDED
+    assert len(server.requests) == 6
+    assert server.max_in_flight == 4
