@@ -82,14 +82,17 @@ def _context(name: str, display_name: str, truss_dir: Path, context: Path) -> di
     }
 
 
-def _build(source: Path, staging: Path, state_dir: Path) -> tuple[dict[str, Any], set[str]]:
+def _build(source: Path, staging: Path, state_dir: Path,
+           warmed: frozenset[str] = frozenset()) -> tuple[dict[str, Any], set[str]]:
+    """Build every chainlet; returns the manifest and the library modules the chain imports
+    (`warmed`: those an earlier build of it imported, loaded again since)."""
     from truss_chains import framework, private_types
     from truss_chains.deployment import deployment_client
 
     before = set(sys.modules)
     with framework.ChainletImporter.import_target(source) as entrypoint_cls:
         # Truss unloads what the import loaded when the block ends: note the libraries now.
-        libraries = _library_modules(set(sys.modules) - before)
+        libraries = _library_modules(set(sys.modules) - before) | warmed
         chain_root = Path(deployment_client._get_chain_root(entrypoint_cls)).resolve()
         if state_dir.resolve().is_relative_to(chain_root):
             raise ValueError(
@@ -116,7 +119,8 @@ def _build(source: Path, staging: Path, state_dir: Path) -> tuple[dict[str, Any]
     for chainlet in chainlets:
         inputs.update(chainlet.pop("external_package_dirs"))
     manifest = {"chain_name": chain_name, "entrypoint": entry.display_name,
-                "chainlets": chainlets, "inputs": sorted(inputs)}
+                "chainlets": chainlets, "inputs": sorted(inputs),
+                "libraries": sorted(libraries)}
     return manifest, libraries
 
 
@@ -139,18 +143,20 @@ def _warm(modules: set[str]) -> None:
 
 
 def serve_requests(requests: TextIO, replies: TextIO) -> None:
+    warmed: frozenset[str] = frozenset()
     for line in requests:
         request = json.loads(line)
-        warm: set[str] = set()
         try:
-            manifest, warm = _build(Path(request["source"]).resolve(),
-                                    Path(request["staging"]), Path(request["state_dir"]))
+            manifest, libraries = _build(Path(request["source"]).resolve(),
+                                         Path(request["staging"]), Path(request["state_dir"]),
+                                         warmed)
             reply: dict[str, Any] = {"ok": manifest}
         except Exception as exc:
-            reply = {"error": _describe(exc)}
+            reply, libraries = {"error": _describe(exc)}, set(warmed)
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
-        _warm(warm)
+        _warm(libraries)
+        warmed = frozenset(libraries)
 
 
 def _die_with_parent(parent_pid: int) -> None:

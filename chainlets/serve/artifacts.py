@@ -69,6 +69,7 @@ class ChainArtifacts(BaseModel):
     chainlets: dict[str, ChainletArtifact]
     inputs: tuple[Path, ...]
     fingerprint: str
+    libraries: tuple[str, ...] = ()  # installed modules the chain imports (zygote preloads)
 
     def dependents(self, names: set[str]) -> set[str]:
         """`names` and every chainlet that calls one of them, directly or not."""
@@ -101,6 +102,7 @@ class _Built(BaseModel):
     entrypoint: str
     chainlets: list[ChainletArtifact]
     inputs: list[Path]
+    libraries: list[str]
 
 
 class _Reply(BaseModel):
@@ -248,7 +250,8 @@ class Builder:
         stamp = hashed if inputs == hashed_inputs else fingerprint(self.source, inputs)
         artifacts = ChainArtifacts(
             source=self.source, chain_name=built.chain_name, entrypoint=built.entrypoint,
-            chainlets=chainlets, inputs=inputs, fingerprint=stamp)
+            chainlets=chainlets, inputs=inputs, fingerprint=stamp,
+            libraries=tuple(built.libraries))
         (self.root / "manifest.json").write_text(artifacts.model_dump_json(indent=2))
         self._prune(contexts, artifacts)
         return artifacts

@@ -16,7 +16,7 @@ from chainlets.serve.artifacts import Builder
 from chainlets.serve.gateway import Gateway
 from chainlets.serve.supervisor import Supervisor
 from chainlets.serve.watch import watch_and_reload
-from chainlets.serve.zygote import LogSink, Zygote, requirement_modules
+from chainlets.serve.zygote import LogSink, Zygote, preloadable
 
 __all__ = ["ServeOptions", "serve_chain"]
 
@@ -72,9 +72,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
             artifacts = await builder.build()
         if not options.watch:
             await builder.close()
-        await zygote.preload(requirement_modules(
-            c.context_dir / "pip_requirements.txt" for c in artifacts.chainlets.values()
-            if (c.context_dir / "pip_requirements.txt").exists()))
+        await zygote.preload(preloadable(artifacts.libraries))
         await connected
         http = await stack.enter_async_context(aiohttp.ClientSession())
         supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),

@@ -6,7 +6,6 @@ anything heavy: its preload, the longest step of a start, overlaps serve's own i
 
 import asyncio
 import contextlib
-import importlib.metadata
 import itertools
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any
 
 from chainlets.serve.errors import ServeError
 
-__all__ = ["LogSink", "Zygote", "describe_exit", "pump_lines", "requirement_modules"]
+__all__ = ["LogSink", "Zygote", "describe_exit", "preloadable", "pump_lines"]
 
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
 # Libraries that start threads (BLAS pools, CUDA) when imported: never in a process that forks.
@@ -32,20 +31,9 @@ _NOT_PRELOADED = {"numpy", "torch", "tensorflow", "jax", "scipy", "pandas", "skl
 LogSink = Callable[[str, str], None]
 
 
-def requirement_modules(requirement_files: Iterable[Path]) -> list[str]:
-    """Top-level modules of the installed distributions pinned in `requirement_files`."""
-    by_dist: dict[str, list[str]] = {}
-    for module, dists in importlib.metadata.packages_distributions().items():
-        for dist in dists:
-            by_dist.setdefault(dist.lower().replace("_", "-"), []).append(module)
-    modules: set[str] = set()
-    for path in requirement_files:
-        for line in path.read_text().splitlines():
-            name = line.split("#")[0].split("==")[0].split(">")[0].split("<")[0].strip()
-            modules.update(by_dist.get(name.lower().replace("_", "-"), []))
-    # truss's own modules: BASE_PRELOAD has those a chainlet needs (truss_train it does not).
-    modules -= {"truss", "truss_chains", "truss_train"}
-    return sorted(m for m in modules - _NOT_PRELOADED if not m.startswith("_"))
+def preloadable(modules: Iterable[str]) -> list[str]:
+    """Those of `modules` safe to import in a process that forks (no thread-starting ones)."""
+    return sorted(m for m in set(modules) - _NOT_PRELOADED if not m.startswith("_"))
 
 
 def describe_exit(returncode: int) -> str:

@@ -6,19 +6,14 @@ from pathlib import Path
 import pytest
 
 from chainlets.serve.watch import watch_roots
-from chainlets.serve.zygote import describe_exit, requirement_modules
+from chainlets.serve.zygote import describe_exit, preloadable
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_zygote_preloads_installed_requirements_but_no_thread_starting_ones(
-        tmp_path: Path) -> None:
-    requirements = tmp_path / "pip_requirements.txt"
-    requirements.write_text("openai==1.0\ntenacity==9.0\nnumpy==1.26.4\n"
-                            "not-installed-anywhere==1.0\ntruss==0.18.35\n")
-    modules = requirement_modules([requirements])
-    assert {"openai", "tenacity"} <= set(modules)
-    assert not {"numpy", "truss", "truss_chains", "truss_train"} & set(modules)
+def test_the_zygote_preloads_no_library_that_starts_threads() -> None:
+    assert preloadable(["openai", "numpy", "torch", "tenacity", "_private", "openai"]) == [
+        "openai", "tenacity"]
 
 
 @pytest.mark.parametrize(("code", "text"), [
