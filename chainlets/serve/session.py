@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from chainlets.serve.artifacts import Builder
+from chainlets.serve.errors import ServeError
 from chainlets.serve.gateway import Gateway
 from chainlets.serve.supervisor import Supervisor
 from chainlets.serve.watch import watch_and_reload
@@ -89,7 +90,13 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         if options.watch:
             watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify))
             stack.push_async_callback(_cancel, watcher)
-        await stop.wait()
+        stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(zygote.lost.wait())
+        await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, lost):
+            task.cancel()
+        if zygote.lost.is_set():
+            raise ServeError("the zygote process that forks chainlets died, and its chainlets "
+                             "with it; serve stopped: start it again")
         out.notify("stopping")
 
 

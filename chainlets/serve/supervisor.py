@@ -12,7 +12,7 @@ from typing import Any, Literal
 import aiohttp
 
 from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
-from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError
+from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
 from chainlets.serve.processes import PREDICT_PATH, ChainletProcess
 from chainlets.serve.zygote import LogSink, Zygote, describe_exit
 
@@ -161,23 +161,26 @@ class Supervisor:
 
     async def _launch(self, artifacts: ChainArtifacts, names: set[str],
                       ports: Mapping[str, int]) -> dict[str, Member]:
-        starts = [asyncio.create_task(self._spawn(artifacts.chainlets[n], ports[n], ports))
-                  for n in names]
-        processes: list[ChainletProcess] = []
+        # Forking takes milliseconds: let every spawn finish (never lose a pid to a
+        # cancellation), then wait for readiness, stopping all at the first failure.
+        spawned = await asyncio.gather(
+            *(self._spawn(artifacts.chainlets[n], ports[n], ports) for n in names),
+            return_exceptions=True)
+        processes = [p for p in spawned if isinstance(p, ChainletProcess)]
         try:
-            for start in asyncio.as_completed(starts):
-                processes.append(await start)
+            for failure in spawned:
+                if isinstance(failure, BaseException):
+                    raise failure
             readiness = [asyncio.create_task(p.wait_ready(self._http, self._startup_timeout))
                          for p in processes]
-            for ready in asyncio.as_completed(readiness):
-                await ready  # the first failure stops the others (below) at once
+            try:
+                for ready in asyncio.as_completed(readiness):
+                    await ready
+            finally:
+                for task in readiness:
+                    task.cancel()
         except BaseException:
-            for task in [*starts]:
-                task.cancel()
-            await asyncio.gather(*starts, return_exceptions=True)
-            started = {t.result() for t in starts if t.done() and not t.cancelled()
-                       and t.exception() is None}
-            await asyncio.gather(*(p.stop(grace=0) for p in started))
+            await asyncio.gather(*(p.stop(grace=0) for p in processes))
             raise
         members = {p.name: Member(artifacts.chainlets[p.name], p) for p in processes}
         for member in members.values():
@@ -236,6 +239,9 @@ class Supervisor:
                 self._notify(f"restarting `{member.name}` failed (next try in {delay:.1f}s): "
                              f"{exc}")
                 continue
+            except ServeError as exc:  # the zygote is gone; serve stops (see session)
+                self._notify(f"cannot restart `{member.name}`: {exc}")
+                return
             member.process, member.state = fresh, "ready"
             self._notify(f"chainlet `{member.name}` restarted (pid {fresh.pid}, "
                          f"port {fresh.port})")

@@ -57,6 +57,7 @@ class Zygote:
     """The zygote process and its control socket: the only way serve starts chainlets."""
 
     def __init__(self, process: "subprocess.Popen[bytes]", control: socket.socket) -> None:
+        """Use `launch`; from a running event loop, `connect` before anything else."""
         self.process = process
         self._control = control
         self._ids = itertools.count()
@@ -65,6 +66,9 @@ class Zygote:
         self._early_exits: dict[int, int] = {}
         self._ready: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        # Set if the zygote dies while serving: no chainlet can start or restart any more.
+        self.lost = asyncio.Event()
 
     @classmethod
     def launch(cls, env: Mapping[str, str]) -> "Zygote":
@@ -117,6 +121,7 @@ class Zygote:
     async def close(self, grace: float = 5.0) -> None:
         """Close the control socket: the zygote kills what is left of its chainlets and exits.
         With `grace` 0, or past it, the zygote is killed (its chainlets die with it)."""
+        self._closing = True
         self._control.close()
         if not grace:
             self.process.kill()
@@ -136,6 +141,9 @@ class Zygote:
                 return
             except BlockingIOError:
                 await asyncio.sleep(0.005)
+            except OSError as exc:
+                raise ServeError(f"the zygote process that forks chainlets is gone "
+                                 f"({exc.strerror}); restart serve") from exc
 
     async def _read_events(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,6 +154,8 @@ class Zygote:
                 data = b""
             if not data:
                 self._fail(ServeError("the zygote process that forks chainlets exited"))
+                if not self._closing:
+                    self.lost.set()
                 return
             event = json.loads(data)
             if event["op"] == "ready":
