@@ -15,15 +15,16 @@ _RUNTIME = ("pydantic", "httpx", "openai")
 ShippedPackage = Literal["chainlets", "mocks"]
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
-# *contents* of each external package dir. `shipped/<package>/` holds nothing but a link to that
-# package, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never tests/,
-# benchmarks/ or the rest of the repository. Paths are checked only when a truss is generated,
-# so importing this module inside a deployed chainlet (where shipped/ is absent) is fine.
-# (What `chains.make_abs_path_here` returns, without its walk of the whole call stack, which
-# costs every chainlet process 0.2 s at start.)
+# *contents* of each external package dir. `shipped/<package>/packages/` holds nothing but a link
+# to that package, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never
+# tests/, benchmarks/ or the rest of the repository. Truss wants external package dirs named
+# `packages` (a chain downloaded from Baseten may not import them otherwise). Paths are checked
+# only when a truss is generated, so importing this module inside a deployed chainlet (where
+# shipped/ is absent) is fine. These are what `chains.make_abs_path_here` returns, without its
+# walk of the whole call stack, which costs every chainlet process 0.2 s at start.
 _SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "shipped"
-_SHIPPED = {package: chains.public_types.AbsPath(str(_SHIPPED_ROOT / package), __name__,
-                                                 f"../shipped/{package}")
+_SHIPPED = {package: chains.public_types.AbsPath(str(_SHIPPED_ROOT / package / "packages"),
+                                                 __name__, f"../shipped/{package}/packages")
             for package in ("chainlets", "mocks")}
 _PINS = [f"{name}=={version(name)}" for name in _RUNTIME]
 

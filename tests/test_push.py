@@ -143,7 +143,8 @@ def test_generated_config_points_at_the_shipped_links(pushed: dict[str, Pushed],
                                                       stem: str) -> None:
     for name, truss_dir in pushed[stem].chainlets.items():
         config = yaml.safe_load((truss_dir / "config.yaml").read_text())
-        assert config["external_package_dirs"] == [str(REPO / "shipped" / "chainlets")], name
+        assert config["external_package_dirs"] == [
+            str(REPO / "shipped" / "chainlets" / "packages")], name
         # The gathered truss no longer depends on paths of this machine.
         gathered = yaml.safe_load(
             (pushed[stem].gathered[name] / "config.yaml").read_text())

@@ -25,6 +25,6 @@ def test_exits_are_described_as_a_user_reads_them(code: int, text: str) -> None:
 
 
 def test_watched_folders_see_through_the_shipped_links() -> None:
-    roots = watch_roots([REPO / "chains", REPO / "shipped" / "chainlets"])
+    roots = watch_roots([REPO / "chains", REPO / "shipped" / "chainlets" / "packages"])
     assert REPO / "chainlets" in roots  # where edits happen, not the link to it
     assert REPO / "chains" in roots
