@@ -58,7 +58,7 @@ class _Printer:
 
 
 async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
-                 rebuild: bool, zygote: "Zygote", started: float) -> None:
+                 rebuild: bool, zygote: Zygote, started: float) -> None:
     from chainlets.serve.session import Output, ServeOptions, serve_chain
 
     printer = _Printer()

@@ -20,6 +20,7 @@ READINESS_PATH = "/v1/models/model"
 PREDICT_PATH = "/v1/models/model:predict"
 _LOG_TAIL = 40
 
+
 class ChainletProcess:
     """One running chainlet: its pid, port, log tail and exit."""
 
@@ -44,6 +45,9 @@ class ChainletProcess:
         log_task = asyncio.create_task(pump_lines(reader, name, log, tail), name=f"log:{name}")
         try:
             pid, exited = await zygote.spawn({**spec, "port": port}, write_fd)
+        except BaseException:
+            log_task.cancel()
+            raise
         finally:
             os.close(write_fd)  # the chainlet holds the only write end now: EOF when it exits
         return cls(name, port, pid, exited, zygote, log_task, tail)

@@ -19,7 +19,7 @@ from chainlets.serve.supervisor import Supervisor
 from chainlets.serve.watch import watch_and_reload
 from chainlets.serve.zygote import LogSink, Zygote, preloadable
 
-__all__ = ["ServeOptions", "serve_chain"]
+__all__ = ["Output", "ServeOptions", "serve_chain"]
 
 
 @dataclass(frozen=True)

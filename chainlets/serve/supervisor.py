@@ -41,7 +41,7 @@ class Member:
     process: ChainletProcess
     state: MemberState = "ready"
     inflight: int = 0
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -119,12 +119,10 @@ class Supervisor:
         return ready, status
 
     def status(self) -> dict[str, Any]:
+        """Each chainlet's state, pid and port (what GET /ready shows)."""
         return {name: {"state": m.state if not m.process.exited.done() else "exited",
                        "pid": m.process.pid, "port": m.process.port}
                 for name, m in self.members.items()}
-
-    def pids(self) -> set[int]:
-        return {m.process.pid for m in [*self.members.values(), *self._retired]}
 
     async def update(self, new: ChainArtifacts) -> set[str]:
         """Swap in `new`: start changed chainlets (and their callers) on new ports, switch the
@@ -241,6 +239,9 @@ class Supervisor:
                 continue
             except ServeError as exc:  # the zygote is gone; serve stops (see session)
                 self._notify(f"cannot restart `{member.name}`: {exc}")
+                return
+            if self._stopping:  # stop() began meanwhile and did not see this process
+                await fresh.stop(grace=0)
                 return
             member.process, member.state = fresh, "ready"
             self._notify(f"chainlet `{member.name}` restarted (pid {fresh.pid}, "
