@@ -87,16 +87,20 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                      f" POST http://127.0.0.1:{port}/run_remote ("
                      + ", ".join(f"{n} :{m.process.port}" for n, m in supervisor.members.items())
                      + ")")
+        waits: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait()),
+                                             asyncio.create_task(zygote.lost.wait())]
         if options.watch:
             watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify))
             stack.push_async_callback(_cancel, watcher)
-        stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(zygote.lost.wait())
-        await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
-        for task in (stopped, lost):
+            waits.append(watcher)  # ends only if watching fails
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits[:2]:
             task.cancel()
         if zygote.lost.is_set():
             raise ServeError("the zygote process that forks chainlets died, and its chainlets "
                              "with it; serve stopped: start it again")
+        if options.watch and watcher.done() and not stop.is_set():
+            raise ServeError(f"--watch stopped working: {watcher.exception()!r}; serve stopped")
         out.notify("stopping")
 
 

@@ -42,10 +42,21 @@ async def watch_and_reload(builder: Builder, supervisor: Supervisor, stop: async
     assert supervisor.artifacts is not None
     roots = watch_roots(supervisor.artifacts.inputs)
     while not stop.is_set():
-        notify(f"watching {', '.join(str(r) for r in roots)} for changes")
-        async for changes in awatch(*roots, watch_filter=_FILTER, stop_event=stop, step=50):
+        watching = False
+        # Empty batches every 200 ms: the first one says the watches are in place.
+        async for changes in awatch(*roots, watch_filter=_FILTER, stop_event=stop, step=50,
+                                    rust_timeout=200, yield_on_timeout=True):
             started = time.monotonic()
-            notify(f"changed: {_names(changes)}; rebuilding")
+            if not changes:
+                if watching:
+                    continue
+                watching = True
+                notify(f"watching {', '.join(str(r) for r in roots)} for changes")
+                if builder.cached() is not None:
+                    continue
+                notify("sources changed while serve started; rebuilding")  # before the watches
+            else:
+                notify(f"changed: {_names(changes)}; rebuilding")
             artifacts = await _reload(builder, supervisor, notify, started)
             if artifacts is not None and watch_roots(artifacts.inputs) != roots:
                 roots = watch_roots(artifacts.inputs)
