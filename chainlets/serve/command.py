@@ -96,12 +96,18 @@ async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
 @click.option("--rebuild", is_flag=True,
               help="Build the trusses anew even if no source changed since the last build.")
 def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild: bool) -> None:
-    """Serve CHAIN_FILE on this machine as Baseten would: each chainlet its own process
-    running its generated truss with truss's server, the entrypoint behind
-    `POST http://127.0.0.1:PORT/run_remote` (JSON keys: its run_remote arguments).
+    """Serve CHAIN_FILE locally, one process per chainlet, as deployed.
 
-    Readiness: `GET /ready`. Ctrl-C or SIGTERM stops every process serve started.
+    Each chainlet runs the truss that `truss chains push` would upload, with truss's own
+    server, on loopback; the entrypoint answers `POST http://127.0.0.1:PORT/run_remote`
+    (JSON keys: its run_remote arguments). Readiness: `GET /ready`. Ctrl-C or SIGTERM stops
+    every process serve started.
     """
+    if not sys.platform.startswith("linux"):
+        raise click.ClickException(
+            "chainrunner serve runs on Linux: it ties every process it starts to its own life "
+            "with prctl(PR_SET_PDEATHSIG) and talks to them over SOCK_SEQPACKET sockets. Use "
+            "`chainrunner run` (in-process) here, or a Linux machine or container.")
     missing = _missing_requirements()
     if missing:
         raise click.ClickException(
