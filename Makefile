@@ -37,4 +37,6 @@ push-dryrun: $(STAMP)
 check: lint typecheck test push-dryrun
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.engine; engine=$$?; \
+	$(BIN)/python -m benchmarks.serve; serve=$$?; \
+	exit $$((engine || serve))

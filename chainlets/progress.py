@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from types import TracebackType
 
 from rich.console import Console, RenderableType
@@ -25,9 +26,8 @@ def _preview(text: str | None, width: int = 60) -> str:
 def _elapsed(record: StepRecord) -> str:
     if record.started_at is None:
         return ""
-    if record.finished_at is None:
-        return "…"
-    return f"{(record.finished_at - record.started_at).total_seconds():.2f}s"
+    end = record.finished_at or datetime.now(UTC)
+    return f"{(end - record.started_at).total_seconds():.2f}s"
 
 
 def result_table(result: InvocationResult) -> Table:
