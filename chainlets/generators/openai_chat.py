@@ -18,6 +18,8 @@ OPENAI_KEY_SECRET = "openai_api_key"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 MODEL_ENV = "CHAINRUNNER_OPENAI_MODEL"
 DEFAULT_MODEL = "gpt-4o-mini"
+# A call hung this long is a transient failure (retried), not a step stuck for the SDK's 10 min.
+REQUEST_TIMEOUT_S = 120.0
 
 
 def translate_error(exc: openai.OpenAIError, step: str) -> GenerationError:
@@ -57,7 +59,8 @@ class OpenAIGenerator(chains.ChainletBase):
             secret = None
         key = secret or os.environ.get("OPENAI_API_KEY")
         # The SDK retries on its own by default; the engine's retry policy owns retries.
-        self._client = openai.AsyncOpenAI(api_key=key, max_retries=0) if key else None
+        self._client = openai.AsyncOpenAI(api_key=key, max_retries=0,
+                                          timeout=REQUEST_TIMEOUT_S) if key else None
         self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
 
     async def run_remote(self, request: GenerationRequest) -> Generation:
