@@ -13,9 +13,9 @@ step reaches a state worth reporting (benchmarks/engine.py measures the differen
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 
 from chainlets.compiler import CompiledChain, CompiledStep
@@ -72,8 +72,8 @@ class _StepRun:
         self.state = RunState.WAITING
         self.message: str | None = None
         self.output: str | None = None
-        self.started: float | None = None
-        self.finished: float | None = None
+        self.started: datetime | None = None
+        self.finished: datetime | None = None
         self.attempts: list[Attempt] = []
         self.usage: Usage | None = None
 
@@ -81,10 +81,9 @@ class _StepRun:
     def from_record(cls, record: StepRecord) -> "_StepRun":
         run = cls(record.handle)
         run.state, run.message, run.output = record.state, record.status_message, record.output
-        run.started = record.started_at.timestamp() if record.started_at else None
-        run.finished = record.finished_at.timestamp() if record.finished_at else None
-        run.attempts = [Attempt(a.number, a.started_at.timestamp(), a.finished_at.timestamp(),
-                                a.error) for a in record.attempts]
+        run.started, run.finished = record.started_at, record.finished_at
+        run.attempts = [Attempt(a.number, a.started_at, a.finished_at, a.error)
+                        for a in record.attempts]
         run.usage = record.usage
         return run
 
@@ -164,7 +163,7 @@ class _Execution:
         step = self.steps[handle]
         run = self.runs[handle]
         del self.waiting_on[handle]
-        run.state, run.started = RunState.RUNNING, time.time()
+        run.state, run.started = RunState.RUNNING, datetime.now(UTC)
         outputs = self.outputs
         values = {**self.inputs, **{d: outputs[d] for d in step.deps}, **step.literals}
         self.tasks[handle] = self.loop.create_task(self.execute(step, values),
@@ -205,7 +204,7 @@ class _Execution:
         """The one place a step's result is recorded and newly ready steps are started."""
         del self.tasks[handle]
         run = self.runs[handle]
-        run.finished = time.time()
+        run.finished = datetime.now(UTC)
         if outcome is None:
             run.state, run.message = RunState.FAILED, "cancelled"
             self.notify(run)

@@ -2,9 +2,9 @@
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
 import httpx
@@ -29,12 +29,12 @@ def describe_error(exc: BaseException) -> str:
 class Attempt(NamedTuple):
     """One try, as the policy records it (plain data: the hot path builds no models).
 
-    Its fields are AttemptRecord's; times are Unix timestamps, which pydantic reads as UTC.
+    Its fields are AttemptRecord's.
     """
 
     number: int
-    started_at: float
-    finished_at: float
+    started_at: datetime
+    finished_at: datetime
     error: str | None
 
 
@@ -64,16 +64,16 @@ class RetryPolicy:
         """
         last = max(self.max_attempts, 1)
         for number in range(1, last + 1):
-            started = time.time()
+            started = datetime.now(UTC)
             try:
                 result = await fn()
             except Exception as exc:
-                attempts.append(Attempt(len(attempts) + 1, started, time.time(),
+                attempts.append(Attempt(len(attempts) + 1, started, datetime.now(UTC),
                                         describe_error(exc)))
                 if number == last or not is_transient(exc):
                     raise
             else:
-                attempts.append(Attempt(len(attempts) + 1, started, time.time(), None))
+                attempts.append(Attempt(len(attempts) + 1, started, datetime.now(UTC), None))
                 return result
             await asyncio.sleep(self.backoff_s(number))
         raise AssertionError("unreachable: the last attempt returns or raises")
