@@ -171,7 +171,7 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
             console.print(f"[bold]output[/] ({compiled.output_handle}):")
             console.print(result.output or "", markup=False)
         else:
-            console.print(f"[bold red]failed:[/] {escape(result.status_message or '')}")
+            console.print(f"[bold red]failed:[/] {escape(result.statusMessage or '')}")
     if result.state != RunState.SUCCEEDED:
         raise click.exceptions.Exit(EXIT_FAILED)
 

@@ -80,7 +80,7 @@ class _StepRun:
     @classmethod
     def from_record(cls, record: StepRecord) -> "_StepRun":
         run = cls(record.handle)
-        run.state, run.message, run.output = record.state, record.status_message, record.output
+        run.state, run.message, run.output = record.state, record.statusMessage, record.output
         run.started, run.finished = record.started_at, record.finished_at
         run.attempts = [Attempt(a.number, a.started_at, a.finished_at, a.error)
                         for a in record.attempts]
@@ -258,11 +258,11 @@ class _Execution:
             first = self.records[self.first_failure] if self.first_failure else failed[0]
             others = f" ({len(failed) - 1} more step(s) failed)" if len(failed) > 1 else ""
             state, output = RunState.FAILED, None
-            message = f"step `{first.handle}` failed: {first.status_message}{others}"
+            message = f"step `{first.handle}` failed: {first.statusMessage}{others}"
         # Every part was validated when it was built.
         return InvocationResult.model_construct(
             chain=self.chain.handle, input=dict(self.inputs), output=output, state=state,
-            status_message=message, steps=steps)
+            statusMessage=message, steps=steps)
 
 
 async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],

@@ -102,17 +102,16 @@ class AttemptRecord(BaseModel):
     error: str | None = Field(default=None, description="Why it failed; null when it succeeded.")
 
 
-_CAMEL = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+# `statusMessage` is Steamship's camelCase name, kept as the field name itself (not an alias):
+# truss serializes a chainlet's output through its own wrapper model, which ignores aliases.
 
 
 class StepRecord(BaseModel):
     """Status of one step (Steamship's step status, extended)."""
 
-    model_config = _CAMEL
-
     handle: str
     state: RunState = RunState.WAITING
-    status_message: str | None = Field(default=None, alias="statusMessage")
+    statusMessage: str | None = None
     output: str | None = None
     attempts: list[AttemptRecord] = Field(default_factory=list)
     started_at: datetime | None = None
@@ -127,13 +126,11 @@ class InvocationResult(BaseModel):
     a run resumed from it re-runs only the steps that did not succeed.
     """
 
-    model_config = _CAMEL
-
     chain: str = Field(description="Handle of the chain that ran.")
     input: dict[str, str] = Field(default_factory=dict)
     output: str | None = None
     state: RunState = RunState.WAITING
-    status_message: str | None = Field(default=None, alias="statusMessage")
+    statusMessage: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
 
     def step(self, handle: str) -> StepRecord:

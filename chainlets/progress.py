@@ -43,7 +43,7 @@ def _table(title: str, records: Iterable[StepRecord]) -> Table:
                       f"[{_STYLE[record.state]}]{record.state.value}[/]",
                       str(len(record.attempts) or ""), _elapsed(record),
                       escape(_preview(record.output if record.state == RunState.SUCCEEDED
-                                      else record.status_message)))
+                                      else record.statusMessage)))
     return table
 
 
@@ -75,7 +75,7 @@ class Progress:
     def __call__(self, record: StepRecord) -> None:
         self._records[record.handle] = record
         if self._live is None:
-            detail = record.status_message if record.state in (
+            detail = record.statusMessage if record.state in (
                 RunState.FAILED, RunState.SKIPPED) else _preview(record.output, 50)
             self._console.print(
                 f"[{time.monotonic() - self._start:6.2f}s] {record.handle:<24} "

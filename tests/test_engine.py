@@ -90,9 +90,9 @@ async def test_failure_propagates_to_the_end_and_independent_branches_keep_outpu
                      step("d", "{a}"))
     result = await run(compiled, fake)
     assert result.state == RunState.FAILED
-    assert result.status_message == "step `b` failed: GenerationError: boom"
+    assert result.statusMessage == "step `b` failed: GenerationError: boom"
     assert result.output is None
-    states = {r.handle: (r.state, r.status_message) for r in result.steps}
+    states = {r.handle: (r.state, r.statusMessage) for r in result.steps}
     assert states["b"] == (RunState.FAILED, "GenerationError: boom")
     assert states["c"] == (RunState.SKIPPED, "not run: depends on `b`, which failed")
     assert states["e"] == (RunState.SKIPPED, "not run: depends on `c`, which was skipped")
@@ -117,7 +117,7 @@ async def test_retries_stop_after_max_attempts() -> None:
     result = await run(chain(step("a")), fake, options=options)
     assert result.state == RunState.FAILED
     assert len(result.step("a").attempts) == 4 and fake.calls("a") == 4
-    assert result.status_message == "step `a` failed: TransientGenerationError: 503"
+    assert result.statusMessage == "step `a` failed: TransientGenerationError: 503"
 
 
 async def test_permanent_failures_are_not_retried() -> None:

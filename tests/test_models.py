@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 import chainlets.errors
 from chainlets.mock_model import MockRule, MockScript
@@ -52,12 +52,12 @@ SAMPLES: list[BaseModel] = [
                max_backoff_s=1),
     InvocationResult(
         chain="c", input={"topic": "food"}, output=None, state=RunState.FAILED,
-        status_message="step `a` failed: x",
-        steps=[StepRecord(handle="a", state=RunState.FAILED, status_message="x",
+        statusMessage="step `a` failed: x",
+        steps=[StepRecord(handle="a", state=RunState.FAILED, statusMessage="x",
                           attempts=[AttemptRecord(number=1, started_at=NOW, finished_at=NOW,
                                                   error="x")],
                           started_at=NOW, finished_at=NOW, usage=Usage()),
-               StepRecord(handle="b", state=RunState.SKIPPED, status_message="not run")]),
+               StepRecord(handle="b", state=RunState.SKIPPED, statusMessage="not run")]),
     MockScript(latency_ms=5, rules=[MockRule(match="a+", step="s", reply="r", times=2),
                                     MockRule(error="transient")]),
     OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
@@ -77,12 +77,21 @@ def test_json_round_trip(model: BaseModel) -> None:
 
 def test_result_uses_steamship_field_names() -> None:
     result = InvocationResult(chain="c", state=RunState.RUNNING,
-                              steps=[StepRecord(handle="a", status_message="m")])
+                              steps=[StepRecord(handle="a", statusMessage="m")])
     data = json.loads(result.model_dump_json())
     assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
     assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
                                      "started_at", "finished_at", "usage"}
     assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
+
+
+def test_field_names_survive_truss_output_wrapping() -> None:
+    """Truss returns a chainlet's output through its own RootModel and `model_dump`; the
+    Steamship names must come out as they are, with no alias configuration to lose."""
+    wrapper = RootModel[InvocationResult](
+        InvocationResult(chain="c", statusMessage="m", steps=[StepRecord(handle="a")]))
+    dumped = wrapper.model_dump(mode="python")
+    assert dumped["statusMessage"] == "m" and "statusMessage" in dumped["steps"][0]
 
 
 def test_json_schema_describes_the_language() -> None:

@@ -159,7 +159,7 @@ def one_step(plugin: str, plugin_config: dict[str, Any]) -> ChainSpec:
 async def test_joke_chain_runs_through_the_openai_sdk(server: FakeOpenAIServer) -> None:
     result = await run(JOKE_CHAIN, {"topic": "lighthouses"})
 
-    assert result.state == RunState.SUCCEEDED and result.status_message is None
+    assert result.state == RunState.SUCCEEDED and result.statusMessage is None
     joke = " ".join(server.reply_text(1).split()[:10])
     tell, judge = result.step("tell-joke"), result.step("judge-joke")
     assert (tell.state, tell.output) == (RunState.SUCCEEDED, joke)
@@ -201,13 +201,13 @@ async def test_server_errors_fail_the_step_after_three_attempts(server: FakeOpen
 
     error = "TransientGenerationError: step `tell-joke`: OpenAI API returned HTTP 500: scripted 500"
     tell, judge = result.step("tell-joke"), result.step("judge-joke")
-    assert (tell.state, tell.status_message) == (RunState.FAILED, error)
+    assert (tell.state, tell.statusMessage) == (RunState.FAILED, error)
     assert [a.error for a in tell.attempts] == [error] * 3
-    assert (judge.state, judge.status_message) == (
+    assert (judge.state, judge.statusMessage) == (
         RunState.SKIPPED, "not run: depends on `tell-joke`, which failed")
     assert judge.attempts == []
     assert result.state == RunState.FAILED
-    assert result.status_message == f"step `tell-joke` failed: {error}"
+    assert result.statusMessage == f"step `tell-joke` failed: {error}"
     assert result.output is None
     assert len(server.requests) == 3
 
@@ -218,7 +218,7 @@ async def test_bad_requests_are_not_retried(server: FakeOpenAIServer) -> None:
 
     record = result.step("ask")
     error = "GenerationError: step `ask`: OpenAI API returned HTTP 400: scripted 400"
-    assert (record.state, record.status_message) == (RunState.FAILED, error)
+    assert (record.state, record.statusMessage) == (RunState.FAILED, error)
     assert [(a.number, a.error) for a in record.attempts] == [(1, error)]
     assert len(server.requests) == 1
 
@@ -248,7 +248,7 @@ async def test_a_missing_api_key_fails_the_step_naming_the_variable(
 
     tell = result.step("tell-joke")
     assert tell.state == RunState.FAILED
-    assert tell.status_message == (
+    assert tell.statusMessage == (
         "GenerationError: step `tell-joke`: no OpenAI API key: set $OPENAI_API_KEY (or the truss "
         "secret `openai_api_key`), or run with --llm mock")
     assert len(tell.attempts) == 1

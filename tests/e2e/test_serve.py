@@ -214,7 +214,7 @@ def test_a_killed_dependency_fails_fast_naming_it_then_is_restarted(
     elapsed = time.monotonic() - started
     assert failed.status_code == 200, failed.text
     assert failed.json()["state"] == "failed"
-    assert "Chainlet `MockGenerator`" in failed.json()["status_message"]
+    assert "Chainlet `MockGenerator`" in failed.json()["statusMessage"]
     assert elapsed < 10, "a request needing a dead chainlet must fail fast, not hang"
     runner.wait_for(f"chainlet `MockGenerator` \\(pid {mock_pid}, port \\d+\\) killed by "
                     "SIGKILL; restarting it", 30, after=mark)
