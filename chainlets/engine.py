@@ -95,7 +95,7 @@ class _StepRun:
                 "output": self.output, "started_at": self.started, "finished_at": self.finished,
                 "attempts": [a._asdict() for a in self.attempts], "usage": self.usage}
 
-    def record(self) -> StepRecord:
+    def to_record(self) -> StepRecord:
         return StepRecord.model_validate(self.as_dict())
 
 
@@ -149,7 +149,7 @@ class _Execution:
     def notify(self, run: _StepRun) -> None:
         if self.observer is None:
             return  # records are built once, together, by `finalize`
-        record = run.record()
+        record = run.to_record()
         if run.state.finished:
             self.records[run.handle] = record
         try:
