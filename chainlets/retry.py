@@ -16,10 +16,18 @@ __all__ = ["Attempt", "RetryPolicy", "describe_error", "is_transient"]
 T = TypeVar("T")
 
 
+try:
+    # Deployed, truss calls dependency chainlets with aiohttp; its connection errors (refused,
+    # server disconnected) are not ConnectionErrors.
+    from aiohttp import ClientConnectionError as _ChainletConnectionError
+except ImportError:  # aiohttp ships with truss's server, not with every CLI install
+    _ChainletConnectionError = ConnectionError  # type: ignore[misc,assignment]
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures worth another attempt: rate limits, server errors, timeouts, lost connections."""
     return isinstance(exc, TransientGenerationError | TimeoutError | httpx.TransportError
-                      | ConnectionError)
+                      | ConnectionError | _ChainletConnectionError)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 
 from chainlets.compiler import CompiledChain, compile_chain
@@ -109,6 +110,15 @@ async def test_transient_failures_are_retried_and_every_attempt_is_recorded() ->
     assert record.state == RunState.SUCCEEDED and record.output == "fine"
     assert [(a.number, a.error) for a in record.attempts] == [
         (1, "TransientGenerationError: 429"), (2, "TimeoutError"), (3, None)]
+
+
+async def test_lost_connections_to_a_generator_chainlet_are_retried() -> None:
+    """Deployed, truss reaches dependency chainlets over aiohttp; a dropped connection while
+    a chainlet restarts is worth another attempt."""
+    fake = FakeGenerator(replies={"a": [aiohttp.ServerDisconnectedError(),
+                                        ConnectionRefusedError(), "ok"]})
+    result = await run(chain(step("a")), fake)
+    assert result.step("a").output == "ok" and len(result.step("a").attempts) == 3
 
 
 async def test_retries_stop_after_max_attempts() -> None:
