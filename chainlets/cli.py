@@ -89,16 +89,16 @@ def _select_backend(llm: str | None) -> str:
     return "mock"
 
 
-async def _run(spec: ChainSpec, inputs: dict[str, str], options: RunOptions,
+async def _run(chain: CompiledChain, inputs: dict[str, str], options: RunOptions,
                show_progress: bool) -> InvocationResult:
     secrets = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", "")}
     # The same chainlet classes that get deployed, wired in-process by truss's run_local.
     with chains.run_local(secrets=secrets):
         runner = ChainRunner()
         if not show_progress:
-            return await runner.execute(spec, inputs, options)
-        with Progress(_stderr(), spec.handle, [s.handle for s in spec.steps]) as progress:
-            return await runner.execute(spec, inputs, options, observer=progress)
+            return await runner.execute(chain, inputs, options)
+        with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
+            return await runner.execute(chain, inputs, options, observer=progress)
 
 
 @contextlib.contextmanager
@@ -158,7 +158,7 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
                          max_attempts=max_attempts)
     try:
         with _mock_script(mock_script):
-            result = asyncio.run(_run(spec, inputs, options, show_progress=not as_json
+            result = asyncio.run(_run(compiled, inputs, options, show_progress=not as_json
                                       or _stderr().is_terminal))
     except (ChainDefinitionError, InputsError) as exc:
         raise _fail(str(exc)) from exc

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 import truss_chains as chains
 
 from chainlets import deploy
-from chainlets.compiler import compile_chain
+from chainlets.compiler import CompiledChain, compile_chain
 from chainlets.engine import StepObserver, run_chain
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
@@ -37,12 +37,16 @@ class ChainRunner(chains.ChainletBase):
                  mock: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
         self.generators: Mapping[str, GeneratorProtocol] = {"openai": openai, "mock": mock}
 
-    async def execute(self, chain: ChainSpec, inputs: Mapping[str, str],
+    async def execute(self, chain: ChainSpec | CompiledChain, inputs: Mapping[str, str],
                       options: RunOptions | None = None, *,
                       observer: StepObserver | None = None,
                       previous: InvocationResult | None = None) -> InvocationResult:
-        """What `run_remote` does, with an in-process observer for progress and persistence."""
-        compiled = compile_chain(chain, self.plugins)
+        """What `run_remote` does, with an in-process observer for progress and persistence.
+
+        A chain the caller already compiled against this runner's plugins is not compiled again.
+        """
+        compiled = chain if isinstance(chain, CompiledChain) else compile_chain(chain,
+                                                                                self.plugins)
         return await run_chain(compiled, inputs, self.generators, options,
                                observer=observer, previous=previous)
 
