@@ -7,6 +7,8 @@ ServeError                      base: serve cannot do what was asked; the messag
 ├── PortInUseError              the gateway port is taken on 127.0.0.1
 ├── ChainletStartError          a chainlet exited or did not become ready while starting; carries
 │                               the chainlet's name and the tail of its log
+├── ChainletStopError           a chainlet's exit was not reported after SIGKILL (serve can no
+│                               longer vouch that it is gone)
 └── ChainletUnavailableError    a request needed a chainlet that is not running (the gateway
                                 answers 503 with this message)
 
@@ -16,6 +18,7 @@ Each is constructible from one message string.
 __all__ = [
     "BuildError",
     "ChainletStartError",
+    "ChainletStopError",
     "ChainletUnavailableError",
     "PortInUseError",
     "ServeError",
@@ -41,6 +44,10 @@ class PortInUseError(ServeError):
 
 class ChainletStartError(ServeError):
     """Raised when a chainlet process exits or times out before answering readiness."""
+
+
+class ChainletStopError(ServeError):
+    """Raised when a chainlet's exit is not reported soon after it was sent SIGKILL."""
 
 
 class ChainletUnavailableError(ServeError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from chainlets.serve.errors import ChainletStartError
+from chainlets.serve.errors import ChainletStartError, ChainletStopError
 from chainlets.serve.zygote import LogSink, Zygote, describe_exit, pump_lines
 
 __all__ = ["PREDICT_PATH", "ChainletProcess"]
@@ -19,6 +19,8 @@ __all__ = ["PREDICT_PATH", "ChainletProcess"]
 READINESS_PATH = "/v1/models/model"
 PREDICT_PATH = "/v1/models/model:predict"
 _LOG_TAIL = 40
+# A killed process is reaped at once; longer means the zygote no longer reports exits.
+_KILLED_WITHIN_S = 10.0
 
 
 class ChainletProcess:
@@ -79,13 +81,21 @@ class ChainletProcess:
                                                + " while starting"))
 
     async def stop(self, grace: float = 5.0) -> int:
-        """SIGTERM (uvicorn finishes requests in flight), SIGKILL after `grace` seconds."""
+        """SIGTERM (uvicorn finishes requests in flight), SIGKILL after `grace` seconds (at
+        once with 0); raises ChainletStopError if it has not exited soon after SIGKILL."""
+        if not self.exited.done() and grace > 0:
+            await self._zygote.signal(self.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), grace)
         if not self.exited.done():
-            await self._zygote.signal(self.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            await self._zygote.signal(self.pid, signal.SIGKILL)
             try:
-                await asyncio.wait_for(asyncio.shield(self.exited), grace or None)
+                await asyncio.wait_for(asyncio.shield(self.exited), _KILLED_WITHIN_S)
             except TimeoutError:
-                await self._zygote.signal(self.pid, signal.SIGKILL)
+                raise ChainletStopError(
+                    f"chainlet `{self.name}` (pid {self.pid}) did not report its exit "
+                    f"{_KILLED_WITHIN_S:.0f}s after SIGKILL: the zygote that forked it no "
+                    "longer answers; check for the process and kill it by pid") from None
         code = await self.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._log_task), 1)

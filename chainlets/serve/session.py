@@ -97,8 +97,8 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         for task in waits[:2]:
             task.cancel()
         if zygote.lost.is_set():
-            raise ServeError("the zygote process that forks chainlets died, and its chainlets "
-                             "with it; serve stopped: start it again")
+            raise ServeError(f"{zygote.failure}; its chainlets are gone with it and serve "
+                             "stopped: start it again")
         if options.watch and watcher.done() and not stop.is_set():
             raise ServeError(f"--watch stopped working: {watcher.exception()!r}; serve stopped")
         out.notify("stopping")

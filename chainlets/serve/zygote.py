@@ -64,11 +64,13 @@ class Zygote:
         self._spawned: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._early_exits: dict[int, int] = {}
+        self._orphans: set[int] = set()  # forked for a cancelled spawn(), killed at once
         self._ready: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         # Set if the zygote dies while serving: no chainlet can start or restart any more.
         self.lost = asyncio.Event()
+        self.failure: ServeError | None = None  # why, once lost
 
     @classmethod
     def launch(cls, env: Mapping[str, str]) -> "Zygote":
@@ -107,8 +109,18 @@ class Zygote:
         """Fork a chainlet; returns its pid and a future of its return code."""
         request_id = next(self._ids)
         spawned = self._spawned[request_id] = asyncio.get_running_loop().create_future()
-        await self._send({"op": "spawn", "id": request_id, "spec": dict(spec)}, [log_fd])
-        pid = await spawned
+        try:
+            await self._send({"op": "spawn", "id": request_id, "spec": dict(spec)}, [log_fd])
+        except BaseException:  # not sent: no reply will come
+            self._spawned.pop(request_id, None)
+            raise
+        try:
+            # Shielded: a caller cancelled now (stop during a restart) must not lose the pid
+            # the zygote is about to report, or that chainlet would run on unseen.
+            pid = await asyncio.shield(spawned)
+        except asyncio.CancelledError:
+            spawned.add_done_callback(self._kill_orphan)
+            raise
         exited = self._exits[pid] = asyncio.get_running_loop().create_future()
         if pid in self._early_exits:
             exited.set_result(self._early_exits.pop(pid))
@@ -153,24 +165,55 @@ class Zygote:
             except OSError:
                 data = b""
             if not data:
-                self._fail(ServeError("the zygote process that forks chainlets exited"))
-                if not self._closing:
-                    self.lost.set()
+                self._lose(ServeError("the zygote process that forks chainlets exited"))
                 return
-            event = json.loads(data)
-            if event["op"] == "ready":
-                assert self._ready is not None
+            try:
+                self._handle(json.loads(data))
+            except Exception as exc:  # a reader that died quietly would leave stops hanging
+                self._lose(ServeError(f"serve lost track of the zygote process that forks "
+                                      f"chainlets (bad event {data[:200]!r}: {exc!r}); "
+                                      "restart serve"))
+                return
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        if event["op"] == "ready":
+            if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
-            elif event["op"] == "spawned":
-                self._spawned.pop(event["id"]).set_result(event["pid"])
-            elif event["op"] == "error":
-                self._spawned.pop(event["id"]).set_exception(ServeError(event["message"]))
-            elif event["op"] == "exited":
-                pid: int = event["pid"]
-                if pid not in self._exits:  # exited before spawn() registered it
-                    self._early_exits[pid] = event["returncode"]
-                elif not self._exits[pid].done():
-                    self._exits.pop(pid).set_result(event["returncode"])
+        elif event["op"] in ("spawned", "error"):
+            spawned = self._spawned.pop(event["id"], None)
+            if spawned is None or spawned.done():
+                return
+            if event["op"] == "spawned":
+                spawned.set_result(event["pid"])
+            else:
+                spawned.set_exception(ServeError(event["message"]))
+        elif event["op"] == "exited":
+            pid: int = event["pid"]
+            if pid in self._orphans:
+                self._orphans.discard(pid)
+            elif pid not in self._exits:  # exited before spawn() registered it
+                self._early_exits[pid] = event["returncode"]
+            else:
+                exited = self._exits.pop(pid)
+                if not exited.done():
+                    exited.set_result(event["returncode"])
+
+    def _kill_orphan(self, spawned: "asyncio.Future[int]") -> None:
+        """A chainlet forked for a caller that was cancelled meanwhile: nobody will stop it."""
+        if spawned.cancelled() or spawned.exception() is not None:
+            return
+        pid = spawned.result()
+        self._orphans.add(pid)
+        self._early_exits.pop(pid, None)
+        with contextlib.suppress(OSError):  # the zygote is gone, and its chainlets with it
+            socket.send_fds(self._control, [json.dumps(
+                {"op": "signal", "pid": pid, "signal": int(signal.SIGKILL)}).encode()], [])
+
+    def _lose(self, error: ServeError) -> None:
+        self.failure = error
+        self._fail(error)
+        if not self._closing:
+            self.lost.set()
 
     def _fail(self, error: ServeError) -> None:
         if self._ready is not None and not self._ready.done():
