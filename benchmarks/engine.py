@@ -4,10 +4,12 @@ Run: `python -m benchmarks.engine` (exit 1 when a target is missed). Every figur
 process and one event loop: each shape runs through the hand-written floor and through
 `run_chain`, interleaved, and the table shows the median of the repetitions.
 
-The generator fake and the floor spend their time the same way, in `asyncio.sleep(latency)`,
-so the ratio is the engine's own cost: scheduling, templating, records, the retry policy. The
-floor creates every task up front, so its task set-up overlaps the first step's latency; an
-engine that starts a step only once its dependencies are done cannot do that.
+The floor is hand-written asyncio driving the same generator fake: one task per step awaiting
+its dependencies, then one `run_remote` with a GenerationRequest, so the ratio is the engine's
+own cost: scheduling, templating, records, the retry policy. The table also shows the bare
+floor, whose steps only sleep (no request, no reply model), for reference. The floors create
+every task up front, so their task set-up overlaps the first step's latency; an engine that
+starts a step only once its dependencies are done cannot do that.
 `diamond-skew` puts Y1…Y10 in sequence (a 100 ms branch beside the 200 ms X), the reading under
 which peers.md §4 finds a level-by-level scheduler at 1.44x; root and join take 10 ms each.
 """
@@ -125,19 +127,27 @@ class GatedGenerator(SleepingGenerator):
         return await super().run_remote(request)
 
 
-async def run_floor(shape: Shape) -> float:
-    """Seconds for the floor: one task per step awaiting its dependencies, then sleeping."""
-    async def step(latency_s: float, deps: list["asyncio.Task[str]"]) -> str:
-        for dep in deps:
-            await dep
-        await asyncio.sleep(latency_s)
-        return "ok"
+async def run_floor(shape: Shape, generator: SleepingGenerator | None = None) -> float:
+    """Seconds for the floor: one task per step awaiting its dependencies, then its model call.
+
+    With `generator`, each step calls it as the engine does, with a GenerationRequest whose
+    prompt joins its dependencies' outputs: what hand-written asyncio code driving the same
+    generator chainlet would do. Without, each step only sleeps its latency (the bare floor).
+    """
+    async def call(handle: str, deps: list["asyncio.Task[str]"]) -> str:
+        outputs = [await dep for dep in deps]
+        if generator is None:
+            await asyncio.sleep(shape.latency_s[handle])
+            return "ok"
+        request = GenerationRequest.model_validate({
+            "step": handle, "plugin": "mock",
+            "messages": [{"role": "user", "content": " ".join(outputs) or "start"}]})
+        return (await generator.run_remote(request)).text
 
     started = time.perf_counter()
     tasks: dict[str, asyncio.Task[str]] = {}
     for handle, deps in shape.deps.items():
-        tasks[handle] = asyncio.create_task(
-            step(shape.latency_s[handle], [tasks[d] for d in deps]))
+        tasks[handle] = asyncio.create_task(call(handle, [tasks[d] for d in deps]))
     await asyncio.gather(*tasks.values())
     return time.perf_counter() - started
 
@@ -168,7 +178,8 @@ async def run_engine(shape: Shape, chain: CompiledChain | None = None,
 @dataclass(frozen=True)
 class Row:
     shape: Shape
-    floor_s: float  # medians
+    floor_s: float  # medians; the floor calls the same generator fake
+    bare_s: float  # the floor that only sleeps (no requests, no replies)
     engine_s: float
     shown: EngineRun  # the first run that was not exact, else the last
     exact: bool  # every engine run succeeded with exactly one call per step
@@ -178,26 +189,37 @@ class Row:
         return self.engine_s / self.floor_s
 
     @property
+    def bare_ratio(self) -> float:
+        return self.engine_s / self.bare_s
+
+    @property
     def passed(self) -> bool:
         return self.exact and self.ratio <= self.shape.target
 
 
 async def measure(shape: Shape, repeat: int) -> Row:
-    """Median floor and engine times, interleaved, alternating which of the two goes first."""
+    """Median floor, bare-floor and engine times, interleaved, rotating which goes first."""
     chain = compile_chain(shape.spec())
-    await run_floor(shape)  # warm-up: first-call costs (pydantic caches, code paths) untimed
+    # Warm-up: first-call costs (pydantic caches, code paths) untimed.
+    await run_floor(shape, SleepingGenerator(shape.latency_s))
+    await run_floor(shape)
     await run_engine(shape, chain)
     floors: list[float] = []
+    bares: list[float] = []
     runs: list[EngineRun] = []
+    sides = ("floor", "bare", "engine")
     for i in range(repeat):
-        for side in ("floor", "engine") if i % 2 == 0 else ("engine", "floor"):
+        for side in sides[i % 3:] + sides[:i % 3]:
             gc.collect()  # one side's garbage is not collected on the other's clock
             if side == "floor":
-                floors.append(await run_floor(shape))
+                floors.append(await run_floor(shape, SleepingGenerator(shape.latency_s)))
+            elif side == "bare":
+                bares.append(await run_floor(shape))
             else:
                 runs.append(await run_engine(shape, chain))
     inexact = [run for run in runs if not run.exact(shape)]
-    return Row(shape, statistics.median(floors), statistics.median(r.seconds for r in runs),
+    return Row(shape, statistics.median(floors), statistics.median(bares),
+               statistics.median(r.seconds for r in runs),
                shown=inexact[0] if inexact else runs[-1], exact=not inexact)
 
 
@@ -252,16 +274,18 @@ async def measure_memory(width: int = 9_998) -> MemoryRow:
 
 def render(rows: Sequence[Row], memory: MemoryRow, repeat: int) -> str:
     header = (f"{'shape':<13} {'floor ms':>9} {'engine ms':>10} {'ratio':>7} "
-              f"{'calls/steps':>12} {'target':>7}  result")
+              f"{'calls/steps':>12} {'target':>7}  result   {'bare ms':>8} {'vs bare':>8}")
     lines = [f"engine overhead: median of {repeat} interleaved runs each, compiling untimed "
-             f"(Python {sys.version.split()[0]}, {sys.platform}, {os.cpu_count()} CPUs)",
+             f"(Python {sys.version.split()[0]}, {sys.platform}, {os.cpu_count()} CPUs);",
+             "floor: hand-written asyncio calling the same generator fake; bare: steps only sleep",
              "", header, "-" * len(header)]
     for row in rows:
         calls = f"{sum(row.shown.calls.values())}/{len(row.shape.deps)}" + \
             ("" if row.exact else "!")
         lines.append(f"{row.shape.name:<13} {row.floor_s * 1e3:>9.1f} {row.engine_s * 1e3:>10.1f} "
                      f"{row.ratio:>6.3f}x {calls:>12} {row.shape.target:>6.2f}x  "
-                     f"{'pass' if row.passed else 'FAIL'}")
+                     f"{'pass' if row.passed else 'FAIL':<6} {row.bare_s * 1e3:>8.1f} "
+                     f"{row.bare_ratio:>7.3f}x")
     lines += ["", f"peak memory, wide 1 -> {memory.steps - 2:,} -> 1 ({memory.steps:,} steps, "
                   f"all fan-out calls in flight at once), above baseline:",
               f"  compile + run  {memory.compile_and_run_mb:6.1f} MB tracemalloc peak "

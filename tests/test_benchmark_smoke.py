@@ -25,6 +25,9 @@ async def test_each_shape_runs_once_per_step_through_engine_and_floor(
     run = await bench.run_engine(shape)
     assert run.succeeded
     assert run.calls == dict.fromkeys(shape.deps, 1)
+    floor_generator = bench.SleepingGenerator(shape.latency_s)
+    assert await bench.run_floor(shape, floor_generator) > 0
+    assert floor_generator.calls == dict.fromkeys(shape.deps, 1)
     assert await bench.run_floor(shape) > 0
 
 
@@ -34,3 +37,4 @@ async def test_measure_and_render_report_calls_per_step() -> None:
     assert row.exact and memory.exact and memory.steps == 22
     table = bench.render([row], memory, repeat=1)
     assert "5/5" in table and "!" not in table
+    assert row.floor_s > 0 and row.bare_s > 0
