@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +33,8 @@ STATE_DIR_NAME = ".chainrunner"
 _WORKER = Path(__file__).with_name("_build_worker.py")
 _IGNORED_DIRS = {"__pycache__", STATE_DIR_NAME, ".git", ".venv", ".mypy_cache", ".ruff_cache",
                  ".pytest_cache"}
+# Generous: a cold build imports truss and the chain's libraries, then copies every context.
+_BUILD_TIMEOUT_S = 600.0
 _KEPT_CONTEXTS = 3  # per chainlet: the serving one, the previous one, one spare
 
 
@@ -139,8 +141,10 @@ def fingerprint(source: Path, inputs: tuple[Path, ...]) -> str:
 class Builder:
     """Builds a chain's artifacts through a builder process, reusing them while unchanged."""
 
-    def __init__(self, source: Path, state_dir: Path | None = None) -> None:
+    def __init__(self, source: Path, state_dir: Path | None = None,
+                 build_timeout: float = _BUILD_TIMEOUT_S) -> None:
         self.source = source.resolve()
+        self.build_timeout = build_timeout
         self.state_dir = state_dir or state_dir_for(self.source)
         key = hashlib.sha256(str(self.source).encode()).hexdigest()[:8]
         self.root = self.state_dir / "builds" / f"{self.source.stem}-{key}"
@@ -170,7 +174,7 @@ class Builder:
         staging = self.root / f"staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            with await asyncio.to_thread(self._lock):
+            async with self._lock():
                 previous = self._manifest()
                 hashed_inputs = previous.inputs if previous else (self.source.parent,)
                 hashed = fingerprint(self.source, hashed_inputs)
@@ -196,19 +200,40 @@ class Builder:
             worker.kill()
             await worker.wait()
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Two serves of the same chain build one at a time (they share the contexts)."""
-        with open(self.root / "lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    @contextlib.asynccontextmanager
+    async def _lock(self) -> AsyncIterator[None]:
+        """Two serves of the same chain build one at a time (they share the contexts).
+        Polled, so that waiting neither blocks the event loop nor outlives a cancellation."""
+        fd = os.open(self.root / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.1)
             yield
+        finally:
+            os.close(fd)  # releases the lock
 
     async def _request(self, request: Mapping[str, str]) -> _Reply:
         worker = await self._ensure_worker()
         assert worker.stdin is not None and worker.stdout is not None
-        worker.stdin.write(json.dumps(request).encode() + b"\n")
-        await worker.stdin.drain()
-        line = await worker.stdout.readline()
+        try:
+            worker.stdin.write(json.dumps(request).encode() + b"\n")
+            await worker.stdin.drain()
+            line = await asyncio.wait_for(worker.stdout.readline(), self.build_timeout)
+        except BaseException as exc:
+            # Stopped (Ctrl-C) or stuck: a worker busy with this build is of no further use.
+            worker.kill()
+            await worker.wait()
+            self._worker = None
+            if isinstance(exc, TimeoutError):
+                raise BuildError(
+                    f"building `{self.source}` took more than {self.build_timeout:.0f}s, so the "
+                    "builder process was stopped: does the chain file (or a module it imports) "
+                    "wait for something at import time?") from None
+            raise
         if not line:
             await worker.wait()
             self._worker = None

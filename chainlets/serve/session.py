@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from chainlets.serve.artifacts import Builder
+from chainlets.serve.artifacts import Builder, ChainArtifacts
 from chainlets.serve.errors import ServeError
 from chainlets.serve.gateway import Gateway
 from chainlets.serve.supervisor import Supervisor
@@ -66,21 +67,38 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
         connected = asyncio.create_task(zygote.connect(out.log))
         stack.push_async_callback(_cancel, connected)
-        artifacts = None if options.rebuild else builder.cached()
-        if artifacts is None:
-            out.notify(f"building {options.source} (truss chains push --dryrun, "
-                       "truss image build-context)")
-            artifacts = await builder.build()
-        if not options.watch:
-            await builder.close()
-        await zygote.preload(preloadable(artifacts.libraries))
-        await connected
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
-                                log=out.log, notify=out.notify,
-                                startup_timeout=options.startup_timeout)
-        stack.push_async_callback(supervisor.stop, options.grace_s)
-        await supervisor.start(artifacts)
+
+        async def start() -> tuple[ChainArtifacts, Supervisor]:
+            artifacts = None if options.rebuild else builder.cached()
+            if artifacts is None:
+                out.notify(f"building {options.source} (truss chains push --dryrun, "
+                           "truss image build-context)")
+                artifacts = await builder.build()
+            if not options.watch:
+                await builder.close()
+            await zygote.preload(preloadable(artifacts.libraries))
+            await connected
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
+                                    log=out.log, notify=out.notify,
+                                    startup_timeout=options.startup_timeout)
+            stack.push_async_callback(supervisor.stop, options.grace_s)
+            await supervisor.start(artifacts)
+            return artifacts, supervisor
+
+        # Ctrl-C during a build or a slow chainlet start stops serve now, not once ready: the
+        # start is cancelled (what it started stops with it) and the stack closes the rest.
+        starting = asyncio.create_task(start(), name="start")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if stop.is_set():
+            await _cancel(starting)
+            if not starting.cancelled():
+                starting.result()  # a start that failed meanwhile still says why
+            out.notify("stopping")
+            return
+        artifacts, supervisor = starting.result()
         gateway.router = supervisor
         if on_ready is not None:
             on_ready(f"chain `{artifacts.chain_name}` ready in {time.monotonic() - started:.1f}s:"
@@ -104,7 +122,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         out.notify("stopping")
 
 
-async def _cancel(task: "asyncio.Task[None]") -> None:
+async def _cancel(task: "asyncio.Task[Any]") -> None:
     """Cancel `task` if it still runs; a failure it already had was raised where awaited."""
     if task.done():
         return

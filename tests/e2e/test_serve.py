@@ -91,6 +91,27 @@ class Front(chains.ChainletBase):
 '''
 
 
+SLOW_START_CHAIN = '''
+import time
+
+import truss_chains as chains
+
+from chainlets import deploy
+
+
+@chains.mark_entrypoint
+class Sleepy(chains.ChainletBase):
+    remote_config = chains.RemoteConfig(docker_image=deploy.image())
+
+    def __init__(self) -> None:
+        print("sleepy: loading for two minutes", flush=True)
+        time.sleep(120)
+
+    async def run_remote(self, text: str) -> str:
+        return text
+'''
+
+
 def _project(root: Path, source: str) -> Path:
     """A throwaway project (pyproject.toml marks its root) with one chain file."""
     (root / "chains").mkdir(parents=True)
@@ -258,6 +279,21 @@ def test_a_chainlet_that_fails_to_start_stops_serve_and_shows_its_log(tmp_path: 
     assert "chainlet `Doomed`" in server.output
     assert "RuntimeError: doomed on purpose" in server.output  # from its log tail
     assert _zygotes_of(server.process.pid) == set()
+
+
+def test_ctrl_c_while_a_chainlet_starts_stops_serve_at_once(tmp_path: Path) -> None:
+    chain = _project(tmp_path, SLOW_START_CHAIN)
+    server = ServeProcess.launch(chain, "--rebuild")
+    server.wait_for("sleepy: loading for two minutes", 180)
+    pids = server.descendants() | {server.process.pid}
+    assert len(pids) >= 3  # serve, the zygote, the chainlet
+    started = time.monotonic()
+    code = server.stop(signal.SIGINT)
+    stopped_in = time.monotonic() - started
+    assert code == 0, server.output
+    assert stopped_in < 10, f"serve took {stopped_in:.1f}s to stop during startup"
+    assert "ready in" not in server.output
+    assert ServeProcess.alive(pids) == set()
 
 
 def test_watch_swaps_in_an_edit_and_keeps_serving_through_a_broken_one(tmp_path: Path) -> None:
