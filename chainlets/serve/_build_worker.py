@@ -151,7 +151,9 @@ def serve_requests(requests: TextIO, replies: TextIO) -> None:
                                          Path(request["staging"]), Path(request["state_dir"]),
                                          warmed)
             reply: dict[str, Any] = {"ok": manifest}
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a chain's import is its error message
             reply, libraries = {"error": _describe(exc)}, set(warmed)
         replies.write(json.dumps(reply) + "\n")
         replies.flush()

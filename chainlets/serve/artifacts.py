@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +36,7 @@ _IGNORED_DIRS = {"__pycache__", STATE_DIR_NAME, ".git", ".venv", ".mypy_cache", 
                  ".pytest_cache"}
 # Generous: a cold build imports truss and the chain's libraries, then copies every context.
 _BUILD_TIMEOUT_S = 600.0
+_OUTPUT_TAIL = 40  # lines of the builder's output kept for an error message
 _KEPT_CONTEXTS = 3  # per chainlet: the serving one, the previous one, one spare
 
 
@@ -142,9 +144,14 @@ class Builder:
     """Builds a chain's artifacts through a builder process, reusing them while unchanged."""
 
     def __init__(self, source: Path, state_dir: Path | None = None,
-                 build_timeout: float = _BUILD_TIMEOUT_S) -> None:
+                 build_timeout: float = _BUILD_TIMEOUT_S,
+                 log: Callable[[str, str], None] | None = None) -> None:
+        """`log` gets ("build", line) for every line the builder process prints."""
         self.source = source.resolve()
         self.build_timeout = build_timeout
+        self._log = log or (lambda name, line: None)
+        self._output: deque[str] = deque(maxlen=_OUTPUT_TAIL)
+        self._pump: asyncio.Task[None] | None = None
         self.state_dir = state_dir or state_dir_for(self.source)
         key = hashlib.sha256(str(self.source).encode()).hexdigest()[:8]
         self.root = self.state_dir / "builds" / f"{self.source.stem}-{key}"
@@ -190,15 +197,19 @@ class Builder:
 
     async def close(self) -> None:
         worker, self._worker = self._worker, None
-        if worker is None or worker.returncode is not None:
-            return
-        assert worker.stdin is not None
-        worker.stdin.close()  # the worker exits at the end of its input
-        try:
-            await asyncio.wait_for(worker.wait(), 5)
-        except TimeoutError:
-            worker.kill()
-            await worker.wait()
+        pump, self._pump = self._pump, None
+        if worker is not None and worker.returncode is None:
+            assert worker.stdin is not None
+            worker.stdin.close()  # the worker exits at the end of its input
+            try:
+                await asyncio.wait_for(worker.wait(), 5)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        if pump is not None:
+            with contextlib.suppress(TimeoutError):  # its children may hold the pipe a while
+                await asyncio.wait_for(asyncio.shield(pump), 1)
+            pump.cancel()
 
     @contextlib.asynccontextmanager
     async def _lock(self) -> AsyncIterator[None]:
@@ -237,8 +248,12 @@ class Builder:
         if not line:
             await worker.wait()
             self._worker = None
+            if self._pump is not None:  # the last lines it printed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._pump), 1)
+            tail = "\n".join(f"  | {text}" for text in self._output) or "  | (no output)"
             raise BuildError(f"the builder process exited with code {worker.returncode} while "
-                             f"building `{self.source}` (its output is above)")
+                             f"building `{self.source}`; the end of its output:\n{tail}")
         return _Reply.model_validate_json(line)
 
     async def _ensure_worker(self) -> asyncio.subprocess.Process:
@@ -253,8 +268,18 @@ class Builder:
         self._worker = await asyncio.create_subprocess_exec(
             sys.executable, "-P", str(_WORKER), str(os.getpid()), env=env,
             start_new_session=True, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert self._worker.stderr is not None
+        self._output.clear()
+        self._pump = asyncio.create_task(self._forward(self._worker.stderr), name="build-log")
         return self._worker
+
+    async def _forward(self, output: asyncio.StreamReader) -> None:
+        """What truss and the chain print while building goes to serve's log, prefixed."""
+        while line := await output.readline():
+            text = line.decode(errors="replace").rstrip("\n")
+            self._output.append(text)
+            self._log("build", text)
 
     def _install(self, built: _Built, hashed: str,
                  hashed_inputs: tuple[Path, ...]) -> ChainArtifacts:

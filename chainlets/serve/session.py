@@ -60,7 +60,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         gateway = Gateway(api_key=options.api_key)
         port = await gateway.bind(options.port)
         stack.push_async_callback(gateway.close)
-        builder = Builder(options.source)
+        builder = Builder(options.source, log=out.log)
         stack.push_async_callback(builder.close)
         run_dir = builder.state_dir / "serve" / str(port)
         shutil.rmtree(run_dir, ignore_errors=True)

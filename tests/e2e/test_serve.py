@@ -296,6 +296,17 @@ def test_ctrl_c_while_a_chainlet_starts_stops_serve_at_once(tmp_path: Path) -> N
     assert ServeProcess.alive(pids) == set()
 
 
+def test_a_chain_that_exits_at_import_shows_its_message(tmp_path: Path) -> None:
+    chain = _project(tmp_path, 'import sys\n\nprint("reading config", flush=True)\n'
+                               'sys.exit("config file missing: set FOO")\n')
+    server = ServeProcess.launch(chain, "--rebuild")
+    assert server.process.wait(180) == 1
+    server.stop()
+    assert "build | reading config" in server.output  # the builder's output is shown
+    assert "SystemExit: config file missing: set FOO" in server.output
+    assert _zygotes_of(server.process.pid) == set()
+
+
 def test_watch_swaps_in_an_edit_and_keeps_serving_through_a_broken_one(tmp_path: Path) -> None:
     slow = GREET_CHAIN.replace(
         '        return f"Hello, {name}"',
