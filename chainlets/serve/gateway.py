@@ -108,13 +108,15 @@ class Gateway:
                                "`Authorization: Api-Key <key>` with the key serve was given")
         if self.router is None or self._http is None:
             return _error(503, "the chain is still starting; retry shortly")
+        body = await request.read()
+        headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
+        headers.setdefault("Content-Type", "application/json")
+        # Route and enter with no await in between: a --watch swap retires the old entrypoint
+        # once its in-flight count drops to 0, so a request routed to it must count at once.
         try:
             member = self.router.route()
         except ChainletUnavailableError as exc:
             return _error(503, str(exc))
-        body = await request.read()
-        headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
-        headers.setdefault("Content-Type", "application/json")
         member.enter()
         try:
             async with self._http.post(member.url + PREDICT_PATH, data=body,

@@ -1,5 +1,6 @@
 """The gateway in front of a fake entrypoint: auth, pass-through, unavailable chainlets."""
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -89,6 +90,24 @@ async def test_run_remote_forwards_the_body_and_answers_the_entrypoint_reply(
     gate, router = gateway
     assert await _post(gate, b'{"names": []}') == (200, 'echo:{"names": []}')
     assert router.member.seen == [1] and router.member.inflight == 0
+
+
+async def test_a_swap_while_the_body_uploads_sends_it_to_the_new_entrypoint(
+        gateway: tuple[Gateway, FakeRouter], upstream: str) -> None:
+    gate, router = gateway
+    old, new = router.member, FakeMember(upstream, name="New")
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"names": '
+        await asyncio.sleep(0.2)
+        router.member = new  # --watch swapped the entrypoint: the old one may stop now
+        yield b"[]}"
+
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{gate.port}/run_remote", data=slow_body(),
+            headers={"Authorization": f"Api-Key {KEY}"}) as response:
+        assert (response.status, await response.json()) == (200, 'echo:{"names": []}')
+    assert (old.seen, new.seen) == ([], [1])
 
 
 @pytest.mark.parametrize("key", [None, "wrong"], ids=["missing", "wrong"])
