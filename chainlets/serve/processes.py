@@ -7,14 +7,14 @@ import signal
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from chainlets.serve.errors import ChainletStartError, ChainletStopError
-from chainlets.serve.zygote import LogSink, Zygote, describe_exit, pump_lines
+from chainlets.serve.zygote import LogSink, describe_exit, pump_lines
 
-__all__ = ["PREDICT_PATH", "ChainletProcess"]
+__all__ = ["PREDICT_PATH", "ChainletProcess", "Forker"]
 
 READINESS_PATH = "/v1/models/model"
 PREDICT_PATH = "/v1/models/model:predict"
@@ -23,11 +23,20 @@ _LOG_TAIL = 40
 _KILLED_WITHIN_S = 10.0
 
 
+class Forker(Protocol):
+    """What starts and signals chainlet processes (zygote.Zygote)."""
+
+    async def spawn(self, spec: Mapping[str, Any],
+                    log_fd: int) -> tuple[int, "asyncio.Future[int]"]: ...
+
+    async def signal(self, pid: int, signum: int) -> None: ...
+
+
 class ChainletProcess:
     """One running chainlet: its pid, port, log tail and exit."""
 
     def __init__(self, name: str, port: int, pid: int, exited: "asyncio.Future[int]",
-                 zygote: Zygote, log_task: "asyncio.Task[None]", tail: deque[str]) -> None:
+                 zygote: Forker, log_task: "asyncio.Task[None]", tail: deque[str]) -> None:
         self.name, self.port, self.pid = name, port, pid
         self.exited = exited
         self.started_at = time.monotonic()
@@ -36,7 +45,7 @@ class ChainletProcess:
         self.tail = tail
 
     @classmethod
-    async def start(cls, zygote: Zygote, name: str, port: int, spec: Mapping[str, Any],
+    async def start(cls, zygote: Forker, name: str, port: int, spec: Mapping[str, Any],
                     log: LogSink) -> "ChainletProcess":
         read_fd, write_fd = os.pipe()
         loop = asyncio.get_running_loop()

@@ -13,8 +13,8 @@ import aiohttp
 
 from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
-from chainlets.serve.processes import PREDICT_PATH, ChainletProcess
-from chainlets.serve.zygote import LogSink, Zygote, describe_exit
+from chainlets.serve.processes import PREDICT_PATH, ChainletProcess, Forker
+from chainlets.serve.zygote import LogSink, describe_exit
 
 __all__ = ["Member", "Supervisor", "free_port"]
 
@@ -84,7 +84,7 @@ class Member:
 class Supervisor:
     """Owns every chainlet process of one served chain."""
 
-    def __init__(self, zygote: Zygote, http: aiohttp.ClientSession, run_dir: Path,
+    def __init__(self, zygote: Forker, http: aiohttp.ClientSession, run_dir: Path,
                  env: Mapping[str, str], token: str, *, log: LogSink,
                  notify: Callable[[str], None], startup_timeout: float = 60.0) -> None:
         self._zygote, self._http, self._run_dir = zygote, http, run_dir
@@ -95,6 +95,7 @@ class Supervisor:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._retired: set[Member] = set()
+        self._guards: dict[Member, asyncio.Task[None]] = {}  # restarts a member that dies
         self.artifacts: ChainArtifacts | None = None
         self.members: dict[str, Member] = {}
 
@@ -215,7 +216,19 @@ class Supervisor:
         task = asyncio.create_task(self._restart_when_dead(member, member.process),
                                    name=f"guard:{member.name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._guards[member] = task
+
+        def forget(done: "asyncio.Task[None]") -> None:
+            self._tasks.discard(done)
+            if self._guards.get(member) is done:  # not the guard of its next process
+                del self._guards[member]
+
+        task.add_done_callback(forget)
+
+    def _restarting(self, member: Member) -> bool:
+        """Still worth restarting: serve is not stopping and no swap retired the member."""
+        return not self._stopping and self.members.get(member.name) is member \
+            and member.state == "restarting"
 
     async def _restart_when_dead(self, member: Member, process: ChainletProcess) -> None:
         code = await process.wait()
@@ -227,11 +240,17 @@ class Supervisor:
                      f"{describe_exit(code)}; restarting it")
         ports = {n: m.process.port for n, m in self.members.items()}
         delay = 0.0
-        while not self._stopping:
+        while True:
             await asyncio.sleep(delay)
+            if not self._restarting(member):
+                return
             try:
                 fresh = await self._spawn(member.artifact, process.port, ports)
-                await fresh.wait_ready(self._http, self._startup_timeout)
+                try:
+                    await fresh.wait_ready(self._http, self._startup_timeout)
+                except BaseException:  # cancelled by stop() or a swap: never leave it running
+                    await fresh.stop(grace=0)
+                    raise
             except ChainletStartError as exc:
                 delay = min(max(delay * 2, 0.5), _MAX_RESTART_DELAY)
                 self._notify(f"restarting `{member.name}` failed (next try in {delay:.1f}s): "
@@ -240,7 +259,7 @@ class Supervisor:
             except ServeError as exc:  # the zygote is gone; serve stops (see session)
                 self._notify(f"cannot restart `{member.name}`: {exc}")
                 return
-            if self._stopping:  # stop() began meanwhile and did not see this process
+            if not self._restarting(member):  # stop() or a swap came meanwhile, blind to it
                 await fresh.stop(grace=0)
                 return
             member.process, member.state = fresh, "ready"
@@ -254,6 +273,9 @@ class Supervisor:
         for member in retired:
             member.state = "draining"
             self._retired.add(member)
+            guard = self._guards.pop(member, None)
+            if guard is not None:  # a retired member is neither restarted nor watched
+                guard.cancel()
         task = asyncio.create_task(self._drain(retired), name="drain")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
