@@ -3,13 +3,15 @@
 Layout under the project's state directory (`<project>/.chainrunner/`)::
 
     builds/<chain-file-stem>-<hash of its path>/
-        manifest.json              the last build: chainlets, their digests, the input dirs
+        manifest.json              the last build that served: chainlets, digests, input dirs
         contexts/<Chainlet>-<digest>/server/   truss's server code + model/ + config.yaml (/app)
         contexts/<Chainlet>-<digest>/packages/ the shipped code (/packages)
         truss/                     HOME and TMPDIR of the builder (truss's own scratch space)
+    serve/<port>/lease.json        the contexts a running serve uses (removed when it stops)
 
 Contexts are content-addressed and never rewritten, so a running chainlet's files stay put
-while a newer build lands beside them.
+while a newer build lands beside them; old ones are pruned only once a build serves, and
+never while a live serve's lease names them.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ import os
 import shutil
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -112,6 +114,23 @@ class _Built(BaseModel):
 class _Reply(BaseModel):
     ok: _Built | None = None
     error: str | None = None
+
+
+class _Lease(BaseModel):
+    """The contexts a running serve's processes use (`serve/<port>/lease.json`)."""
+
+    pid: int
+    contexts: list[Path]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def state_dir_for(source: Path) -> Path:
@@ -302,13 +321,52 @@ class Builder:
             source=self.source, chain_name=built.chain_name, entrypoint=built.entrypoint,
             chainlets=chainlets, inputs=inputs, fingerprint=stamp,
             libraries=tuple(built.libraries))
-        (self.root / "manifest.json").write_text(artifacts.model_dump_json(indent=2))
-        self._prune(contexts, artifacts)
         return artifacts
 
+    def hold(self, lease: Path, contexts: Iterable[Path]) -> None:
+        """Record in `lease` (one per serve) the contexts its processes run: never pruned
+        while this process lives. Serve removes its lease when it stops."""
+        lease.parent.mkdir(parents=True, exist_ok=True)
+        held = _Lease(pid=os.getpid(), contexts=sorted(set(contexts)))
+        temporary = lease.with_suffix(".tmp")
+        temporary.write_text(held.model_dump_json())
+        temporary.replace(lease)  # a pruning serve never reads half a lease
+
+    async def commit(self, artifacts: ChainArtifacts, lease: Path,
+                     in_use: Iterable[Path]) -> None:
+        """`artifacts` serve now (started or swapped in): make it the build that `cached`
+        reuses, and prune old contexts that no live serve holds."""
+        self.hold(lease, in_use)
+        manifest = self.root / "manifest.json"
+        manifest.with_suffix(".tmp").write_text(artifacts.model_dump_json(indent=2))
+        manifest.with_suffix(".tmp").replace(manifest)
+        # Pruning beside a build could delete a context it is about to reuse; that build's
+        # own serve prunes when it commits, so skipping here loses nothing.
+        fd = os.open(self.root / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._prune(self.root / "contexts", artifacts, self._leased())
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _leased(self) -> set[Path]:
+        """Contexts held by the leases of serves that are still running."""
+        held: set[Path] = set()
+        for path in (self.state_dir / "serve").glob("*/lease.json"):
+            try:
+                lease = _Lease.model_validate_json(path.read_bytes())
+            except (FileNotFoundError, ValueError):  # being removed, or not a lease
+                continue
+            if _alive(lease.pid):
+                held.update(lease.contexts)
+        return held
+
     @staticmethod
-    def _prune(contexts: Path, current: ChainArtifacts) -> None:
+    def _prune(contexts: Path, current: ChainArtifacts, leased: set[Path]) -> None:
         keep = {c.context_dir.name for c in current.chainlets.values()}
+        keep.update(path.name for path in leased if path.parent == contexts)
         by_chainlet: dict[str, list[Path]] = {}
         for folder in contexts.iterdir():
             by_chainlet.setdefault(folder.name.rpartition("-")[0], []).append(folder)

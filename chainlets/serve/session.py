@@ -65,6 +65,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         run_dir = builder.state_dir / "serve" / str(port)
         shutil.rmtree(run_dir, ignore_errors=True)
         stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        lease = run_dir / "lease.json"
         connected = asyncio.create_task(zygote.connect(out.log))
         stack.push_async_callback(_cancel, connected)
 
@@ -74,6 +75,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                 out.notify(f"building {options.source} (truss chains push --dryrun, "
                            "truss image build-context)")
                 artifacts = await builder.build()
+            builder.hold(lease, (c.context_dir for c in artifacts.chainlets.values()))
             if not options.watch:
                 await builder.close()
             await zygote.preload(preloadable(artifacts.libraries))
@@ -84,6 +86,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                                     startup_timeout=options.startup_timeout)
             stack.push_async_callback(supervisor.stop, options.grace_s)
             await supervisor.start(artifacts)
+            await builder.commit(artifacts, lease, supervisor.contexts())
             return artifacts, supervisor
 
         # Ctrl-C during a build or a slow chainlet start stops serve now, not once ready: the
@@ -108,7 +111,8 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         waits: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait()),
                                              asyncio.create_task(zygote.lost.wait())]
         if options.watch:
-            watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify))
+            watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify,
+                                                           lease))
             stack.push_async_callback(_cancel, watcher)
             waits.append(watcher)  # ends only if watching fails
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -113,6 +113,10 @@ class Supervisor:
             return member
         raise ChainletUnavailableError(member.unavailable_reason())
 
+    def contexts(self) -> set[Path]:
+        """The build contexts that running processes use, those still draining included."""
+        return {m.artifact.context_dir for m in [*self.members.values(), *self._retired]}
+
     def readiness(self) -> tuple[bool, dict[str, object]]:
         status: dict[str, object] = dict(self.status())
         ready = bool(self.members) and all(

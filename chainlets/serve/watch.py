@@ -33,7 +33,7 @@ def _names(changes: Iterable[tuple[object, str]]) -> str:
 
 
 async def watch_and_reload(builder: Builder, supervisor: Supervisor, stop: asyncio.Event,
-                           notify: Callable[[str], None]) -> None:
+                           notify: Callable[[str], None], lease: Path) -> None:
     """Until `stop` is set: on each batch of saved changes, rebuild and swap.
 
     An edit that does not build (syntax error, truss validation error) or whose chainlets do
@@ -57,25 +57,29 @@ async def watch_and_reload(builder: Builder, supervisor: Supervisor, stop: async
                 notify("sources changed while serve started; rebuilding")  # before the watches
             else:
                 notify(f"changed: {_names(changes)}; rebuilding")
-            artifacts = await _reload(builder, supervisor, notify, started)
+            artifacts = await _reload(builder, supervisor, notify, started, lease)
             if artifacts is not None and watch_roots(artifacts.inputs) != roots:
                 roots = watch_roots(artifacts.inputs)
                 break
 
 
 async def _reload(builder: Builder, supervisor: Supervisor, notify: Callable[[str], None],
-                  started: float) -> ChainArtifacts | None:
+                  started: float, lease: Path) -> ChainArtifacts | None:
     try:
         artifacts = await builder.build()
     except BuildError as exc:
         notify(f"build failed, the previous version keeps serving:\n{exc}")
         return None
     built = time.monotonic()
+    builder.hold(lease, supervisor.contexts() | {c.context_dir
+                                                 for c in artifacts.chainlets.values()})
     try:
         swapped = await supervisor.update(artifacts)
     except ChainletStartError as exc:
         notify(f"the new version did not start, the previous version keeps serving:\n{exc}")
+        builder.hold(lease, supervisor.contexts())
         return None
+    await builder.commit(artifacts, lease, supervisor.contexts())
     if not swapped:
         notify("no chainlet's code changed")
     else:

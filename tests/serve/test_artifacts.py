@@ -1,5 +1,7 @@
 """Build artifacts: what a swap replaces, what a fingerprint covers, where state lives."""
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,35 @@ def test_state_lives_in_the_project_of_the_chain_file(tmp_path: Path) -> None:
 def test_nothing_is_cached_before_a_build(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("")
     assert Builder(tmp_path / "chain.py").cached() is None
+
+
+def _contexts(builder: Builder, *names: str) -> list[Path]:
+    """Context folders, oldest first (their mtimes decide what pruning keeps)."""
+    folders = []
+    for age, name in enumerate(reversed(names)):
+        folder = builder.root / "contexts" / name
+        (folder / "server").mkdir(parents=True)
+        os.utime(folder, (1_000_000 - age, 1_000_000 - age))
+        folders.append(folder)
+    return folders[::-1]
+
+
+async def test_a_commit_prunes_old_contexts_but_none_a_live_serve_holds(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "chain.py", state_dir=tmp_path / STATE_DIR_NAME)
+    held, dropped, *recent = _contexts(builder, *(f"Entry-d{n}" for n in range(6)))
+    serving = ChainletArtifact(name="Entry", display_name="Entry", context_dir=recent[-1],
+                               dependencies=(), secrets=(), env={}, digest="d5")
+    current = ChainArtifacts(source=tmp_path / "chain.py", chain_name="c", entrypoint="Entry",
+                             chainlets={"Entry": serving}, inputs=(), fingerprint="f")
+    state = builder.state_dir / "serve"
+    builder.hold(state / "9001" / "lease.json", [held])  # another serve, running (this pid)
+    dead = json.dumps({"pid": 2 ** 22 + 1, "contexts": [str(dropped)]})  # above pid_max
+    (state / "9002").mkdir()
+    (state / "9002" / "lease.json").write_text(dead)
+
+    await builder.commit(current, state / "9000" / "lease.json", [recent[-1]])
+
+    assert sorted(p.name for p in (builder.root / "contexts").iterdir()) == [
+        "Entry-d0", "Entry-d3", "Entry-d4", "Entry-d5"]
+    manifest = (builder.root / "manifest.json").read_bytes()
+    assert ChainArtifacts.model_validate_json(manifest) == current  # what `cached` reuses
