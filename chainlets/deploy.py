@@ -27,6 +27,9 @@ _SHIPPED = {package: chains.public_types.AbsPath(str(_SHIPPED_ROOT / package / "
                                                  __name__, f"../shipped/{package}/packages")
             for package in ("chainlets", "mocks")}
 _PINS = [f"{name}=={version(name)}" for name in _RUNTIME]
+# Every name `host_env` was asked for in this process: serve's builder reports them, so that a
+# changed value invalidates the trusses it baked into (chainlets/serve/artifacts.py).
+HOST_ENV_READ: set[str] = set()
 
 
 def image(*extra_requirements: str,
@@ -50,4 +53,5 @@ def host_env(*names: str) -> dict[str, str]:
     For optional settings such as `OPENAI_BASE_URL`: unset stays unset (an empty value would
     override the library's default).
     """
+    HOST_ENV_READ.update(names)
     return {name: os.environ[name] for name in names if os.environ.get(name)}

@@ -28,6 +28,8 @@ from typing import Any, TextIO
 
 _PR_SET_PDEATHSIG = 1
 _SKIPPED_PARTS = {"__pycache__", "build_hash"}
+# Where the project's chainlets read the pushing machine's environment (`deploy.host_env`).
+_DEPLOY_MODULE = "chainlets.deploy"
 _LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")})
 
 
@@ -93,6 +95,7 @@ def _build(source: Path, staging: Path, state_dir: Path,
     with framework.ChainletImporter.import_target(source) as entrypoint_cls:
         # Truss unloads what the import loaded when the block ends: note the libraries now.
         libraries = _library_modules(set(sys.modules) - before) | warmed
+        host_env = sorted(getattr(sys.modules.get(_DEPLOY_MODULE), "HOST_ENV_READ", ()))
         chain_root = Path(deployment_client._get_chain_root(entrypoint_cls)).resolve()
         if state_dir.resolve().is_relative_to(chain_root):
             raise ValueError(
@@ -120,7 +123,7 @@ def _build(source: Path, staging: Path, state_dir: Path,
         inputs.update(chainlet.pop("external_package_dirs"))
     manifest = {"chain_name": chain_name, "entrypoint": entry.display_name,
                 "chainlets": chainlets, "inputs": sorted(inputs),
-                "libraries": sorted(libraries)}
+                "libraries": sorted(libraries), "host_env": host_env}
     return manifest, libraries
 
 

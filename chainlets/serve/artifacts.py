@@ -24,6 +24,7 @@ import shutil
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -76,6 +77,7 @@ class ChainArtifacts(BaseModel):
     inputs: tuple[Path, ...]
     fingerprint: str
     libraries: tuple[str, ...] = ()  # installed modules the chain imports (zygote preloads)
+    host_env: tuple[str, ...] = ()  # variables whose host values generation baked in
 
     def dependents(self, names: set[str]) -> set[str]:
         """`names` and every chainlet that calls one of them, directly or not."""
@@ -109,6 +111,7 @@ class _Built(BaseModel):
     chainlets: list[ChainletArtifact]
     inputs: list[Path]
     libraries: list[str]
+    host_env: list[str]
 
 
 class _Reply(BaseModel):
@@ -149,14 +152,24 @@ def _files(root: Path) -> Iterator[Path]:
                 yield Path(folder, name)
 
 
-def fingerprint(source: Path, inputs: tuple[Path, ...]) -> str:
-    """Hash of everything a build reads: the interpreter, the chain file, every input file."""
-    sha = hashlib.sha256(f"{sys.executable}\0{source.resolve()}\0".encode())
+def fingerprint(source: Path, inputs: tuple[Path, ...], host_env: tuple[str, ...] = ()) -> str:
+    """Hash of everything a build reads: the interpreter, truss's version (it generates the
+    code), the chain file, every input file, and the host variables baked into chainlets."""
+    sha = hashlib.sha256(f"{sys.executable}\0{_truss_version()}\0{source.resolve()}\0".encode())
+    for name in host_env:
+        sha.update(f"env:{name}={os.environ.get(name, '')}\0".encode())
     for root in inputs:
         for path in _files(root):
             with contextlib.suppress(FileNotFoundError):  # deleted mid-walk: hashed as absent
                 sha.update(f"{path}\0".encode() + path.read_bytes() + b"\0")
     return sha.hexdigest()
+
+
+def _truss_version() -> str:
+    try:
+        return version("truss")
+    except PackageNotFoundError:  # serve then fails with its own message, not here
+        return ""
 
 
 class Builder:
@@ -188,7 +201,8 @@ class Builder:
         artifacts = self._manifest()
         if artifacts is None:
             return None
-        if artifacts.fingerprint != fingerprint(self.source, artifacts.inputs):
+        if artifacts.fingerprint != fingerprint(self.source, artifacts.inputs,
+                                                artifacts.host_env):
             return None
         if not all(c.app_dir.is_dir() for c in artifacts.chainlets.values()):
             return None
@@ -203,13 +217,14 @@ class Builder:
             async with self._lock():
                 previous = self._manifest()
                 hashed_inputs = previous.inputs if previous else (self.source.parent,)
-                hashed = fingerprint(self.source, hashed_inputs)
+                hashed_env = previous.host_env if previous else ()
+                hashed = fingerprint(self.source, hashed_inputs, hashed_env)
                 reply = await self._request({"source": str(self.source), "staging": str(staging),
                                              "state_dir": str(self.state_dir)})
                 if reply.error is not None:
                     raise BuildError(reply.error)
                 assert reply.ok is not None
-                artifacts = self._install(reply.ok, hashed, hashed_inputs)
+                artifacts = self._install(reply.ok, hashed, hashed_inputs, hashed_env)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return artifacts
@@ -300,8 +315,8 @@ class Builder:
             self._output.append(text)
             self._log("build", text)
 
-    def _install(self, built: _Built, hashed: str,
-                 hashed_inputs: tuple[Path, ...]) -> ChainArtifacts:
+    def _install(self, built: _Built, hashed: str, hashed_inputs: tuple[Path, ...],
+                 hashed_env: tuple[str, ...]) -> ChainArtifacts:
         """Move fresh contexts to their content-addressed home (or reuse an identical one)."""
         contexts = self.root / "contexts"
         contexts.mkdir(exist_ok=True)
@@ -313,14 +328,15 @@ class Builder:
             else:
                 shutil.move(fresh.context_dir, final)
             chainlets[fresh.display_name] = fresh.model_copy(update={"context_dir": final})
-        inputs = tuple(built.inputs)
+        inputs, host_env = tuple(built.inputs), tuple(built.host_env)
         # Hashed before building, so an edit made during the build triggers the next one; only
-        # a first build (or one whose input dirs changed) has to hash afterwards.
-        stamp = hashed if inputs == hashed_inputs else fingerprint(self.source, inputs)
+        # a first build (or one whose input dirs or host variables changed) hashes afterwards.
+        stamp = hashed if (inputs, host_env) == (hashed_inputs, hashed_env) \
+            else fingerprint(self.source, inputs, host_env)
         artifacts = ChainArtifacts(
             source=self.source, chain_name=built.chain_name, entrypoint=built.entrypoint,
             chainlets=chainlets, inputs=inputs, fingerprint=stamp,
-            libraries=tuple(built.libraries))
+            libraries=tuple(built.libraries), host_env=host_env)
         return artifacts
 
     def hold(self, lease: Path, contexts: Iterable[Path]) -> None:

@@ -117,3 +117,13 @@ async def test_a_commit_prunes_old_contexts_but_none_a_live_serve_holds(tmp_path
         "Entry-d0", "Entry-d3", "Entry-d4", "Entry-d5"]
     manifest = (builder.root / "manifest.json").read_bytes()
     assert ChainArtifacts.model_validate_json(manifest) == current  # what `cached` reuses
+
+
+def test_fingerprint_follows_host_variables_baked_into_chainlets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    chain = tmp_path / "chain.py"
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    unset = fingerprint(chain, (), ("OPENAI_BASE_URL",))
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert fingerprint(chain, (), ("OPENAI_BASE_URL",)) != unset
+    assert fingerprint(chain, (), ()) == fingerprint(chain, ())  # unread variables do not count
