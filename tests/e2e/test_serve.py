@@ -2,8 +2,8 @@
 
 Two serves start at once (the runner chain with the mock backend behind an API key, and the
 seed's hello chain); each test talks to them over HTTP; the last tests stop them with a signal
-and check by pid that every process serve started is gone. Watch and failing-start tests use
-chains written to a temporary project, never the repository's files.
+and check by pid that every process serve started is gone. Tests that need a chain of their own
+(watch, slow starts, failures) write it to a temporary project, never the repository's files.
 """
 
 import json
@@ -109,6 +109,28 @@ class Sleepy(chains.ChainletBase):
 
     async def run_remote(self, text: str) -> str:
         return text
+'''
+
+
+SLOW_RESTART_CHAIN = '''
+import os
+import time
+
+import truss_chains as chains
+
+from chainlets import deploy
+
+
+@chains.mark_entrypoint
+class Greet(chains.ChainletBase):
+    remote_config = chains.RemoteConfig(docker_image=deploy.image())
+
+    def __init__(self) -> None:
+        if os.path.exists(os.environ["E2E_SLOW_START_MARKER"]):
+            time.sleep(5)
+
+    async def run_remote(self, name: str) -> str:
+        return f"Hello, {name}"
 '''
 
 
@@ -245,19 +267,26 @@ def test_a_killed_dependency_fails_fast_naming_it_then_is_restarted(
     assert again.json()["state"] == "succeeded", again.text
 
 
-def test_a_killed_entrypoint_answers_503_naming_it_then_is_restarted(
-        served: dict[str, ServeProcess]) -> None:
-    hello = served["hello"]
-    entry_pid = _pid(hello, "HelloAll")
-    mark = len(hello.lines)
-    psutil.Process(entry_pid).kill()
-    hello.wait_for("chainlet `HelloAll` .* killed by SIGKILL", 30, after=mark)
-    failed = _post(hello, {"names": ["A"]})
-    if failed.status_code != 200:  # unless the restart already won the race
-        assert failed.status_code == 503
-        assert "chainlet `HelloAll`" in failed.json()["error"]
-    hello.wait_for("chainlet `HelloAll` restarted", 60, after=mark)
-    assert _post(hello, {"names": ["A"]}).json() == "Hello, A"
+def test_a_killed_entrypoint_answers_503_naming_it_then_is_restarted(tmp_path: Path) -> None:
+    marker = tmp_path / "slow-restart"
+    chain = _project(tmp_path / "project", SLOW_RESTART_CHAIN)
+    server = ServeProcess.start(chain, env={"E2E_SLOW_START_MARKER": str(marker)},
+                                ready_timeout=180)
+    try:
+        entry_pid = _pid(server, "Greet")
+        mark = len(server.lines)
+        marker.write_text("")  # from now on Greet takes 5 s to start: the restart cannot win
+        psutil.Process(entry_pid).kill()
+        server.wait_for("chainlet `Greet` .* killed by SIGKILL", 30, after=mark)
+        failed = _post(server, {"name": "A"})
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["error"].startswith(
+            f"chainlet `Greet` (pid {entry_pid}, port ")
+        assert "is not running (killed by SIGKILL)" in failed.json()["error"]
+        server.wait_for("chainlet `Greet` restarted", 60, after=mark)
+        assert _post(server, {"name": "A"}).json() == "Hello, A"
+    finally:
+        assert server.stop() == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
