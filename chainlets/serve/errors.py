@@ -1,7 +1,6 @@
 """Errors of `chainrunner serve`.
 
 ServeError                      base: serve cannot do what was asked; the message says how to fix
-├── ServeSetupError             serve's own requirements are missing (the `serve` extra)
 ├── BuildError                  the chain does not import or truss rejects it; under --watch the
 │                               version already serving keeps serving
 ├── PortInUseError              the gateway port is taken on 127.0.0.1
@@ -22,16 +21,11 @@ __all__ = [
     "ChainletUnavailableError",
     "PortInUseError",
     "ServeError",
-    "ServeSetupError",
 ]
 
 
 class ServeError(Exception):
     """Base of every serve error."""
-
-
-class ServeSetupError(ServeError):
-    """Raised when a package serve needs (truss's server stack) is not installed."""
 
 
 class BuildError(ServeError):
