@@ -10,9 +10,9 @@ chain's own modules are imported afresh each time. The parent sets HOME and TMPD
 project's state directory, so truss's `.chains_generated` and gathered trusses land there.
 """
 
-import ctypes
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -26,11 +26,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-_PR_SET_PDEATHSIG = 1
 _SKIPPED_PARTS = {"__pycache__", "build_hash"}
 # Where the project's chainlets read the pushing machine's environment (`deploy.host_env`).
 _DEPLOY_MODULE = "chainlets.deploy"
 _LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")})
+
+
+class ChainLayoutError(Exception):
+    """Raised when the chain's files are laid out so that a push would ship serve's state."""
 
 
 def _digest(app_dir: Path, packages_dir: Path) -> str:
@@ -98,7 +101,7 @@ def _build(source: Path, staging: Path, state_dir: Path,
         host_env = sorted(getattr(sys.modules.get(_DEPLOY_MODULE), "HOST_ENV_READ", ()))
         chain_root = Path(deployment_client._get_chain_root(entrypoint_cls)).resolve()
         if state_dir.resolve().is_relative_to(chain_root):
-            raise ValueError(
+            raise ChainLayoutError(
                 f"the chain root `{chain_root}` (the folder of the file that defines the "
                 f"entrypoint; truss ships all of it with every chainlet) contains serve's state "
                 f"directory `{state_dir}`: move the chain file into a subfolder such as chains/")
@@ -165,12 +168,13 @@ def serve_requests(requests: TextIO, replies: TextIO) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Never outlive serve, even if it is killed outright (Linux PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        sys.exit(1)
+    """Never outlive serve, even if it is killed outright (see _lifeline.py)."""
+    spec = importlib.util.spec_from_file_location("_chainrunner_lifeline",
+                                                  Path(__file__).with_name("_lifeline.py"))
+    assert spec is not None and spec.loader is not None
+    lifeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lifeline)
+    lifeline.die_with_parent(parent_pid)
 
 
 def main(argv: list[str]) -> int:

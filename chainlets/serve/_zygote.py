@@ -41,17 +41,7 @@ BASE_PRELOAD = (
     "truss.templates.shared.dynamic_config_resolver",
     "truss.templates.shared.secrets_resolver", "truss.templates.shared.lazy_data_resolver",
 )
-_PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-_LAUNCHER = Path(__file__).with_name("_launcher.py")
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _set_name(name: str) -> None:
@@ -59,12 +49,17 @@ def _set_name(name: str) -> None:
     ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def _load_launcher() -> Any:
-    spec = importlib.util.spec_from_file_location("_chainrunner_launcher", _LAUNCHER)
+def _load(name: str) -> Any:
+    """A sibling module, by path (this script's folder is not on sys.path: `python -P`)."""
+    spec = importlib.util.spec_from_file_location(f"_chainrunner{name}",
+                                                  Path(__file__).with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_die_with_parent = _load("_lifeline").die_with_parent
 
 
 def _preload(modules: list[str]) -> None:
@@ -123,7 +118,7 @@ class _Zygote:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.children: set[int] = set()
-        self.launcher = _load_launcher()
+        self.launcher = _load("_launcher")
         self.pid = os.getpid()
 
     def send(self, message: dict[str, Any]) -> None:
