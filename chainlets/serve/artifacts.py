@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from chainlets.serve.errors import BuildError
+from chainlets.serve.zygote import without_serve_secrets
 
 __all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "state_dir_for"]
 
@@ -297,8 +298,8 @@ class Builder:
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
         # Truss's scratch space (~/.truss, /tmp/.chains_generated) and the cache of the ruff it
         # runs on generated code all stay inside the state directory.
-        env = {**os.environ, "HOME": str(scratch), "TMPDIR": str(scratch / "tmp"),
-               "RUFF_CACHE_DIR": str(scratch / "ruff-cache")}
+        env = {**without_serve_secrets(os.environ), "HOME": str(scratch),
+               "TMPDIR": str(scratch / "tmp"), "RUFF_CACHE_DIR": str(scratch / "ruff-cache")}
         self._worker = await asyncio.create_subprocess_exec(
             sys.executable, "-P", str(_WORKER), str(os.getpid()), env=env,
             start_new_session=True, stdin=asyncio.subprocess.PIPE,

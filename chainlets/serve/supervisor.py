@@ -14,7 +14,7 @@ import aiohttp
 from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
 from chainlets.serve.processes import PREDICT_PATH, ChainletProcess, Forker
-from chainlets.serve.zygote import LogSink, describe_exit
+from chainlets.serve.zygote import LogSink, describe_exit, without_serve_secrets
 
 __all__ = ["Member", "Supervisor", "free_port"]
 
@@ -207,7 +207,7 @@ class Supervisor:
     def _process_env(self, artifact: ChainletArtifact) -> dict[str, str]:
         """serve's own environment (so the mock backend's settings pass through), the
         chainlet's configured variables, and its secrets as truss's TRUSS_SECRET_<name>."""
-        env = {**self._env, **artifact.env}
+        env = {**without_serve_secrets(self._env), **artifact.env}
         env.setdefault("DISABLE_JSON_LOGGING", "1")
         env[f"TRUSS_SECRET_{CHAIN_API_KEY_SECRET}"] = self._token
         for secret in artifact.secrets:

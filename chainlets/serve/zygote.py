@@ -20,12 +20,16 @@ from typing import Any
 
 from chainlets.serve.errors import ServeError
 
-__all__ = ["LogSink", "Zygote", "describe_exit", "preloadable", "pump_lines"]
+__all__ = ["LogSink", "Zygote", "describe_exit", "preloadable", "pump_lines",
+           "without_serve_secrets"]
 
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
 # Libraries that start threads (BLAS pools, CUDA) when imported: never in a process that forks.
 _NOT_PRELOADED = {"numpy", "torch", "tensorflow", "jax", "scipy", "pandas", "sklearn",
                   "transformers", "accelerate"}
+
+# serve's own secrets: the gateway checks the key; no chainlet or chain code may read it.
+_SERVE_SECRETS = ("CHAINRUNNER_API_KEY",)
 
 # Called with (chainlet name, log line without newline) for every line a chainlet prints.
 LogSink = Callable[[str, str], None]
@@ -34,6 +38,11 @@ LogSink = Callable[[str, str], None]
 def preloadable(modules: Iterable[str]) -> list[str]:
     """Those of `modules` safe to import in a process that forks (no thread-starting ones)."""
     return sorted(m for m in set(modules) - _NOT_PRELOADED if not m.startswith("_"))
+
+
+def without_serve_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for a process that runs the chain's code: serve's own secrets left out."""
+    return {name: value for name, value in env.items() if name not in _SERVE_SECRETS}
 
 
 def describe_exit(returncode: int) -> str:
@@ -78,7 +87,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = subprocess.Popen(
             [sys.executable, "-P", str(_ZYGOTE), str(theirs.fileno()), str(os.getpid())],
-            pass_fds=(theirs.fileno(),), env=dict(env), start_new_session=True,
+            pass_fds=(theirs.fileno(),), env=without_serve_secrets(env), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         theirs.close()
         ours.setblocking(False)

@@ -33,11 +33,13 @@ class FakeForker:
     chainlets: dict[int, FakeChainlet] = field(default_factory=dict)
     hold: set[str] = field(default_factory=set)  # names whose next spawns stay unready
     spawned: asyncio.Event = field(default_factory=asyncio.Event)  # set at each spawn
+    envs: list[dict[str, str]] = field(default_factory=list)  # each spawn's environment
     _pids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1000))
 
     async def spawn(self, spec: Mapping[str, Any],
                     log_fd: int) -> tuple[int, "asyncio.Future[int]"]:
         os.close(os.dup(log_fd))  # only checks the pipe was handed over
+        self.envs.append(dict(spec["env"]))
         ready = asyncio.Event()
         if spec["name"] not in self.hold:
             ready.set()
@@ -81,7 +83,8 @@ def _chain(digest: str) -> ChainArtifacts:
 async def supervised(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, FakeForker, list[str]]]:
     forker, notes = FakeForker(), list[str]()
     async with aiohttp.ClientSession() as http:
-        supervisor = Supervisor(forker, http, tmp_path, {}, "token", log=lambda n, line: None,
+        env = {"CHAINRUNNER_API_KEY": "serve's own", "CHAINRUNNER_MOCK_SCRIPT": "/s.json"}
+        supervisor = Supervisor(forker, http, tmp_path, env, "token", log=lambda n, line: None,
                                 notify=notes.append, startup_timeout=10)
         await supervisor.start(_chain("v1"))
         yield supervisor, forker, notes
@@ -111,3 +114,11 @@ async def test_a_swap_during_a_restart_keeps_the_new_version_and_stops_the_old_o
     assert supervisor.members["Entry"].process.pid == swapped
     assert forker.running("Entry") == [swapped]  # the old-code restart was stopped
     assert not any("restarted" in note for note in notes)
+
+
+async def test_chainlets_get_serve_s_environment_but_not_its_api_key(
+        supervised: tuple[Supervisor, FakeForker, list[str]]) -> None:
+    [env] = supervised[1].envs
+    assert env["CHAINRUNNER_MOCK_SCRIPT"] == "/s.json"  # the mock backend's settings pass
+    assert "CHAINRUNNER_API_KEY" not in env
+    assert env["TRUSS_SECRET_baseten_chain_api_key"] == "token"
