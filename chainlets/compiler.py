@@ -163,6 +163,7 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
                         f"{err['msg']}")
 
         templates: dict[str, Template] = {}
+        names_in: dict[str, tuple[str, ...]] = {}  # per field, including rejected templates
         sources = {"prompt": step.prompt}
         if step.system_prompt is not None:
             sources["system_prompt"] = step.system_prompt
@@ -171,8 +172,10 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
         for field, source in sources.items():
             try:
                 templates[field] = parse_template(source)
+                names_in[field] = templates[field].names
             except TemplateProblem as exc:
                 problems.append(f"{where}: {field}: {exc}")
+                names_in[field] = exc.names
 
         deps: set[str] = set()
         for dep in step.depends_on:
@@ -181,8 +184,8 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
             else:
                 problems.append(f"{where}: depends_on names `{dep}`, which is not a step"
                                 f"{_suggest(dep, known)}")
-        for field, template in templates.items():
-            for name in template.names:
+        for field, names in names_in.items():
+            for name in names:
                 if name in step.input:
                     continue
                 if name in known:

@@ -15,7 +15,14 @@ _FORMATTER = string.Formatter()
 
 
 class TemplateProblem(Exception):
-    """One reason a template is rejected; the compiler adds the step and field."""
+    """Why a template is rejected; the compiler adds the step and field.
+
+    `names` holds the placeholders that are fine, so that they can still be checked.
+    """
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,5 +77,7 @@ def parse_template(source: str) -> Template:
                             "attribute and index access are not allowed")
         parts.append((literal, field))
     if problems:
-        raise TemplateProblem("; ".join(problems))
+        fine = Template(source, tuple((lit, name) for lit, name in parts
+                                      if name is None or NAME_PATTERN.match(name)))
+        raise TemplateProblem("; ".join(problems), fine.names)
     return Template(source=source, parts=tuple(parts))

@@ -169,3 +169,13 @@ def test_all_cycles_are_named() -> None:
         step("e", "{c}")]})
     assert found == ["dependency cycle `a` → `b` → `a`; remove one of these references",
                      "dependency cycle `c` → `d` → `e` → `c`; remove one of these references"]
+
+
+def test_a_rejected_template_still_has_its_other_names_checked() -> None:
+    found = problems({"handle": "c", "inputs": [{"name": "topic"}], "steps": [
+        step("tell-joke", "{topic}"), step("judge", "{tell_joke} {x.__class__}")]})
+    assert found == [
+        "step `judge`: prompt: `{x.__class__}` is not a plain name (letters, digits, `_`, `-`); "
+        "attribute and index access are not allowed",
+        "step `judge`: prompt references `{tell_joke}`, which is neither a declared input nor "
+        "a step (did you mean `tell-joke`?)"]
