@@ -196,7 +196,8 @@ def compile_chain(spec: ChainSpec, plugins: PluginRegistry = DEFAULT_PLUGINS) ->
                     problems.append(
                         f"{where}: {field} references `{{{name}}}`, which is neither a "
                         f"declared input nor a step{_suggest(name, known | declared)}")
-        deps_of[step.handle] = frozenset(deps)
+        # A duplicate handle (already reported) must not hide a cycle through its twin.
+        deps_of[step.handle] = deps_of.get(step.handle, frozenset()) | frozenset(deps)
         if plugin is not None and params is not None and "prompt" in templates \
                 and len(templates) == len(sources):
             compiled[step.handle] = CompiledStep(

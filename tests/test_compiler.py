@@ -179,3 +179,10 @@ def test_a_rejected_template_still_has_its_other_names_checked() -> None:
         "attribute and index access are not allowed",
         "step `judge`: prompt references `{tell_joke}`, which is neither a declared input nor "
         "a step (did you mean `tell-joke`?)"]
+
+
+def test_a_duplicate_handle_does_not_hide_a_cycle() -> None:
+    found = problems({"handle": "c", "steps": [step("a", "{b}"), step("b", "{a}"),
+                                               step("b", "x")]})
+    assert found == ["step `b`: duplicate handle `b`; handles must be unique, rename one of them",
+                     "dependency cycle `a` → `b` → `a`; remove one of these references"]
