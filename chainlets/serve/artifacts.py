@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -32,7 +33,8 @@ from pydantic import BaseModel, ConfigDict
 from chainlets.serve.errors import BuildError
 from chainlets.serve.zygote import without_serve_secrets
 
-__all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "state_dir_for"]
+__all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "remove_stale_runs",
+           "state_dir_for"]
 
 STATE_DIR_NAME = ".chainrunner"
 _WORKER = Path(__file__).with_name("_build_worker.py")
@@ -135,6 +137,27 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: alive
         return True
     return True
+
+
+def remove_stale_runs(serve_dir: Path, unleased_after_s: float = 60.0) -> list[Path]:
+    """Remove the `serve/<port>/` folders of serves that are gone without cleaning up (killed
+    outright): their lease names a dead pid, or they have none and are not brand new."""
+    removed = []
+    for run_dir in serve_dir.glob("*/"):
+        lease = run_dir / "lease.json"
+        try:
+            stale = not _alive(_Lease.model_validate_json(lease.read_bytes()).pid)
+        except FileNotFoundError:
+            try:
+                stale = time.time() - run_dir.stat().st_mtime > unleased_after_s
+            except FileNotFoundError:  # its serve just removed it
+                continue
+        except ValueError:  # not a lease: not ours to judge
+            continue
+        if stale:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            removed.append(run_dir)
+    return removed
 
 
 def state_dir_for(source: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from chainlets.serve.artifacts import Builder, ChainArtifacts
+from chainlets.serve.artifacts import Builder, ChainArtifacts, remove_stale_runs
 from chainlets.serve.errors import ServeError
 from chainlets.serve.gateway import Gateway
 from chainlets.serve.supervisor import Supervisor
@@ -66,6 +66,8 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         shutil.rmtree(run_dir, ignore_errors=True)
         stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
         lease = run_dir / "lease.json"
+        builder.hold(lease, ())  # at once: says this serve is alive to one sweeping below
+        remove_stale_runs(run_dir.parent)
         connected = asyncio.create_task(zygote.connect(out.log))
         stack.push_async_callback(_cancel, connected)
 
