@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from chainlets.serve.harness import ServeProcess
+from benchmarks.harness import ServeProcess
 
 __all__ = ["HopStats", "Phase", "direct_latency", "main", "measure_hops", "measure_memory",
            "measure_watch", "percentile", "run_soundtracks", "sequential_chain",

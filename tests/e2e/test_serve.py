@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from chainlets.serve.harness import ServeProcess
+from benchmarks.harness import ServeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
