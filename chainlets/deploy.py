@@ -15,9 +15,12 @@ _RUNTIME = ("pydantic", "httpx", "openai")
 ShippedPackage = Literal["chainlets", "mocks"]
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
-# *contents* of each external package dir. `shipped/<package>/packages/` holds nothing but a link
-# to that package, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never
-# tests/, benchmarks/ or the rest of the repository. Truss wants external package dirs named
+# *contents* of each external package dir. `shipped/<package>/packages/<package>/` mirrors that
+# package with links, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never
+# tests/, benchmarks/ or the rest of the repository, nor `chainlets/serve/` (the local serve
+# command; no chainlet imports it). Folders there are real and files are links: truss copies
+# through a linked file but leaves a linked folder inside a package empty. A new module needs
+# its link (tests/test_push.py says which). Truss wants external package dirs named
 # `packages` (a chain downloaded from Baseten may not import them otherwise). Paths are checked
 # only when a truss is generated, so importing this module inside a deployed chainlet (where
 # shipped/ is absent) is fine. These are what `chains.make_abs_path_here` returns, without its

@@ -98,9 +98,28 @@ def _project_packages_needed(chain: Path) -> set[str]:
     return needed
 
 
+# Project code no chainlet imports: serve (the local `chainrunner serve`) stays home.
+NOT_SHIPPED = {"chainlets": "serve"}
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def _shipped_files(package: str) -> set[str]:
+    """What a chainlet gets of one of our packages: all of it but what stays home."""
+    return {f for f in _files(REPO / package) if f.split("/")[0] != NOT_SHIPPED.get(package)}
+
+
+@pytest.mark.parametrize("package", sorted(PROJECT_PACKAGES))
+def test_the_shipped_links_mirror_each_package(package: str) -> None:
+    linked = REPO / "shipped" / package / "packages" / package
+    missing = sorted(_shipped_files(package) - _files(linked))
+    fix = "; ".join(f"ln -s {os.path.relpath(REPO / package / f, (linked / f).parent)} "
+                    f"{(linked / f).relative_to(REPO)}" for f in missing)
+    assert not missing, f"not shipped to chainlets: {missing}; add the links: {fix}"
+    assert _files(linked) == _shipped_files(package)
 
 
 chain_ids = pytest.mark.parametrize("stem", [c.stem for c in CHAINS])
@@ -130,12 +149,14 @@ def test_packages_hold_exactly_the_code_the_chain_imports(pushed: dict[str, Push
         top = {p.name for p in packages.iterdir()}
         assert top == {"_model_dbg.py"} | {f.split("/")[0] for f in chain_root} | shipped, name
         for package in shipped:
-            assert _files(packages / package) == _files(REPO / package), (name, package)
+            expected = _shipped_files(package)
+            assert _files(packages / package) == expected, (name, package)
             mismatched = filecmp.cmpfiles(REPO / package, packages / package,
-                                          sorted(_files(REPO / package)), shallow=False)[1:]
+                                          sorted(expected), shallow=False)[1:]
             assert mismatched == ([], []), (name, package)
         assert not {"tests", "benchmarks", "shipped", ".chainrunner"} & set(
             p.name for p in packages.rglob("*")), name
+        assert not (packages / "chainlets" / "serve").exists(), name
 
 
 @chain_ids

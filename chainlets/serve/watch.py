@@ -1,6 +1,7 @@
 """`serve --watch`: rebuild on a saved change, swap in the chainlets whose code changed."""
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,13 +18,18 @@ _FILTER = DefaultFilter(ignore_dirs=(*DefaultFilter.ignore_dirs, STATE_DIR_NAME,
 
 
 def watch_roots(inputs: Iterable[Path]) -> list[Path]:
-    """The folders a build reads, with linked package folders resolved (inotify sees through
-    no links): for our layout, `chains/` and `chainlets/`, not `shipped/chainlets/`."""
+    """The folders a build reads, with the targets of links in them resolved (inotify sees
+    through no links): for our layout, `chains/`, `chainlets/` and `chainlets/generators/`,
+    which `shipped/chainlets/packages/` links to file by file."""
     roots: set[Path] = set()
     for root in inputs:
         roots.add(root.resolve())
-        roots.update(child.resolve() for child in root.iterdir()
-                     if child.is_symlink() and child.is_dir())
+        for folder, dirs, files in os.walk(root):
+            for name in (*dirs, *files):
+                link = Path(folder, name)
+                if link.is_symlink():
+                    target = link.resolve()
+                    roots.add(target if target.is_dir() else target.parent)
     return sorted(roots)
 
 

@@ -1,0 +1,1 @@
+../../../../chainlets/__init__.py

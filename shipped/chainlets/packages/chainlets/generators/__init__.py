@@ -1,0 +1,1 @@
+../../../../../chainlets/generators/__init__.py

@@ -1,0 +1,1 @@
+../../../../../chainlets/generators/mock.py

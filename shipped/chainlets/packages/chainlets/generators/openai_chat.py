@@ -1,0 +1,1 @@
+../../../../../chainlets/generators/openai_chat.py

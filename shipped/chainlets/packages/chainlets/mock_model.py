@@ -1,0 +1,1 @@
+../../../../chainlets/mock_model.py

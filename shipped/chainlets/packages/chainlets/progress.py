@@ -1,0 +1,1 @@
+../../../../chainlets/progress.py
