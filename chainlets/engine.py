@@ -6,15 +6,15 @@ no other task interleaves), so a join starts exactly once, when its last depende
 The graph the scheduler walks is the execution's own (`steps`, `dependents`, `waiting_on`),
 so steps can be added while a run is under way (maps and loops build on that).
 
-Per-step bookkeeping is plain Python on the hot path; pydantic records are built for an
-observer when there is one, and otherwise all at once at the end (benchmarks/engine.py
-measures the difference).
+Per-step bookkeeping is plain Python on the hot path; a step's pydantic record is built for the
+observer when there is one, otherwise while a dependent's model call is under way (or at the
+end, for the last steps): benchmarks/engine.py measures the difference.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -148,7 +148,7 @@ class _Execution:
 
     def notify(self, run: _StepRun) -> None:
         if self.observer is None:
-            return  # records are built once, together, by `finalize`
+            return  # records are built off the critical path (`launch`) or by `finalize`
         record = run.to_record()
         if run.state.finished:
             self.records[run.handle] = record
@@ -168,6 +168,15 @@ class _Execution:
                                                    name=f"step:{handle}")
         if self.observer is not None:
             self.notify(run)
+        elif step.deps:
+            # Validate the dependencies' records while this step's model call is under way
+            # (queued behind the task's start), instead of all at the end on the critical path.
+            self.loop.call_soon(self.build_records, step.deps)
+
+    def build_records(self, handles: Iterable[str]) -> None:
+        for handle in handles:
+            if handle not in self.records:
+                self.records[handle] = self.runs[handle].to_record()
 
     def generator_for(self, step: CompiledStep) -> GeneratorProtocol:
         key = self.options.llm if step.plugin.generator == LLM_BACKEND else step.plugin.generator
