@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from chainlets.compiler import CompiledChain, CompiledStep
@@ -193,12 +192,12 @@ class _Execution:
             request = GenerationRequest.model_validate({
                 "step": step.handle, "plugin": step.spec.plugin, "params": step.params,
                 "messages": render_messages(step, values)})
-            call = partial(self.generator_for(step).run_remote, request)
+            call = self.generator_for(step).run_remote
             if self.semaphore is None:
-                generation = await self.policy.call(call, attempts)
+                generation = await self.policy.call(call, request, attempts)
             else:
                 async with self.semaphore:
-                    generation = await self.policy.call(call, attempts)
+                    generation = await self.policy.call(call, request, attempts)
         except asyncio.CancelledError:
             self.record(step.handle, None)
             raise

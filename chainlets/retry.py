@@ -14,6 +14,7 @@ from chainlets.errors import TransientGenerationError
 __all__ = ["Attempt", "RetryPolicy", "describe_error", "is_transient"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 try:
@@ -65,8 +66,9 @@ class RetryPolicy:
             + random.uniform(0, self.initial_backoff_s / 2)
         return min(delay, self.max_backoff_s)
 
-    async def call(self, fn: Callable[[], Awaitable[T]], attempts: list[Attempt]) -> T:
-        """Run `fn` under the policy, appending one Attempt per try to `attempts`.
+    async def call(self, fn: Callable[[A], Awaitable[T]], arg: A,
+                   attempts: list[Attempt]) -> T:
+        """Run `fn(arg)` under the policy, appending one Attempt per try to `attempts`.
 
         Re-raises the last error when it is not transient or the attempts are used up.
         """
@@ -74,7 +76,7 @@ class RetryPolicy:
         for number in range(1, last + 1):
             started = datetime.now(UTC)
             try:
-                result = await fn()
+                result = await fn(arg)
             except Exception as exc:
                 attempts.append(Attempt(len(attempts) + 1, started, datetime.now(UTC),
                                         describe_error(exc)))
