@@ -31,65 +31,52 @@ async def _ask(llm: GeneratorProtocol, step: str, prompt: str, max_words: int,
 _CONFIG = chains.RemoteConfig(docker_image=deploy.image(), compute=deploy.cpu_service())
 
 
-class MovieTitle(chains.ChainletBase):
-    """Step 1: a movie title for the topic."""
+class _AsksLLM:
+    """What every step chainlet shares: its resources and the generator it asks.
+
+    A mixin, not a chainlet: truss requires every chainlet class to have its own `run_remote`.
+    """
 
     remote_config = _CONFIG
 
     def __init__(self, llm: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
         self._llm = llm
+
+
+class MovieTitle(_AsksLLM, chains.ChainletBase):
+    """Step 1: a movie title for the topic."""
 
     async def run_remote(self, topic: str) -> str:
         return await _ask(self._llm, "movie-title",
                           f"What is a good title of a movie about {topic}?", 12)
 
 
-class SongTitle(chains.ChainletBase):
+class SongTitle(_AsksLLM, chains.ChainletBase):
     """Step 2a: a soundtrack song title."""
-
-    remote_config = _CONFIG
-
-    def __init__(self, llm: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
-        self._llm = llm
 
     async def run_remote(self, movie_title: str) -> str:
         return await _ask(self._llm, "song-title", "What is a good song title of a soundtrack "
                           f"for a movie called {movie_title}?", 12)
 
 
-class MainCharacters(chains.ChainletBase):
+class MainCharacters(_AsksLLM, chains.ChainletBase):
     """Step 2b: two main characters (runs beside SongTitle)."""
-
-    remote_config = _CONFIG
-
-    def __init__(self, llm: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
-        self._llm = llm
 
     async def run_remote(self, movie_title: str) -> str:
         return await _ask(self._llm, "main-characters",
                           f"What are two main characters for a movie called {movie_title}?", 30)
 
 
-class Lyrics(chains.ChainletBase):
+class Lyrics(_AsksLLM, chains.ChainletBase):
     """Step 3: lyrics from the song title and the characters."""
-
-    remote_config = _CONFIG
-
-    def __init__(self, llm: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
-        self._llm = llm
 
     async def run_remote(self, song_title: str, main_characters: str) -> str:
         return await _ask(self._llm, "song-lyrics", f"Write lyrics of a movie song called "
                           f"{song_title}. The main characters are {main_characters}", 120)
 
 
-class Critic(chains.ChainletBase):
+class Critic(_AsksLLM, chains.ChainletBase):
     """Step 4: one critic's review (five run in parallel)."""
-
-    remote_config = _CONFIG
-
-    def __init__(self, llm: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
-        self._llm = llm
 
     async def run_remote(self, song_lyrics: str, critic: int) -> str:
         return await _ask(self._llm, f"song-review-{critic}", "Hey, what is your opinion on "
