@@ -2,9 +2,9 @@
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
 import httpx
@@ -38,12 +38,13 @@ def describe_error(exc: BaseException) -> str:
 class Attempt(NamedTuple):
     """One try, as the policy records it (plain data: the hot path builds no models).
 
-    Its fields are AttemptRecord's.
+    Its fields are AttemptRecord's, with times as POSIX timestamps (`time.time()`): reading the
+    clock that way costs a tenth of `datetime.now`, and the engine converts once per record.
     """
 
     number: int
-    started_at: datetime
-    finished_at: datetime
+    started_at: float
+    finished_at: float
     error: str | None
 
 
@@ -74,16 +75,16 @@ class RetryPolicy:
         """
         last = max(self.max_attempts, 1)
         for number in range(1, last + 1):
-            started = datetime.now(UTC)
+            started = time.time()
             try:
                 result = await fn(arg)
             except Exception as exc:
-                attempts.append(Attempt(len(attempts) + 1, started, datetime.now(UTC),
+                attempts.append(Attempt(len(attempts) + 1, started, time.time(),
                                         describe_error(exc)))
                 if number == last or not is_transient(exc):
                     raise
             else:
-                attempts.append(Attempt(len(attempts) + 1, started, datetime.now(UTC), None))
+                attempts.append(Attempt(len(attempts) + 1, started, time.time(), None))
                 return result
             await asyncio.sleep(self.backoff_s(number))
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,20 +1,28 @@
 """The eager engine, observed through a fake generator at the Protocol seam."""
 
 import asyncio
+import itertools
 from typing import Any
 
 import aiohttp
 import pytest
 
 from chainlets.compiler import CompiledChain, compile_chain
-from chainlets.engine import run_chain
+from chainlets.engine import _Execution, run_chain
 from chainlets.errors import (
     ChainDefinitionError,
     GenerationError,
     InputsError,
     TransientGenerationError,
 )
-from chainlets.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.models import (
+    Generation,
+    GenerationRequest,
+    InvocationResult,
+    RunOptions,
+    RunState,
+    StepRecord,
+)
 from chainlets.spec import parse_chain
 from mocks.fake_generator import FakeGenerator
 
@@ -258,3 +266,112 @@ async def test_cancelling_a_run_cancels_its_steps() -> None:
         await task
     assert fake.in_flight == 0
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("step:")] == []
+
+
+def step_tasks() -> list["asyncio.Task[Any]"]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("step:")]
+
+
+async def test_a_fan_out_whose_source_fails_starts_none_of_its_dependents() -> None:
+    fake = FakeGenerator(latency_s=0.01, replies={"a": GenerationError("boom")})
+    compiled = chain(step("a"), *(step(f"b{i}", "{a}") for i in range(5)),
+                     step("c", "{b0}{b1}"))
+    result = await run(compiled, fake)
+    assert result.state == RunState.FAILED
+    assert {result.step(f"b{i}").statusMessage for i in range(5)} == \
+        {"not run: depends on `a`, which failed"}
+    assert result.step("c").state == RunState.SKIPPED
+    assert [r.step for r in fake.requests] == ["a"]
+    assert step_tasks() == []
+
+
+async def test_cancelling_a_run_ends_the_tasks_waiting_on_a_fan_out() -> None:
+    fake = FakeGenerator(latency_s=10)
+    compiled = chain(step("a"), *(step(f"b{i}", "{a}") for i in range(3)))
+    task = asyncio.create_task(run(compiled, fake))
+    for _ in range(3):  # `a` starts, then its dependents' tasks are made ready to go
+        await asyncio.sleep(0)
+    assert fake.in_flight == 1
+    assert len(step_tasks()) == 4  # the fan-out is prepared: this test covers its clean-up
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert step_tasks() == []
+    assert [r.step for r in fake.requests] == ["a"]
+
+
+class _HangsOn:
+    """Answers at once, except for one step, which never answers."""
+
+    def __init__(self, hang: str) -> None:
+        self.hang = hang
+        self.started: list[str] = []
+        self.hanging = asyncio.Event()
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        self.started.append(request.step)
+        if request.step == self.hang:
+            self.hanging.set()
+            await asyncio.Event().wait()
+        return Generation(text=request.step)
+
+
+async def test_cancelling_a_sequence_records_the_step_that_was_running() -> None:
+    seen: list[tuple[str, RunState, str | None]] = []
+    generator = _HangsOn("b")
+    compiled = chain(step("a"), step("b", "{a}"), step("c", "{b}"))
+    task = asyncio.create_task(run_chain(
+        compiled, {}, {"mock": generator}, FAST,
+        observer=lambda r: seen.append((r.handle, r.state, r.statusMessage))))
+    await generator.hanging.wait()
+    assert generator.started == ["a", "b"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [("a", RunState.RUNNING, None), ("a", RunState.SUCCEEDED, None),
+                    ("b", RunState.RUNNING, None), ("b", RunState.FAILED, "cancelled")]
+    assert step_tasks() == []
+
+
+async def test_a_long_sequence_runs_each_step_once_after_the_previous_one() -> None:
+    fake = FakeGenerator()
+    compiled = chain(step("s0"), *(step(f"s{i}", f"{{s{i - 1}}}") for i in range(1, 300)))
+    result = await run(compiled, fake)
+    assert result.state == RunState.SUCCEEDED
+    assert [r.step for r in fake.requests] == [f"s{i}" for i in range(300)]
+    for before, after in itertools.pairwise(result.steps):
+        assert before.finished_at is not None and after.started_at is not None
+        assert after.started_at >= before.finished_at
+
+
+async def test_steps_can_join_a_run_under_way() -> None:
+    fake = FakeGenerator(latency_s=0.01, replies={"a": "A", "b": "B"})
+    base = chain(step("a"), step("b", "{a}"))
+    grown = chain(step("a"), step("b", "{a}"), step("c", "{a}+{b}"), step("d", "{a}!"))
+    a_done = asyncio.Event()
+
+    def observe(record: StepRecord) -> None:
+        if record.handle == "a" and record.state == RunState.SUCCEEDED:
+            a_done.set()
+
+    ex = _Execution.new(base, {}, {"mock": fake}, FAST, observe)
+    running = asyncio.create_task(ex.run({}))
+    await asyncio.sleep(0)
+    assert not a_done.is_set()
+    ex.add_step(grown.steps["c"])  # waits for `a` (running) and `b` (waiting)
+    await a_done.wait()
+    ex.add_step(grown.steps["d"])  # `a` is done: starts at once
+    with pytest.raises(ChainDefinitionError, match="step `c` is already part of this run"):
+        ex.add_step(grown.steps["c"])
+    result = await running
+    assert result.state == RunState.SUCCEEDED
+    assert [r.handle for r in result.steps] == ["a", "b", "c", "d"]
+    assert {r.step: r.messages[-1].content for r in fake.requests} == \
+        {"a": "go", "b": "A", "c": "A+B", "d": "A!"}
+
+
+async def test_a_step_joining_a_run_must_depend_on_steps_of_the_run() -> None:
+    ex = _Execution.new(chain(step("a")), {}, {"mock": FakeGenerator()}, FAST, None)
+    stray = chain(step("x"), step("y", "{x}")).steps["y"]
+    with pytest.raises(ChainDefinitionError, match="depends on x, not steps of this run"):
+        ex.add_step(stray)
