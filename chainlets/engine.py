@@ -68,6 +68,9 @@ def _datetime(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
+# Records of finished steps are built in batches of at least this many (`_Execution.launch`).
+_BUILD_BATCH = 32
+
 # A step whose success can start at least this many dependents prepares their tasks while it
 # runs (`_Execution.prepare`).
 _PREPARE_AT = 2
@@ -154,7 +157,7 @@ class _Execution:
     waiting_on: dict[str, int] = field(default_factory=dict)
     runs: dict[str, _StepRun] = field(default_factory=dict)
     records: dict[str, StepRecord] = field(default_factory=dict)  # of finished steps
-    recording: set[str] = field(default_factory=set)  # records built or queued (`launch`)
+    unbuilt: list[str] = field(default_factory=list)  # finished, record not built or queued
     outputs: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)  # of running steps
     # Fan-out: while a step runs, tasks for the dependents it alone holds back are created and
@@ -260,7 +263,11 @@ class _Execution:
         del self.waiting_on[handle]
         run.state, run.started = RunState.RUNNING, time.time()
         outputs = self.outputs
-        values = {**self.inputs, **{d: outputs[d] for d in step.deps}, **step.literals}
+        values = dict(self.inputs)
+        for dep in step.deps:
+            values[dep] = outputs[dep]
+        if step.literals:
+            values.update(step.literals)
         if task is not None:
             self.tasks[handle] = task
             task.set_name(f"step:{handle}")
@@ -274,14 +281,12 @@ class _Execution:
             self.loop.call_soon(self.prepare, handle)
         if self.observer is not None:
             self.notify(run)
-        else:
-            # Validate the dependencies' records while this step's model call is under way
-            # (queued behind the task's start), instead of all at the end on the critical path;
-            # once per dependency, however many steps it feeds.
-            unqueued = [d for d in step.deps if d not in self.recording]
-            if unqueued:
-                self.recording.update(unqueued)
-                self.loop.call_soon(self.build_records, unqueued)
+        elif len(self.unbuilt) >= _BUILD_BATCH:
+            # Validate finished steps' records while this step's model call is under way
+            # (queued behind its start) rather than all at the end, on the critical path; in
+            # batches, as each build queued costs an event-loop turn.
+            self.loop.call_soon(self.build_records, self.unbuilt)
+            self.unbuilt = []
         return values
 
     def prepare(self, holder: str) -> None:
@@ -383,6 +388,8 @@ class _Execution:
             self.maybe_finish()
             return None
         following: tuple[CompiledStep, Mapping[str, str]] | None = None
+        if self.observer is None:
+            self.unbuilt.append(handle)
         run.attempts = outcome.attempts
         generation = outcome.generation
         if generation is None:
