@@ -52,11 +52,14 @@ StepObserver = Callable[[StepRecord], None]
 
 def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[dict[str, str]]:
     """The step's chat messages, rendered: system prompt, earlier messages, then the prompt."""
+    prompt = {"role": "user", "content": step.prompt.render(values)}
+    if step.system is None and not step.history:
+        return [prompt]
     messages = []
     if step.system is not None:
         messages.append({"role": "system", "content": step.system.render(values)})
     messages.extend({"role": role, "content": t.render(values)} for role, t in step.history)
-    messages.append({"role": "user", "content": step.prompt.render(values)})
+    messages.append(prompt)
     return messages
 
 
@@ -89,15 +92,6 @@ class _Gate:
         self.future = future
         self.held: list[tuple[str, asyncio.Task[None]]] = []
         self.values: dict[str, Mapping[str, str]] = {}  # of the dependents launched
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What a step task hands back; the engine alone turns it into record changes."""
-
-    attempts: list[Attempt]
-    generation: Generation | None = None
-    error: str | None = None
 
 
 class _StepRun:
@@ -361,19 +355,20 @@ class _Execution:
                         generation = await self.policy.call(call, request, attempts)
             except asyncio.CancelledError:
                 if handle in self.tasks:  # else a gate closed on a step that never started
-                    self.record(handle, None)
+                    self.record(handle, attempts, None)
                 raise
             except Exception as exc:  # recorded on the step and propagated to the chain's state
-                following = self.record(handle, _Outcome(attempts, error=describe_error(exc)))
+                following = self.record(handle, attempts, describe_error(exc))
             else:
-                following = self.record(handle, _Outcome(attempts, generation=generation))
+                following = self.record(handle, attempts, generation)
             if following is None:
                 return
             step, values = following
 
-    def record(self, handle: str, outcome: _Outcome | None,
+    def record(self, handle: str, attempts: list[Attempt], outcome: Generation | str | None,
                ) -> "tuple[CompiledStep, Mapping[str, str]] | None":
-        """The one place a step's result is recorded and newly ready steps are started.
+        """The one place a step's outcome (its generation, an error message, or None when it
+        was cancelled) is recorded and newly ready steps are started.
 
         Called by the step's own task, which is about to end: the first step the outcome
         starts that has no task waiting for it is returned for that task to run next.
@@ -381,6 +376,7 @@ class _Execution:
         task = self.tasks.pop(handle)
         run = self.runs[handle]
         run.finished = time.time()
+        run.attempts = attempts
         if outcome is None:
             run.state, run.message = RunState.FAILED, "cancelled"
             self.notify(run)
@@ -390,17 +386,14 @@ class _Execution:
         following: tuple[CompiledStep, Mapping[str, str]] | None = None
         if self.observer is None:
             self.unbuilt.append(handle)
-        run.attempts = outcome.attempts
-        generation = outcome.generation
-        if generation is None:
-            run.state, run.message = RunState.FAILED, outcome.error
+        if isinstance(outcome, str):
+            run.state, run.message = RunState.FAILED, outcome
             self.first_failure = self.first_failure or handle
             self.notify(run)
             self.skip_dependents(handle)
         else:
-            run.state, run.output, run.usage = RunState.SUCCEEDED, generation.text, \
-                generation.usage
-            self.outputs[handle] = generation.text
+            run.state, run.output, run.usage = RunState.SUCCEEDED, outcome.text, outcome.usage
+            self.outputs[handle] = outcome.text
             self.notify(run)
             waiting_on = self.waiting_on
             for child in self.dependents[handle]:

@@ -73,18 +73,18 @@ class RetryPolicy:
 
         Re-raises the last error when it is not transient or the attempts are used up.
         """
-        last = max(self.max_attempts, 1)
-        for number in range(1, last + 1):
+        number = 0
+        while True:
+            number += 1
             started = time.time()
             try:
                 result = await fn(arg)
             except Exception as exc:
                 attempts.append(Attempt(len(attempts) + 1, started, time.time(),
                                         describe_error(exc)))
-                if number == last or not is_transient(exc):
+                if number >= self.max_attempts or not is_transient(exc):
                     raise
             else:
                 attempts.append(Attempt(len(attempts) + 1, started, time.time(), None))
                 return result
             await asyncio.sleep(self.backoff_s(number))
-        raise AssertionError("unreachable: the last attempt returns or raises")
