@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chainlets.compiler import CompiledChain, CompiledStep
-from chainlets.errors import ChainDefinitionError
+from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.models import (
     Generation,
     GenerationRequest,
@@ -61,6 +61,12 @@ def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[dict[
     messages.extend({"role": role, "content": t.render(values)} for role, t in step.history)
     messages.append(prompt)
     return messages
+
+
+def _not_run(cause: str, state: RunState) -> str:
+    """Why a step was skipped: `cause`, one of its dependencies, failed or was skipped."""
+    return f"not run: depends on `{cause}`, which " \
+        f"{'failed' if state == RunState.FAILED else 'was skipped'}"
 
 
 def _timestamp(moment: datetime | None) -> float | None:
@@ -214,11 +220,14 @@ class _Execution:
             self.launch(handle)
 
     def add_step(self, step: CompiledStep) -> None:
-        """Add `step` to the run under way: it starts once every dependency has succeeded.
+        """Add `step` to the run under way: it starts once every dependency has succeeded,
+        and is skipped if one of them failed or was skipped.
 
         Its dependencies must be steps of the run (maps and loops add steps this way).
         """
         handle = step.handle
+        if self.done.done():
+            raise ConflictError(f"cannot add step `{handle}`: the run is over")
         if handle in self.steps:
             raise ChainDefinitionError(f"step `{handle}` is already part of this run")
         unknown = sorted(step.deps - self.steps.keys())
@@ -232,7 +241,14 @@ class _Execution:
             if not isinstance(children, list):
                 self.dependents[dep] = children = list(children)
             children.append(handle)
-        self.runs[handle] = _StepRun(handle)
+        run = self.runs[handle] = _StepRun(handle)
+        blocked = sorted(d for d in step.deps
+                         if self.runs[d].state in (RunState.FAILED, RunState.SKIPPED))
+        if blocked:
+            cause = blocked[0]
+            run.state, run.message = RunState.SKIPPED, _not_run(cause, self.runs[cause].state)
+            self.notify(run)
+            return
         self.waiting_on[handle] = sum(d not in self.outputs for d in step.deps)
         if self.waiting_on[handle] == 0:
             self.launch(handle)
@@ -418,8 +434,7 @@ class _Execution:
             del self.waiting_on[handle]
             run = self.runs[handle]
             run.state = RunState.SKIPPED
-            run.message = (f"not run: depends on `{cause}`, which "
-                           f"{'failed' if cause == failed else 'was skipped'}")
+            run.message = _not_run(cause, self.runs[cause].state)
             self.notify(run)
             stack.extend((child, handle) for child in self.dependents[handle])
 

@@ -11,6 +11,7 @@ from chainlets.compiler import CompiledChain, compile_chain
 from chainlets.engine import _Execution, run_chain
 from chainlets.errors import (
     ChainDefinitionError,
+    ConflictError,
     GenerationError,
     InputsError,
     TransientGenerationError,
@@ -301,15 +302,18 @@ async def test_cancelling_a_run_ends_the_tasks_waiting_on_a_fan_out() -> None:
 
 
 class _HangsOn:
-    """Answers at once, except for one step, which never answers."""
+    """Answers at once, except for one step, which never answers, and `failures`."""
 
     def __init__(self, hang: str) -> None:
         self.hang = hang
         self.started: list[str] = []
         self.hanging = asyncio.Event()
+        self.failures: dict[str, Exception] = {}
 
     async def run_remote(self, request: GenerationRequest) -> Generation:
         self.started.append(request.step)
+        if request.step in self.failures:
+            raise self.failures[request.step]
         if request.step == self.hang:
             self.hanging.set()
             await asyncio.Event().wait()
@@ -375,3 +379,29 @@ async def test_a_step_joining_a_run_must_depend_on_steps_of_the_run() -> None:
     stray = chain(step("x"), step("y", "{x}")).steps["y"]
     with pytest.raises(ChainDefinitionError, match="depends on x, not steps of this run"):
         ex.add_step(stray)
+
+
+async def test_a_step_joining_after_its_dependency_failed_is_skipped() -> None:
+    a_failed = asyncio.Event()
+    seen: list[StepRecord] = []
+
+    def observe(record: StepRecord) -> None:
+        seen.append(record)
+        if record.handle == "a" and record.state == RunState.FAILED:
+            a_failed.set()
+
+    generator = _HangsOn("b")  # keeps the run going
+    generator.failures["a"] = GenerationError("boom")
+    ex = _Execution.new(chain(step("a"), step("b")), {}, {"mock": generator}, FAST, observe)
+    running = asyncio.create_task(ex.run({}))
+    await a_failed.wait()
+    late = chain(step("a"), step("c", "{a}")).steps["c"]
+    ex.add_step(late)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert [(r.state, r.statusMessage) for r in seen if r.handle == "c"] == \
+        [(RunState.SKIPPED, "not run: depends on `a`, which failed")]
+    assert generator.started == ["a", "b"]
+    with pytest.raises(ConflictError, match="cannot add step `c`: the run is over"):
+        ex.add_step(late)
