@@ -33,6 +33,18 @@ class CompiledStep:
     def handle(self) -> str:
         return self.spec.handle
 
+    def render_messages(self, values: Mapping[str, str]) -> list[dict[str, str]]:
+        """The chat messages, rendered: system prompt, earlier messages, then the prompt."""
+        prompt = {"role": "user", "content": self.prompt.render(values)}
+        if self.system is None and not self.history:
+            return [prompt]
+        messages = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": self.system.render(values)})
+        messages.extend({"role": role, "content": t.render(values)} for role, t in self.history)
+        messages.append(prompt)
+        return messages
+
 
 @dataclass(frozen=True)
 class CompiledChain:

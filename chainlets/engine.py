@@ -23,8 +23,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from chainlets.compiler import CompiledChain, CompiledStep
 from chainlets.errors import ChainDefinitionError, ConflictError
@@ -35,46 +33,19 @@ from chainlets.models import (
     RunOptions,
     RunState,
     StepRecord,
-    Usage,
 )
 from chainlets.plugins import LLM_BACKEND
 from chainlets.protocols import GeneratorProtocol
 from chainlets.retry import Attempt, RetryPolicy, describe_error
+from chainlets.step_state import StepRun, build_result, not_run
 
-__all__ = ["StepObserver", "render_messages", "run_chain"]
+__all__ = ["StepObserver", "run_chain"]
 
 log = logging.getLogger(__name__)
 
 # Called synchronously with a step's record each time the step changes state; it must not
 # block. Progress displays, persistence and callbacks hang off it.
 StepObserver = Callable[[StepRecord], None]
-
-
-def render_messages(step: CompiledStep, values: Mapping[str, str]) -> list[dict[str, str]]:
-    """The step's chat messages, rendered: system prompt, earlier messages, then the prompt."""
-    prompt = {"role": "user", "content": step.prompt.render(values)}
-    if step.system is None and not step.history:
-        return [prompt]
-    messages = []
-    if step.system is not None:
-        messages.append({"role": "system", "content": step.system.render(values)})
-    messages.extend({"role": role, "content": t.render(values)} for role, t in step.history)
-    messages.append(prompt)
-    return messages
-
-
-def _not_run(cause: str, state: RunState) -> str:
-    """Why a step was skipped: `cause`, one of its dependencies, failed or was skipped."""
-    return f"not run: depends on `{cause}`, which " \
-        f"{'failed' if state == RunState.FAILED else 'was skipped'}"
-
-
-def _timestamp(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
-def _datetime(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 # Records of finished steps are built in batches of at least this many (`_Execution.launch`).
@@ -100,46 +71,6 @@ class _Gate:
         self.values: dict[str, Mapping[str, str]] = {}  # of the dependents launched
 
 
-class _StepRun:
-    """A step's live state during a run."""
-
-    __slots__ = ("attempts", "finished", "handle", "message", "output", "started", "state",
-                 "usage")
-
-    def __init__(self, handle: str) -> None:
-        self.handle = handle
-        self.state = RunState.WAITING
-        self.message: str | None = None
-        self.output: str | None = None
-        self.started: float | None = None  # POSIX timestamps, as Attempt's
-        self.finished: float | None = None
-        self.attempts: list[Attempt] = []
-        self.usage: Usage | None = None
-
-    @classmethod
-    def from_record(cls, record: StepRecord) -> "_StepRun":
-        run = cls(record.handle)
-        run.state, run.message, run.output = record.state, record.statusMessage, record.output
-        run.started, run.finished = _timestamp(record.started_at), _timestamp(record.finished_at)
-        run.attempts = [Attempt(a.number, a.started_at.timestamp(), a.finished_at.timestamp(),
-                                a.error) for a in record.attempts]
-        run.usage = record.usage
-        return run
-
-    def as_dict(self) -> dict[str, Any]:
-        """The StepRecord's fields, for one validation of many records at once."""
-        return {"handle": self.handle, "state": self.state, "statusMessage": self.message,
-                "output": self.output, "started_at": _datetime(self.started),
-                "finished_at": _datetime(self.finished),
-                "attempts": [{"number": a.number, "started_at": _datetime(a.started_at),
-                              "finished_at": _datetime(a.finished_at), "error": a.error}
-                             for a in self.attempts],
-                "usage": self.usage}
-
-    def to_record(self) -> StepRecord:
-        return StepRecord.model_validate(self.as_dict())
-
-
 @dataclass
 class _Execution:
     chain: CompiledChain
@@ -155,7 +86,7 @@ class _Execution:
     # entries into lists of their own (`add_step`).
     dependents: dict[str, Sequence[str]] = field(default_factory=dict)
     waiting_on: dict[str, int] = field(default_factory=dict)
-    runs: dict[str, _StepRun] = field(default_factory=dict)
+    runs: dict[str, StepRun] = field(default_factory=dict)
     records: dict[str, StepRecord] = field(default_factory=dict)  # of finished steps
     unbuilt: list[str] = field(default_factory=list)  # finished, record not built or queued
     outputs: dict[str, str] = field(default_factory=dict)
@@ -207,13 +138,13 @@ class _Execution:
         self.steps = dict(chain.steps)
         self.dependents = dict(chain.dependents)
         for handle, record in prior.items():
-            self.runs[handle] = _StepRun.from_record(record)
+            self.runs[handle] = StepRun.from_record(record)
             self.records[handle] = record
             self.outputs[handle] = record.output or ""
         outputs = self.outputs
         for handle, step in self.steps.items():
             if handle not in prior:
-                self.runs[handle] = _StepRun(handle)
+                self.runs[handle] = StepRun(handle)
                 self.waiting_on[handle] = sum(d not in outputs for d in step.deps) \
                     if prior else len(step.deps)
         for handle in [h for h, count in self.waiting_on.items() if count == 0]:
@@ -241,19 +172,19 @@ class _Execution:
             if not isinstance(children, list):
                 self.dependents[dep] = children = list(children)
             children.append(handle)
-        run = self.runs[handle] = _StepRun(handle)
+        run = self.runs[handle] = StepRun(handle)
         blocked = sorted(d for d in step.deps
                          if self.runs[d].state in (RunState.FAILED, RunState.SKIPPED))
         if blocked:
             cause = blocked[0]
-            run.state, run.message = RunState.SKIPPED, _not_run(cause, self.runs[cause].state)
+            run.state, run.message = RunState.SKIPPED, not_run(cause, self.runs[cause].state)
             self.notify(run)
             return
         self.waiting_on[handle] = sum(d not in self.outputs for d in step.deps)
         if self.waiting_on[handle] == 0:
             self.launch(handle)
 
-    def notify(self, run: _StepRun) -> None:
+    def notify(self, run: StepRun) -> None:
         if self.observer is None:
             return  # records are built off the critical path (`launch`) or by `finalize`
         record = run.to_record()
@@ -362,7 +293,7 @@ class _Execution:
                     values = opened
                 request = GenerationRequest.model_validate({
                     "step": handle, "plugin": step.spec.plugin, "params": step.params,
-                    "messages": render_messages(step, values)})
+                    "messages": step.render_messages(values)})
                 call = self.generator_for(step).run_remote
                 if self.semaphore is None:
                     generation = await self.policy.call(call, request, attempts)
@@ -434,7 +365,7 @@ class _Execution:
             del self.waiting_on[handle]
             run = self.runs[handle]
             run.state = RunState.SKIPPED
-            run.message = _not_run(cause, self.runs[cause].state)
+            run.message = not_run(cause, self.runs[cause].state)
             self.notify(run)
             stack.extend((child, handle) for child in self.dependents[handle])
 
@@ -445,19 +376,9 @@ class _Execution:
     def finalize(self) -> InvocationResult:
         """The result, validated in one pass: one call for every record is far cheaper than a
         model per step on the hot path (benchmarks/engine.py)."""
-        runs = [self.runs[h] for h in self.steps]
-        failed = [r for r in runs if r.state == RunState.FAILED]
-        state, message, output = RunState.SUCCEEDED, None, \
-            self.outputs.get(self.chain.output_handle)
-        if failed:
-            first = self.runs[self.first_failure] if self.first_failure else failed[0]
-            others = f" ({len(failed) - 1} more step(s) failed)" if len(failed) > 1 else ""
-            state, output = RunState.FAILED, None
-            message = f"step `{first.handle}` failed: {first.message}{others}"
-        return InvocationResult.model_validate({
-            "chain": self.chain.handle, "input": self.inputs, "output": output,
-            "state": state, "statusMessage": message,
-            "steps": [self.records.get(r.handle) or r.as_dict() for r in runs]})
+        return build_result(self.chain.handle, self.inputs, [self.runs[h] for h in self.steps],
+                            self.records, self.outputs.get(self.chain.output_handle),
+                            self.first_failure)
 
 
 async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],

@@ -1,0 +1,1 @@
+../../../../chainlets/step_state.py
