@@ -11,7 +11,7 @@ Layout under the project's state directory (`<project>/.chainrunner/`)::
 
 Contexts are content-addressed and never rewritten, so a running chainlet's files stay put
 while a newer build lands beside them; old ones are pruned only once a build serves, and
-never while a live serve's lease names them.
+never while a live serve's lease names them (chainlets/serve/leases.py).
 """
 
 import asyncio
@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -31,10 +30,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from chainlets.serve.errors import BuildError
+from chainlets.serve.leases import hold, leased, prune
 from chainlets.serve.zygote import without_serve_secrets
 
-__all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "remove_stale_runs",
-           "state_dir_for"]
+__all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "state_dir_for"]
 
 STATE_DIR_NAME = ".chainrunner"
 _WORKER = Path(__file__).with_name("_build_worker.py")
@@ -120,44 +119,6 @@ class _Built(BaseModel):
 class _Reply(BaseModel):
     ok: _Built | None = None
     error: str | None = None
-
-
-class _Lease(BaseModel):
-    """The contexts a running serve's processes use (`serve/<port>/lease.json`)."""
-
-    pid: int
-    contexts: list[Path]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def remove_stale_runs(serve_dir: Path, unleased_after_s: float = 60.0) -> list[Path]:
-    """Remove the `serve/<port>/` folders of serves that are gone without cleaning up (killed
-    outright): their lease names a dead pid, or they have none and are not brand new."""
-    removed = []
-    for run_dir in serve_dir.glob("*/"):
-        lease = run_dir / "lease.json"
-        try:
-            stale = not _alive(_Lease.model_validate_json(lease.read_bytes()).pid)
-        except FileNotFoundError:
-            try:
-                stale = time.time() - run_dir.stat().st_mtime > unleased_after_s
-            except FileNotFoundError:  # its serve just removed it
-                continue
-        except ValueError:  # not a lease: not ours to judge
-            continue
-        if stale:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            removed.append(run_dir)
-    return removed
 
 
 def state_dir_for(source: Path) -> Path:
@@ -348,7 +309,7 @@ class Builder:
         for fresh in built.chainlets:
             final = contexts / f"{fresh.display_name}-{fresh.digest}"
             if final.exists():
-                os.utime(final)  # recently used: kept by _prune
+                os.utime(final)  # recently used: kept by `prune`
             else:
                 shutil.move(fresh.context_dir, final)
             chainlets[fresh.display_name] = fresh.model_copy(update={"context_dir": final})
@@ -363,20 +324,11 @@ class Builder:
             libraries=tuple(built.libraries), host_env=host_env)
         return artifacts
 
-    def hold(self, lease: Path, contexts: Iterable[Path]) -> None:
-        """Record in `lease` (one per serve) the contexts its processes run: never pruned
-        while this process lives. Serve removes its lease when it stops."""
-        lease.parent.mkdir(parents=True, exist_ok=True)
-        held = _Lease(pid=os.getpid(), contexts=sorted(set(contexts)))
-        temporary = lease.with_suffix(".tmp")
-        temporary.write_text(held.model_dump_json())
-        temporary.replace(lease)  # a pruning serve never reads half a lease
-
     async def commit(self, artifacts: ChainArtifacts, lease: Path,
                      in_use: Iterable[Path]) -> None:
         """`artifacts` serve now (started or swapped in): make it the build that `cached`
         reuses, and prune old contexts that no live serve holds."""
-        self.hold(lease, in_use)
+        hold(lease, in_use)
         manifest = self.root / "manifest.json"
         manifest.with_suffix(".tmp").write_text(artifacts.model_dump_json(indent=2))
         manifest.with_suffix(".tmp").replace(manifest)
@@ -385,33 +337,10 @@ class Builder:
         fd = os.open(self.root / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._prune(self.root / "contexts", artifacts, self._leased())
+            serving = {c.context_dir.name for c in artifacts.chainlets.values()}
+            prune(self.root / "contexts", serving, leased(self.state_dir / "serve"),
+                  _KEPT_CONTEXTS)
         except BlockingIOError:
             pass
         finally:
             os.close(fd)
-
-    def _leased(self) -> set[Path]:
-        """Contexts held by the leases of serves that are still running."""
-        held: set[Path] = set()
-        for path in (self.state_dir / "serve").glob("*/lease.json"):
-            try:
-                lease = _Lease.model_validate_json(path.read_bytes())
-            except (FileNotFoundError, ValueError):  # being removed, or not a lease
-                continue
-            if _alive(lease.pid):
-                held.update(lease.contexts)
-        return held
-
-    @staticmethod
-    def _prune(contexts: Path, current: ChainArtifacts, leased: set[Path]) -> None:
-        keep = {c.context_dir.name for c in current.chainlets.values()}
-        keep.update(path.name for path in leased if path.parent == contexts)
-        by_chainlet: dict[str, list[Path]] = {}
-        for folder in contexts.iterdir():
-            by_chainlet.setdefault(folder.name.rpartition("-")[0], []).append(folder)
-        for folders in by_chainlet.values():
-            folders.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-            for old in folders[_KEPT_CONTEXTS:]:
-                if old.name not in keep:
-                    shutil.rmtree(old, ignore_errors=True)

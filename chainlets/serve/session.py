@@ -13,9 +13,10 @@ from typing import Any
 
 import aiohttp
 
-from chainlets.serve.artifacts import Builder, ChainArtifacts, remove_stale_runs
+from chainlets.serve.artifacts import Builder, ChainArtifacts
 from chainlets.serve.errors import ServeError
 from chainlets.serve.gateway import Gateway
+from chainlets.serve.leases import hold, remove_stale_runs
 from chainlets.serve.supervisor import Supervisor
 from chainlets.serve.watch import watch_and_reload
 from chainlets.serve.zygote import LogSink, Zygote, preloadable
@@ -66,7 +67,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
         shutil.rmtree(run_dir, ignore_errors=True)
         stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
         lease = run_dir / "lease.json"
-        builder.hold(lease, ())  # at once: says this serve is alive to one sweeping below
+        hold(lease, ())  # at once: says this serve is alive to one sweeping below
         remove_stale_runs(run_dir.parent)
         connected = asyncio.create_task(zygote.connect(out.log))
         stack.push_async_callback(_cancel, connected)
@@ -77,7 +78,7 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                 out.notify(f"building {options.source} (truss chains push --dryrun, "
                            "truss image build-context)")
                 artifacts = await builder.build()
-            builder.hold(lease, (c.context_dir for c in artifacts.chainlets.values()))
+            hold(lease, (c.context_dir for c in artifacts.chainlets.values()))
             if not options.watch:
                 await builder.close()
             await zygote.preload(preloadable(artifacts.libraries))

@@ -10,6 +10,7 @@ from watchfiles import DefaultFilter, awatch
 
 from chainlets.serve.artifacts import STATE_DIR_NAME, Builder, ChainArtifacts
 from chainlets.serve.errors import BuildError, ChainletStartError
+from chainlets.serve.leases import hold
 from chainlets.serve.supervisor import Supervisor
 
 __all__ = ["watch_and_reload", "watch_roots"]
@@ -77,13 +78,13 @@ async def _reload(builder: Builder, supervisor: Supervisor, notify: Callable[[st
         notify(f"build failed, the previous version keeps serving:\n{exc}")
         return None
     built = time.monotonic()
-    builder.hold(lease, supervisor.contexts() | {c.context_dir
+    hold(lease, supervisor.contexts() | {c.context_dir
                                                  for c in artifacts.chainlets.values()})
     try:
         swapped = await supervisor.update(artifacts)
     except ChainletStartError as exc:
         notify(f"the new version did not start, the previous version keeps serving:\n{exc}")
-        builder.hold(lease, supervisor.contexts())
+        hold(lease, supervisor.contexts())
         return None
     await builder.commit(artifacts, lease, supervisor.contexts())
     if not swapped:

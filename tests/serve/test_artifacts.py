@@ -12,9 +12,9 @@ from chainlets.serve.artifacts import (
     ChainArtifacts,
     ChainletArtifact,
     fingerprint,
-    remove_stale_runs,
     state_dir_for,
 )
+from chainlets.serve.leases import hold
 
 
 def _chainlet(name: str, deps: tuple[str, ...] = (), digest: str = "d0") -> ChainletArtifact:
@@ -107,7 +107,7 @@ async def test_a_commit_prunes_old_contexts_but_none_a_live_serve_holds(tmp_path
     current = ChainArtifacts(source=tmp_path / "chain.py", chain_name="c", entrypoint="Entry",
                              chainlets={"Entry": serving}, inputs=(), fingerprint="f")
     state = builder.state_dir / "serve"
-    builder.hold(state / "9001" / "lease.json", [held])  # another serve, running (this pid)
+    hold(state / "9001" / "lease.json", [held])  # another serve, running (this pid)
     dead = json.dumps({"pid": 2 ** 22 + 1, "contexts": [str(dropped)]})  # above pid_max
     (state / "9002").mkdir()
     (state / "9002" / "lease.json").write_text(dead)
@@ -128,15 +128,3 @@ def test_fingerprint_follows_host_variables_baked_into_chainlets(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert fingerprint(chain, (), ("OPENAI_BASE_URL",)) != unset
     assert fingerprint(chain, (), ()) == fingerprint(chain, ())  # unread variables do not count
-
-
-def test_run_folders_of_serves_killed_outright_are_removed(tmp_path: Path) -> None:
-    live, dead, old, new = (tmp_path / port for port in ("8000", "8001", "8002", "8003"))
-    for run_dir, pid in ((live, os.getpid()), (dead, 2 ** 22 + 1)):  # above pid_max: dead
-        run_dir.mkdir()
-        (run_dir / "lease.json").write_text(json.dumps({"pid": pid, "contexts": []}))
-    old.mkdir()  # from a serve that predates leases
-    os.utime(old, (1_000_000, 1_000_000))
-    new.mkdir()  # a serve that is about to write its lease
-    assert sorted(remove_stale_runs(tmp_path)) == [dead, old]
-    assert sorted(tmp_path.iterdir()) == [live, new]
