@@ -308,7 +308,7 @@ async def main(repeat: int) -> bool:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=7, help="runs per shape and side (>= 5)")
+    parser.add_argument("--repeat", type=int, default=15, help="runs per shape and side (>= 5)")
     args = parser.parse_args()
     if args.repeat < 5:
         parser.error("--repeat must be at least 5")
