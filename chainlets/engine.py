@@ -59,6 +59,13 @@ _PREPARE_AT = 2
 _GateFuture = asyncio.Future[dict[str, Mapping[str, str]]]
 
 
+def _generator_key(step: CompiledStep, options: RunOptions) -> str:
+    """Which of the runner's generators serves `step`: the chosen LLM backend for model
+    plugins, else the plugin's own generator."""
+    generator = step.plugin.generator
+    return options.llm if generator == LLM_BACKEND else generator
+
+
 class _Gate:
     """Where the prepared tasks of a running step's dependents wait: opened with each one's
     input values when the step succeeds, cancelled when it does not."""
@@ -269,8 +276,7 @@ class _Execution:
                 self.records[handle] = self.runs[handle].to_record()
 
     def generator_for(self, step: CompiledStep) -> GeneratorProtocol:
-        key = self.options.llm if step.plugin.generator == LLM_BACKEND else step.plugin.generator
-        return self.generators[key]
+        return self.generators[_generator_key(step, self.options)]
 
     async def execute(self, step: CompiledStep, values: "Mapping[str, str] | _GateFuture",
                       ) -> None:
@@ -287,10 +293,7 @@ class _Execution:
             attempts: list[Attempt] = []
             try:
                 if isinstance(values, asyncio.Future):
-                    opened = (await values).get(handle)
-                    if opened is None:
-                        return  # not launched (cannot happen: a gate opens for all it holds)
-                    values = opened
+                    values = (await values)[handle]  # a gate opens for all it holds
                 request = GenerationRequest.model_validate({
                     "step": handle, "plugin": step.spec.plugin, "params": step.params,
                     "messages": step.render_messages(values)})
@@ -374,8 +377,7 @@ class _Execution:
             self.done.set_result(None)
 
     def finalize(self) -> InvocationResult:
-        """The result, validated in one pass: one call for every record is far cheaper than a
-        model per step on the hot path (benchmarks/engine.py)."""
+        """The result, reusing the records already built; the rest are validated with it."""
         return build_result(self.chain.handle, self.inputs, [self.runs[h] for h in self.steps],
                             self.records, self.outputs.get(self.chain.output_handle),
                             self.first_failure)
@@ -393,8 +395,8 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
     """
     options = options or RunOptions()
     values = chain.resolve_inputs(inputs)
-    missing = sorted({step.plugin.generator if step.plugin.generator != LLM_BACKEND
-                      else options.llm for step in chain.steps.values()} - generators.keys())
+    missing = sorted({_generator_key(step, options) for step in chain.steps.values()}
+                     - generators.keys())
     if missing:
         raise ChainDefinitionError(
             f"chain `{chain.handle}` needs generator(s) {', '.join(missing)}, which this runner "
