@@ -33,7 +33,6 @@ class ServeProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port: int | None = None
-        self.ready_s: float | None = None  # serve's own figure, from its start
         self.launched = time.monotonic()
         self.ready_wall_s: float | None = None  # from launch to the ready line, seen from here
 
@@ -58,7 +57,7 @@ class ServeProcess:
     def await_ready(self, timeout: float) -> None:
         match = self.wait_for(_READY, timeout)
         self.ready_wall_s = time.monotonic() - self.launched
-        self.port, self.ready_s = int(match["port"]), float(match["seconds"])
+        self.port = int(match["port"])
 
     @property
     def url(self) -> str:

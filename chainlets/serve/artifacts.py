@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from chainlets.serve.errors import BuildError
 from chainlets.serve.leases import hold, leased, prune
-from chainlets.serve.zygote import without_serve_secrets
+from chainlets.serve.zygote import pump_lines, without_serve_secrets
 
 __all__ = ["Builder", "ChainArtifacts", "ChainletArtifact", "fingerprint", "state_dir_for"]
 
@@ -290,15 +290,10 @@ class Builder:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert self._worker.stderr is not None
         self._output.clear()
-        self._pump = asyncio.create_task(self._forward(self._worker.stderr), name="build-log")
+        # What truss and the chain print while building goes to serve's log, prefixed.
+        self._pump = asyncio.create_task(
+            pump_lines(self._worker.stderr, "build", self._log, self._output), name="build-log")
         return self._worker
-
-    async def _forward(self, output: asyncio.StreamReader) -> None:
-        """What truss and the chain print while building goes to serve's log, prefixed."""
-        while line := await output.readline():
-            text = line.decode(errors="replace").rstrip("\n")
-            self._output.append(text)
-            self._log("build", text)
 
     def _install(self, built: _Built, hashed: str, hashed_inputs: tuple[Path, ...],
                  hashed_env: tuple[str, ...]) -> ChainArtifacts:

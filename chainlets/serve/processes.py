@@ -39,7 +39,6 @@ class ChainletProcess:
                  zygote: Forker, log_task: "asyncio.Task[None]", tail: deque[str]) -> None:
         self.name, self.port, self.pid = name, port, pid
         self.exited = exited
-        self.started_at = time.monotonic()
         self._zygote = zygote
         self._log_task = log_task
         self.tail = tail

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from chainlets.serve._launcher import DYNAMIC_CONFIG_DIR
 from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainlets.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
 from chainlets.serve.processes import PREDICT_PATH, ChainletProcess, Forker
@@ -193,7 +194,7 @@ class Supervisor:
     async def _spawn(self, artifact: ChainletArtifact, port: int,
                      ports: Mapping[str, int]) -> ChainletProcess:
         state_dir = self._run_dir / f"{artifact.display_name}-{next(self._generations)}"
-        config_dir = state_dir / "dynamic_config"
+        config_dir = state_dir / DYNAMIC_CONFIG_DIR
         config_dir.mkdir(parents=True)
         services = {dep: {"predict_url": f"http://127.0.0.1:{ports[dep]}{PREDICT_PATH}"}
                     for dep in artifact.dependencies}

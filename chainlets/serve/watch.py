@@ -65,9 +65,11 @@ async def watch_and_reload(builder: Builder, supervisor: Supervisor, stop: async
             else:
                 notify(f"changed: {_names(changes)}; rebuilding")
             artifacts = await _reload(builder, supervisor, notify, started, lease)
-            if artifacts is not None and watch_roots(artifacts.inputs) != roots:
-                roots = watch_roots(artifacts.inputs)
-                break
+            if artifacts is not None:
+                wanted = watch_roots(artifacts.inputs)
+                if wanted != roots:
+                    roots = wanted
+                    break
 
 
 async def _reload(builder: Builder, supervisor: Supervisor, notify: Callable[[str], None],

@@ -214,9 +214,12 @@ class Zygote:
         pid = spawned.result()
         self._orphans.add(pid)
         self._early_exits.pop(pid, None)
-        with contextlib.suppress(OSError):  # the zygote is gone, and its chainlets with it
-            socket.send_fds(self._control, [json.dumps(
-                {"op": "signal", "pid": pid, "signal": int(signal.SIGKILL)}).encode()], [])
+        # Through `_send`, which waits out a full socket buffer rather than dropping the kill.
+        self._tasks.append(asyncio.create_task(self._kill(pid), name=f"kill-orphan-{pid}"))
+
+    async def _kill(self, pid: int) -> None:
+        with contextlib.suppress(ServeError):  # the zygote is gone, and its chainlets with it
+            await self.signal(pid, signal.SIGKILL)
 
     def _lose(self, error: ServeError) -> None:
         self.failure = error
