@@ -2,7 +2,7 @@
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import pydantic
@@ -94,28 +94,40 @@ def _suggest(name: str, candidates: set[str] | list[str]) -> str:
 def _find_cycles(deps: Mapping[str, frozenset[str]], order: list[str]) -> list[list[str]]:
     """Every elementary cycle found by DFS, each reported once, in definition order."""
     cycles: list[list[str]] = []
-    color: dict[str, int] = {}  # 1 = on stack, 2 = done
-    stack: list[str] = []
+    position = {handle: i for i, handle in enumerate(order)}
+    on_path: dict[str, int] = {}  # node → its index in `path`
+    done: set[str] = set()
     reported: set[frozenset[str]] = set()
+    # Iterative, with each node's remaining dependencies: a chain thousands of steps long must
+    # not reach Python's recursion limit.
+    path: list[str] = []
+    pending: list[Iterator[str]] = []
 
-    def visit(node: str) -> None:
-        color[node] = 1
-        stack.append(node)
-        for dep in sorted(deps.get(node, ()), key=order.index):
-            if color.get(dep) == 1:
-                cycle = [*stack[stack.index(dep):], dep]
+    def enter(node: str) -> None:
+        on_path[node] = len(path)
+        path.append(node)
+        pending.append(iter(sorted(deps.get(node, ()), key=position.__getitem__)))
+
+    for root in order:
+        if root in done or root in on_path:
+            continue
+        enter(root)
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                pending.pop()
+                node = path.pop()
+                del on_path[node]
+                done.add(node)
+                continue
+            if dep in on_path:
+                cycle = [*path[on_path[dep]:], dep]
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)
                     cycles.append(cycle)
-            elif dep not in color:
-                visit(dep)
-        stack.pop()
-        color[node] = 2
-
-    for node in order:
-        if node not in color:
-            visit(node)
+            elif dep not in done:
+                enter(dep)
     return cycles
 
 

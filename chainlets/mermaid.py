@@ -12,6 +12,7 @@ def _label(text: str) -> str:
 def to_mermaid(chain: CompiledChain) -> str:
     """Inputs as parallelograms, steps as boxes, one edge per dependency or input use."""
     ids = {handle: f"s{i}" for i, handle in enumerate(chain.steps)}
+    position = {handle: i for i, handle in enumerate(chain.steps)}
     inputs: dict[str, str] = {}
     lines = ["flowchart TD"]
     edges: list[str] = []
@@ -29,5 +30,5 @@ def to_mermaid(chain: CompiledChain) -> str:
                 lines.append(f"    {inputs[name]}[/{_label(name)}/]")
             edges.append(f"    {inputs[name]} --> {ids[handle]}")
         edges.extend(f"    {ids[dep]} --> {ids[handle]}"
-                     for dep in sorted(step.deps, key=list(chain.steps).index))
+                     for dep in sorted(step.deps, key=position.__getitem__))
     return "\n".join(lines + edges) + "\n"

@@ -186,3 +186,15 @@ def test_a_duplicate_handle_does_not_hide_a_cycle() -> None:
                                                step("b", "x")]})
     assert found == ["step `b`: duplicate handle `b`; handles must be unique, rename one of them",
                      "dependency cycle `a` → `b` → `a`; remove one of these references"]
+
+
+def test_a_long_chain_written_last_step_first_compiles_and_its_cycle_is_found() -> None:
+    """Thousands of steps in a line, listed against dependency order (beyond Python's
+    recursion limit for a recursive search)."""
+    length = 3_000
+    steps = [step(f"s{i}", f"{{s{i - 1}}}" if i else "start") for i in reversed(range(length))]
+    chain = compile_chain(parse_chain({"handle": "long", "steps": steps}))
+    assert chain.steps["s2999"].deps == {"s2998"}
+    steps[-1] = step("s0", f"{{s{length - 1}}}")
+    found = problems({"handle": "long", "steps": steps})
+    assert len(found) == 1 and found[0].startswith("dependency cycle `s2999` → `s2998` → ")
