@@ -6,7 +6,6 @@
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │                                (HTTP 429/5xx, timeout, connection error)
-    ├── NotFoundError                a named chain/invocation does not exist
     └── ConflictError                the request contradicts the current state
 
 Every class is constructible from one message string: Truss re-raises a remote error in the
@@ -21,7 +20,6 @@ __all__ = [
     "ConflictError",
     "GenerationError",
     "InputsError",
-    "NotFoundError",
     "TransientGenerationError",
 ]
 
@@ -58,10 +56,6 @@ class GenerationError(ChainrunnerError):
 
 class TransientGenerationError(GenerationError):
     """Raised when a generator call fails in a way that a later attempt may not."""
-
-
-class NotFoundError(ChainrunnerError):
-    """Raised when a chain, invocation or step named by the caller does not exist."""
 
 
 class ConflictError(ChainrunnerError):

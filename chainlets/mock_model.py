@@ -99,7 +99,6 @@ class MockModel:
         self.script = script or MockScript()
         self._patterns = [re.compile(r.match) if r.match else None for r in self.script.rules]
         self._used = [0] * len(self.script.rules)
-        self.calls = 0
 
     def _rule(self, request: GenerationRequest) -> MockRule | None:
         last = request.messages[-1].content
@@ -116,7 +115,6 @@ class MockModel:
         return None
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        self.calls += 1
         if self.script.latency_ms:
             await asyncio.sleep(self.script.latency_ms / 1000)
         rule = self._rule(request)

@@ -29,7 +29,6 @@ class TemplateProblem(Exception):
 class Template:
     """A parsed template: alternating literal text and placeholder names."""
 
-    source: str
     parts: tuple[tuple[str, str | None], ...]
 
     @property
@@ -77,7 +76,7 @@ def parse_template(source: str) -> Template:
                             "attribute and index access are not allowed")
         parts.append((literal, field))
     if problems:
-        fine = Template(source, tuple((lit, name) for lit, name in parts
-                                      if name is None or NAME_PATTERN.match(name)))
-        raise TemplateProblem("; ".join(problems), fine.names)
-    return Template(source=source, parts=tuple(parts))
+        fine = dict.fromkeys(name for _, name in parts
+                             if name is not None and NAME_PATTERN.match(name))
+        raise TemplateProblem("; ".join(problems), tuple(fine))
+    return Template(parts=tuple(parts))

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +23,9 @@ COMPLETION_WORDS = 30
 USAGE = {"prompt_tokens": 11, "completion_tokens": COMPLETION_WORDS,
          "total_tokens": 11 + COMPLETION_WORDS}
 
-# The Steamship joke chain, verbatim.
-JOKE_CHAIN = {
-    "handle": "single-prompt",
-    "steps": [
-        {"handle": "tell-joke", "plugin": "gpt-3", "plugin_config": {"max_words": 10},
-         "prompt": "Tell me a joke about {topic}"},
-        {"handle": "judge-joke", "plugin": "gpt-3", "plugin_config": {"max_words": 10},
-         "prompt": "A comedian told a joke:\n\n{tell-joke}\n\n Is it funny? YES/NO:"},
-    ],
-}
+# The Steamship joke chain, verbatim, as shipped.
+JOKE_CHAIN: dict[str, Any] = json.loads(
+    (Path(__file__).parent.parent / "chains/specs/joke.json").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
