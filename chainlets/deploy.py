@@ -3,20 +3,17 @@
 import os
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
 
 import truss_chains as chains
 
-__all__ = ["ShippedPackage", "cpu_service", "host_env", "image"]
+__all__ = ["cpu_service", "host_env", "image"]
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
 _RUNTIME = ("pydantic", "httpx", "openai")
 
-ShippedPackage = Literal["chainlets", "mocks"]
-
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
-# *contents* of each external package dir. `shipped/<package>/packages/<package>/` mirrors that
-# package with links, so a chainlet gets exactly `chainlets/` (and `mocks/` when asked for), never
+# *contents* of each external package dir. `shipped/chainlets/packages/chainlets/` mirrors our
+# package with links, so a chainlet gets exactly `chainlets/`, never
 # tests/, benchmarks/ or the rest of the repository, nor `chainlets/serve/` (the local serve
 # command; no chainlet imports it). Folders there are real and files are links: truss copies
 # through a linked file but leaves a linked folder inside a package empty. A new module needs
@@ -26,23 +23,21 @@ ShippedPackage = Literal["chainlets", "mocks"]
 # shipped/ is absent) is fine. These are what `chains.make_abs_path_here` returns, without its
 # walk of the whole call stack, which costs every chainlet process 0.2 s at start.
 _SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "shipped"
-_SHIPPED = {package: chains.public_types.AbsPath(str(_SHIPPED_ROOT / package / "packages"),
-                                                 __name__, f"../shipped/{package}/packages")
-            for package in ("chainlets", "mocks")}
+_SHIPPED = chains.public_types.AbsPath(str(_SHIPPED_ROOT / "chainlets" / "packages"),
+                                      __name__, "../shipped/chainlets/packages")
 _PINS = [f"{name}=={version(name)}" for name in _RUNTIME]
 # Every name `host_env` was asked for in this process: serve's builder reports them, so that a
 # changed value invalidates the trusses it baked into (chainlets/serve/artifacts.py).
 HOST_ENV_READ: set[str] = set()
 
 
-def image(*extra_requirements: str,
-          packages: tuple[ShippedPackage, ...] = ("chainlets",)) -> chains.DockerImage:
-    """The image every chainlet runs in: our runtime dependencies pinned, our `packages` shipped.
+def image(*extra_requirements: str) -> chains.DockerImage:
+    """The image every chainlet runs in: our runtime dependencies pinned, `chainlets` shipped.
 
     `extra_requirements` must be pinned (`name==version`) like the rest.
     """
     return chains.DockerImage(pip_requirements=[*_PINS, *extra_requirements],
-                              external_package_dirs=[_SHIPPED[p] for p in packages])
+                              external_package_dirs=[_SHIPPED])
 
 
 def cpu_service(memory: str = "1Gi", concurrency: int = 256) -> chains.Compute:

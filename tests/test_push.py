@@ -112,8 +112,8 @@ def _shipped_files(package: str) -> set[str]:
     return {f for f in _files(REPO / package) if f.split("/")[0] != NOT_SHIPPED.get(package)}
 
 
-@pytest.mark.parametrize("package", sorted(PROJECT_PACKAGES))
-def test_the_shipped_links_mirror_each_package(package: str) -> None:
+def test_the_shipped_links_mirror_the_package() -> None:
+    package = "chainlets"  # the one shipped; a chain needing another fails the test below
     linked = REPO / "shipped" / package / "packages" / package
     missing = sorted(_shipped_files(package) - _files(linked))
     fix = "; ".join(f"ln -s {os.path.relpath(REPO / package / f, (linked / f).parent)} "
