@@ -27,11 +27,11 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from chainlets.compiler import CompiledChain, compile_chain
-from chainlets.engine import run_chain
-from chainlets.models import Generation, GenerationRequest, RunState
-from chainlets.protocols import GeneratorProtocol
-from chainlets.spec import ChainSpec, StepSpec
+from chainlets.engine.models import Generation, GenerationRequest, RunState
+from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.engine.scheduler import run_chain
+from chainlets.language.compiler import CompiledChain, compile_chain
+from chainlets.language.spec import ChainSpec, StepSpec
 
 __all__ = ["SHAPES", "EngineRun", "GatedGenerator", "MemoryRow", "Row", "Shape",
            "SleepingGenerator", "deep", "diamond_skew", "measure", "measure_memory", "render",

@@ -1,6 +1,6 @@
 """`chainrunner serve` as a child process, for end-to-end tests and benchmarks.
 
-Starts `python -m chainlets.serve CHAIN_FILE --port 0 ...`, reads its output on a thread, finds
+Starts `python -m chainrunner.serve CHAIN_FILE --port 0 ...`, reads its output on a thread, finds
 the gateway's port in the ready line, lists the processes serve started (by pid), and stops it
 with a signal, as a user at a terminal would.
 """
@@ -40,7 +40,7 @@ class ServeProcess:
     def launch(cls, chain_file: Path, *args: str, env: Mapping[str, str] | None = None,
                cwd: Path | None = None) -> "ServeProcess":
         """Start serve on a free port (`--port 0`); `await_ready` waits for it."""
-        command = [sys.executable, "-m", "chainlets.serve", str(chain_file), "--port", "0", *args]
+        command = [sys.executable, "-m", "chainrunner.serve", str(chain_file), "--port", "0", *args]
         process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=cwd,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)

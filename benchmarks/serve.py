@@ -2,7 +2,7 @@
 
 Run: `python -m benchmarks.serve` (exit 1 when a target is missed). It serves the runner chain
 (chains/runner.py: ChainRunner → MockGenerator, OpenAIGenerator) with the mock backend, through
-the same `python -m chainlets.serve` a user runs, and measures over loopback:
+the same `python -m chainrunner.serve` a user runs, and measures over loopback:
 
 - startup to ready: three chainlets, build reused (the first start builds if needed);
 - per-hop overhead entrypoint → generator: each model call of a sequential chain, as timed by

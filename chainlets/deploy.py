@@ -1,33 +1,59 @@
 """Deployment settings shared by every chainlet: image, shipped code, requirements, resources."""
 
+import contextlib
+import hashlib
 import os
 from importlib.metadata import version
 from pathlib import Path
 
 import truss_chains as chains
 
-__all__ = ["cpu_service", "host_env", "image"]
+__all__ = ["SHIP_DIR", "cpu_service", "host_env", "image"]
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
 _RUNTIME = ("pydantic", "httpx", "openai")
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
-# *contents* of each external package dir. `shipped/chainlets/packages/chainlets/` mirrors our
-# package with links, so a chainlet gets exactly `chainlets/`, never
-# tests/, benchmarks/ or the rest of the repository, nor `chainlets/serve/` (the local serve
-# command; no chainlet imports it). Folders there are real and files are links: truss copies
-# through a linked file but leaves a linked folder inside a package empty. A new module needs
-# its link (tests/test_push.py says which). Truss wants external package dirs named
-# `packages` (a chain downloaded from Baseten may not import them otherwise). Paths are checked
-# only when a truss is generated, so importing this module inside a deployed chainlet (where
-# shipped/ is absent) is fine. These are what `chains.make_abs_path_here` returns, without its
-# walk of the whole call stack, which costs every chainlet process 0.2 s at start.
-_SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "shipped"
-_SHIPPED = chains.public_types.AbsPath(str(_SHIPPED_ROOT / "chainlets" / "packages"),
-                                      __name__, "../shipped/chainlets/packages")
+# *contents* of each external package dir. A chainlet gets our whole `chainlets` package, which
+# holds only what chainlets run (local tooling lives in `chainrunner`), and nothing else: not
+# tests/, benchmarks/ or the rest of a repository, not the rest of a site-packages. The external
+# dir is therefore a folder of its own whose one entry is a link to this package: truss copies
+# through a top-level link (it leaves a link *inside* a package empty, so the package itself
+# must hold real files). Truss wants external package dirs named `packages`.
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _ship_dir() -> Path:
+    """`…/packages/`, holding only a link named `chainlets` to this package.
+
+    Deployed, the package already sits alone in truss's `packages/`; locally (a checkout or a
+    site-packages install) the folder is made once under the user's cache, one per package
+    location. Paths are only read when a truss is generated, so a read-only home is no error
+    here: generation then reports the missing folder.
+    """
+    if _PACKAGE.parent.name == "packages":
+        return _PACKAGE.parent
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(str(_PACKAGE).encode()).hexdigest()[:16]
+    folder = cache / "chainrunner" / "ship" / digest / "packages"
+    link = folder / _PACKAGE.name
+    with contextlib.suppress(OSError):
+        if link.resolve() != _PACKAGE:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{_PACKAGE.name}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(_PACKAGE, target_is_directory=True)
+            tmp.replace(link)  # atomic: concurrent pushes never see a half-made link
+    return folder
+
+
+SHIP_DIR = _ship_dir()
+# What `chains.make_abs_path_here` returns, without its walk of the whole call stack, which
+# costs every chainlet process 0.2 s at start.
+_SHIPPED = chains.public_types.AbsPath(str(SHIP_DIR), __name__, str(SHIP_DIR))
 _PINS = [f"{name}=={version(name)}" for name in _RUNTIME]
 # Every name `host_env` was asked for in this process: serve's builder reports them, so that a
-# changed value invalidates the trusses it baked into (chainlets/serve/artifacts.py).
+# changed value invalidates the trusses it baked into (chainrunner/serve/artifacts.py).
 HOST_ENV_READ: set[str] = set()
 
 

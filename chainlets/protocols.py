@@ -1,16 +1,11 @@
-"""Protocols that chainlet dependencies are typed by; `mocks/` holds a fake for each."""
+"""Protocols of the example chainlets in chains/; `mocks/` holds a fake for each.
+
+The generator Protocol the engine calls is `chainlets.engine.protocols.GeneratorProtocol`.
+"""
 
 from typing import Protocol
 
-from chainlets.models import Generation, GenerationRequest
-
-__all__ = ["GeneratorProtocol", "TextLLMProtocol"]
-
-
-class GeneratorProtocol(Protocol):
-    """A chainlet that turns chat messages into text (the seed's "plugin")."""
-
-    async def run_remote(self, request: GenerationRequest) -> Generation: ...
+__all__ = ["TextLLMProtocol"]
 
 
 class TextLLMProtocol(Protocol):

@@ -5,14 +5,14 @@ from collections.abc import Mapping
 import truss_chains as chains
 
 from chainlets import deploy
-from chainlets.compiler import CompiledChain, compile_chain
-from chainlets.engine import StepObserver, run_chain
+from chainlets.engine.models import InvocationResult, RunOptions
+from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.engine.scheduler import StepObserver, run_chain
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
-from chainlets.models import InvocationResult, RunOptions
-from chainlets.plugins import DEFAULT_PLUGINS, PluginRegistry
-from chainlets.protocols import GeneratorProtocol
-from chainlets.spec import ChainSpec
+from chainlets.language.compiler import CompiledChain, compile_chain
+from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
+from chainlets.language.spec import ChainSpec
 
 __all__ = ["DEFAULT_OPTIONS", "ChainRunner"]
 

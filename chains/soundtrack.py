@@ -11,10 +11,11 @@ import truss_chains as chains
 from pydantic import BaseModel
 
 from chainlets import deploy
+from chainlets.engine.models import GenerationRequest
+from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.generators.mock import MockGenerator
-from chainlets.models import GenerationRequest, ModelParams
-from chainlets.protocols import GeneratorProtocol
-from chainlets.spec import ChatMessage
+from chainlets.language.plugins import ModelParams
+from chainlets.language.spec import ChatMessage
 
 CRITIC_SYSTEM_PROMPT = "You are a music critic who writes short reviews of song lyrics"
 

@@ -4,8 +4,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from chainlets.models import Generation, GenerationRequest, Usage
-from chainlets.protocols import GeneratorProtocol
+from chainlets.engine.models import Generation, GenerationRequest, Usage
+from chainlets.engine.protocols import GeneratorProtocol
 
 __all__ = ["FakeGenerator"]
 

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
-from chainlets.cli import main
-from chainlets.mock_model import LATENCY_ENV, SCRIPT_ENV
+from chainlets.generators.mock_model import LATENCY_ENV, SCRIPT_ENV
+from chainrunner.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 JOKE = REPO / "chains" / "specs" / "joke.json"

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from chainlets.compiler import compile_chain
 from chainlets.errors import ChainDefinitionError, InputsError
-from chainlets.spec import load_chain, parse_chain
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import load_chain, parse_chain
 
 
 def step(handle: str, prompt: str, **extra: Any) -> dict[str, Any]:

@@ -7,16 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chainlets.compiler import CompiledChain, compile_chain
-from chainlets.engine import _Execution, run_chain
-from chainlets.errors import (
-    ChainDefinitionError,
-    ConflictError,
-    GenerationError,
-    InputsError,
-    TransientGenerationError,
-)
-from chainlets.models import (
+from chainlets.engine.models import (
     Generation,
     GenerationRequest,
     InvocationResult,
@@ -24,7 +15,16 @@ from chainlets.models import (
     RunState,
     StepRecord,
 )
-from chainlets.spec import parse_chain
+from chainlets.engine.scheduler import _Execution, run_chain
+from chainlets.errors import (
+    ChainDefinitionError,
+    ConflictError,
+    GenerationError,
+    InputsError,
+    TransientGenerationError,
+)
+from chainlets.language.compiler import CompiledChain, compile_chain
+from chainlets.language.spec import parse_chain
 from mocks.fake_generator import FakeGenerator
 
 FAST = RunOptions(llm="mock", initial_backoff_s=0, max_backoff_s=0)

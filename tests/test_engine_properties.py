@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chainlets.compiler import compile_chain
-from chainlets.engine import run_chain
-from chainlets.errors import GenerationError
-from chainlets.models import (
+from chainlets.engine.models import (
     Generation,
     GenerationRequest,
     InvocationResult,
@@ -23,8 +20,11 @@ from chainlets.models import (
     RunState,
     StepRecord,
 )
-from chainlets.protocols import GeneratorProtocol
-from chainlets.spec import parse_chain
+from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.engine.scheduler import run_chain
+from chainlets.errors import GenerationError
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import parse_chain
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import truss_chains as chains
 
-from chainlets.models import GenerationRequest, RunOptions, RunState
+from chainlets.engine.models import GenerationRequest, RunOptions, RunState
+from chainlets.language.spec import load_chain
 from chainlets.runner import ChainRunner
-from chainlets.spec import load_chain
 from chains.hello import HelloAll
 from chains.poems import PoemGenerator
 from chains.soundtrack import (
@@ -154,7 +154,7 @@ async def test_runner_executes_the_soundtrack_spec_once_per_step_in_parallel() -
     assert all(s.state == RunState.SUCCEEDED for s in result.steps)
 
 
-# --- `python chains/<name>.py` ------------------------------------------------------------------
+# --- `python -m chains.<name>` ------------------------------------------------------------------
 
 EXAMPLES = ["hello", "poems", "soundtrack"]
 
@@ -171,7 +171,7 @@ def example_processes(
     selected = any(item.path == request.path and item.get_closest_marker("e2e")
                    for item in request.session.items)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRUNNER_")}
-    procs = {name: subprocess.Popen([sys.executable, f"chains/{name}.py"], cwd=REPO, env=env,
+    procs = {name: subprocess.Popen([sys.executable, "-m", f"chains.{name}"], cwd=REPO, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in EXAMPLES} if selected else {}
     yield procs

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import truss_chains as chains
 
+from chainlets.engine.models import GenerationRequest
 from chainlets.errors import ChainDefinitionError, GenerationError, TransientGenerationError
 from chainlets.generators.mock import MockGenerator
-from chainlets.mock_model import (
+from chainlets.generators.mock_model import (
     DEFAULT_MAX_WORDS,
     LATENCY_ENV,
     SCRIPT_ENV,
@@ -19,8 +20,8 @@ from chainlets.mock_model import (
     MockRule,
     MockScript,
 )
-from chainlets.models import GenerationRequest, ModelParams
-from chainlets.spec import ChatMessage
+from chainlets.language.plugins import ModelParams
+from chainlets.language.spec import ChatMessage
 
 LONG_PROMPT = " ".join(f"w{i}" for i in range(500))
 

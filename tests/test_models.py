@@ -8,20 +8,19 @@ import pytest
 from pydantic import BaseModel, RootModel
 
 import chainlets.errors
-from chainlets.mock_model import MockRule, MockScript
-from chainlets.models import (
+from chainlets.engine.models import (
     AttemptRecord,
     Generation,
     GenerationRequest,
     InvocationResult,
-    ModelParams,
     RunOptions,
     RunState,
     StepRecord,
     Usage,
 )
-from chainlets.plugins import Gpt3Config, MockConfig, OpenAIConfig
-from chainlets.spec import (
+from chainlets.generators.mock_model import MockRule, MockScript
+from chainlets.language.plugins import Gpt3Config, MockConfig, ModelParams, OpenAIConfig
+from chainlets.language.spec import (
     ChainSpec,
     ChatMessage,
     InputDecl,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import truss_chains as chains
 
-from chainlets.models import InvocationResult, RunOptions, RunState, Usage
+from chainlets.engine.models import InvocationResult, RunOptions, RunState, Usage
+from chainlets.language.spec import ChainSpec, parse_chain
 from chainlets.runner import ChainRunner
-from chainlets.spec import ChainSpec, parse_chain
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CHAINS = sorted(REPO.joinpath("chains").glob("*.py"))
-PROJECT_PACKAGES = {"chainlets", "mocks"}
+PROJECT_PACKAGES = {"chainlets", "chainrunner", "mocks"}
 BIN = Path(sys.executable).parent
 
 # Run by truss's interpreter: gather each generated truss as `truss chains push` does.
@@ -98,28 +98,15 @@ def _project_packages_needed(chain: Path) -> set[str]:
     return needed
 
 
-# Project code no chainlet imports: serve (the local `chainrunner serve`) stays home.
-NOT_SHIPPED = {"chainlets": "serve"}
-
-
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
 
 def _shipped_files(package: str) -> set[str]:
-    """What a chainlet gets of one of our packages: all of it but what stays home."""
-    return {f for f in _files(REPO / package) if f.split("/")[0] != NOT_SHIPPED.get(package)}
-
-
-def test_the_shipped_links_mirror_the_package() -> None:
-    package = "chainlets"  # the one shipped; a chain needing another fails the test below
-    linked = REPO / "shipped" / package / "packages" / package
-    missing = sorted(_shipped_files(package) - _files(linked))
-    fix = "; ".join(f"ln -s {os.path.relpath(REPO / package / f, (linked / f).parent)} "
-                    f"{(linked / f).relative_to(REPO)}" for f in missing)
-    assert not missing, f"not shipped to chainlets: {missing}; add the links: {fix}"
-    assert _files(linked) == _shipped_files(package)
+    """What a chainlet gets of one of our packages: the whole folder (local tooling lives in
+    `chainrunner`, which no chainlet imports)."""
+    return _files(REPO / package)
 
 
 chain_ids = pytest.mark.parametrize("stem", [c.stem for c in CHAINS])
@@ -154,18 +141,21 @@ def test_packages_hold_exactly_the_code_the_chain_imports(pushed: dict[str, Push
             mismatched = filecmp.cmpfiles(REPO / package, packages / package,
                                           sorted(expected), shallow=False)[1:]
             assert mismatched == ([], []), (name, package)
-        assert not {"tests", "benchmarks", "shipped", ".chainrunner"} & set(
+        assert not {"tests", "benchmarks", "mocks", ".chainrunner"} & set(
             p.name for p in packages.rglob("*")), name
-        assert not (packages / "chainlets" / "serve").exists(), name
+        assert not (packages / "chainrunner").exists(), name
 
 
 @chain_ids
-def test_generated_config_points_at_the_shipped_links(pushed: dict[str, Pushed],
-                                                      stem: str) -> None:
+def test_generated_config_ships_the_package_folder_alone(pushed: dict[str, Pushed],
+                                                         stem: str) -> None:
     for name, truss_dir in pushed[stem].chainlets.items():
         config = yaml.safe_load((truss_dir / "config.yaml").read_text())
-        assert config["external_package_dirs"] == [
-            str(REPO / "shipped" / "chainlets" / "packages")], name
+        [external] = config["external_package_dirs"]
+        folder = Path(external)
+        assert folder.name == "packages", name
+        assert [p.name for p in folder.iterdir()] == ["chainlets"], name
+        assert (folder / "chainlets").resolve() == REPO / "chainlets", name
         # The gathered truss no longer depends on paths of this machine.
         gathered = yaml.safe_load(
             (pushed[stem].gathered[name] / "config.yaml").read_text())

@@ -4,14 +4,14 @@ import pytest
 import truss_chains as chains
 from pydantic import BaseModel, ConfigDict
 
+from chainlets.engine.models import Generation, GenerationRequest, RunOptions, RunState
+from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.errors import ChainDefinitionError
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
-from chainlets.models import Generation, GenerationRequest, ModelParams, RunOptions, RunState
-from chainlets.plugins import DEFAULT_PLUGINS, Plugin
-from chainlets.protocols import GeneratorProtocol
+from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin
+from chainlets.language.spec import parse_chain
 from chainlets.runner import ChainRunner
-from chainlets.spec import parse_chain
 
 
 class EchoConfig(BaseModel):

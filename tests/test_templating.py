@@ -2,7 +2,7 @@
 
 import pytest
 
-from chainlets.templating import TemplateProblem, parse_template
+from chainlets.language.templating import TemplateProblem, parse_template
 
 
 def test_plain_names_are_found_in_order_without_duplicates() -> None:

@@ -3,8 +3,8 @@
 import truss_chains as chains
 
 from chainlets import deploy
-from chainlets.mock_model import MockModel, MockScript
-from chainlets.models import Generation, GenerationRequest
+from chainlets.engine.models import Generation, GenerationRequest
+from chainlets.generators.mock_model import MockModel, MockScript
 
 __all__ = ["MockGenerator"]
 
@@ -12,8 +12,8 @@ __all__ = ["MockGenerator"]
 class MockGenerator(chains.ChainletBase):
     """Answers every model call offline and deterministically, output marked `[mock]`.
 
-    Scripted from $CHAINRUNNER_MOCK_SCRIPT (see chainlets.mock_model) so demos and tests can
-    make a step say YES or fail.
+    Scripted from $CHAINRUNNER_MOCK_SCRIPT (see chainlets.generators.mock_model) so demos
+    and tests can make a step say YES or fail.
     """
 
     remote_config = chains.RemoteConfig(

@@ -6,9 +6,9 @@ import openai
 import truss_chains as chains
 
 from chainlets import deploy
+from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
-from chainlets.models import Generation, GenerationRequest, Usage
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
            "translate_error"]

@@ -235,7 +235,7 @@ def test_a_malformed_body_is_4xx_with_truss_error_detail(served: dict[str, Serve
 
 def test_a_taken_port_is_a_clear_error(served: dict[str, ServeProcess]) -> None:
     taken = served["hello"].port
-    second = subprocess.Popen([sys.executable, "-m", "chainlets.serve", "chains/hello.py",
+    second = subprocess.Popen([sys.executable, "-m", "chainrunner.serve", "chains/hello.py",
                                "--port", str(taken)], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     _, stderr = second.communicate(timeout=120)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chainlets.serve.artifacts import (
+from chainrunner.serve.artifacts import (
     STATE_DIR_NAME,
     Builder,
     ChainArtifacts,
@@ -14,7 +14,7 @@ from chainlets.serve.artifacts import (
     fingerprint,
     state_dir_for,
 )
-from chainlets.serve.leases import hold
+from chainrunner.serve.leases import hold
 
 
 def _chainlet(name: str, deps: tuple[str, ...] = (), digest: str = "d0") -> ChainletArtifact:

@@ -3,9 +3,9 @@
 import pytest
 
 from benchmarks import serve as bench
-from chainlets.compiler import compile_chain
-from chainlets.models import RunOptions
-from chainlets.spec import ChainSpec
+from chainlets.engine.models import RunOptions
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import ChainSpec
 
 
 @pytest.mark.parametrize("payload", [bench.sequential_chain(4), bench.SOUNDTRACK],

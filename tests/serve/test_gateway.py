@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chainlets.serve.errors import ChainletUnavailableError, PortInUseError
-from chainlets.serve.gateway import Gateway, RoutedMember
+from chainrunner.serve.errors import ChainletUnavailableError, PortInUseError
+from chainrunner.serve.gateway import Gateway, RoutedMember
 
 KEY = "sesame"
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from chainlets.serve.watch import watch_roots
-from chainlets.serve.zygote import describe_exit, preloadable
+from chainlets.deploy import SHIP_DIR
+from chainrunner.serve.watch import watch_roots
+from chainrunner.serve.zygote import describe_exit, preloadable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def test_exits_are_described_as_a_user_reads_them(code: int, text: str) -> None:
     assert describe_exit(code) == text
 
 
-def test_watched_folders_see_through_the_shipped_links() -> None:
-    roots = watch_roots([REPO / "chains", REPO / "shipped" / "chainlets" / "packages"])
+def test_watched_folders_see_through_the_ship_link() -> None:
+    roots = watch_roots([REPO / "chains", SHIP_DIR])
     assert REPO / "chainlets" in roots  # where edits happen, not the link to it
     assert REPO / "chains" in roots

@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from chainlets.serve.leases import Lease, hold, leased, remove_stale_runs
+from chainrunner.serve.leases import Lease, hold, leased, remove_stale_runs
 
 
 def test_a_lease_holds_its_contexts_while_its_process_lives(tmp_path: Path) -> None:

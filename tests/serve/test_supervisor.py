@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chainlets.serve.artifacts import ChainArtifacts, ChainletArtifact
-from chainlets.serve.processes import READINESS_PATH, Forker
-from chainlets.serve.supervisor import Supervisor
+from chainrunner.serve.artifacts import ChainArtifacts, ChainletArtifact
+from chainrunner.serve.processes import READINESS_PATH, Forker
+from chainrunner.serve.supervisor import Supervisor
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from chainlets.serve.errors import ServeError
-from chainlets.serve.zygote import Zygote
+from chainrunner.serve.errors import ServeError
+from chainrunner.serve.zygote import Zygote
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The eager engine: wire models, step state, retries and the scheduler that runs a chain."""

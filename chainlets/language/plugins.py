@@ -1,0 +1,137 @@
+"""Plugins: the names a step's `plugin` may take, their config, and which generator serves them."""
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "LLM_BACKEND",
+    "Gpt3Config",
+    "MockConfig",
+    "ModelParams",
+    "OpenAIConfig",
+    "Plugin",
+    "PluginRegistry",
+]
+
+# Generator key meaning "whichever LLM backend the run selected" (`--llm mock|openai`).
+LLM_BACKEND = "llm"
+
+
+class ModelParams(BaseModel):
+    """Backend-neutral generation parameters a plugin's config is translated into."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="Model name; backend default if unset.")
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    max_words: int | None = Field(default=None, ge=1,
+                                  description="Hard cap on the output's word count.")
+
+
+class OpenAIConfig(BaseModel):
+    """`plugin_config` of the `openai` plugin: OpenAI chat-completions parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None,
+                              description="Model name (default: $CHAINRUNNER_OPENAI_MODEL "
+                                          "or gpt-4o-mini).")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: PositiveInt | None = None
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class Gpt3Config(BaseModel):
+    """`plugin_config` of Steamship's `gpt-3` plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_words: PositiveInt = Field(description="The output never exceeds this many words.")
+
+
+class MockConfig(BaseModel):
+    """`plugin_config` of the offline `mock` plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_words: PositiveInt | None = Field(default=None,
+                                          description="The output never exceeds this many words.")
+
+
+def _openai_params(config: BaseModel) -> ModelParams:
+    assert isinstance(config, OpenAIConfig)
+    stop = [config.stop] if isinstance(config.stop, str) else config.stop
+    return ModelParams(model=config.model, temperature=config.temperature,
+                       max_tokens=config.max_tokens, top_p=config.top_p, stop=stop,
+                       seed=config.seed)
+
+
+def _max_words_params(config: BaseModel) -> ModelParams:
+    max_words: int | None = getattr(config, "max_words", None)
+    # Words average ~1.3 tokens; leave headroom, the generator truncates to the exact count.
+    max_tokens = None if max_words is None else max_words * 2 + 8
+    return ModelParams(max_words=max_words, max_tokens=max_tokens)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A value a step's `plugin` field may take.
+
+    `generator` names the generator that serves it: a key of the runner's generator mapping,
+    or LLM_BACKEND for the backend selected per run.
+    """
+
+    name: str
+    config_model: type[BaseModel]
+    to_params: Callable[[BaseModel], ModelParams]
+    generator: str = LLM_BACKEND
+    description: str = ""
+
+    def validate_config(self, raw: dict[str, Any]) -> BaseModel:
+        return self.config_model.model_validate(raw)
+
+
+class PluginRegistry:
+    """The plugins a runner accepts. Add one to serve a new generator without engine edits."""
+
+    def __init__(self, plugins: Iterable[Plugin] = ()) -> None:
+        self._plugins: dict[str, Plugin] = {}
+        for plugin in plugins:
+            self.register(plugin)
+
+    def register(self, plugin: Plugin) -> None:
+        self._plugins[plugin.name] = plugin
+
+    def get(self, name: str) -> Plugin | None:
+        return self._plugins.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def __iter__(self) -> Iterator[Plugin]:
+        return iter(self._plugins.values())
+
+    def with_plugins(self, *plugins: Plugin) -> "PluginRegistry":
+        """A copy of this registry with more plugins."""
+        return PluginRegistry([*self, *plugins])
+
+
+DEFAULT_PLUGINS = PluginRegistry([
+    Plugin("openai", OpenAIConfig, _openai_params,
+           description="OpenAI-compatible chat completions through the openai SDK."),
+    Plugin("gpt-3", Gpt3Config, _max_words_params,
+           description="Steamship's name, kept for compatibility: the openai backend, output "
+                       "capped at `max_words` words."),
+    Plugin("mock", MockConfig, _max_words_params, generator="mock",
+           description="Offline deterministic mock model, always the mock generator."),
+])

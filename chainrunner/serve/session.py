@@ -1,0 +1,138 @@
+"""One `chainrunner serve` run: build, start the zygote and chainlets, open the gateway, stop."""
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from chainrunner.serve.artifacts import Builder, ChainArtifacts
+from chainrunner.serve.errors import ServeError
+from chainrunner.serve.gateway import Gateway
+from chainrunner.serve.leases import hold, remove_stale_runs
+from chainrunner.serve.supervisor import Supervisor
+from chainrunner.serve.watch import watch_and_reload
+from chainrunner.serve.zygote import LogSink, Zygote, preloadable
+
+__all__ = ["Output", "ServeOptions", "serve_chain"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    source: Path
+    port: int = 8000
+    api_key: str | None = None
+    watch: bool = False
+    rebuild: bool = False
+    startup_timeout: float = 60.0
+    grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where serve reports: chainlet log lines, its own notices, the ready line."""
+
+    log: LogSink
+    notify: Callable[[str], None]
+
+
+async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
+                      on_ready: Callable[[str], None] | None = None,
+                      zygote: Zygote | None = None, started: float | None = None) -> None:
+    """Serve until `stop` is set; every process started is stopped before this returns.
+
+    `zygote`, if given, is one launched earlier by the caller (this takes it over). Raises
+    ServeError subclasses (PortInUseError, BuildError, ChainletStartError) when the chain
+    cannot be served.
+    """
+    started = started or time.monotonic()
+    env = dict(os.environ)
+    # The zygote loads truss's server stack while the chain builds (or the cache is checked).
+    zygote = zygote or Zygote.launch(env)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(zygote.close)
+        gateway = Gateway(api_key=options.api_key)
+        port = await gateway.bind(options.port)
+        stack.push_async_callback(gateway.close)
+        builder = Builder(options.source, log=out.log)
+        stack.push_async_callback(builder.close)
+        run_dir = builder.state_dir / "serve" / str(port)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        lease = run_dir / "lease.json"
+        hold(lease, ())  # at once: says this serve is alive to one sweeping below
+        remove_stale_runs(run_dir.parent)
+        connected = asyncio.create_task(zygote.connect(out.log))
+        stack.push_async_callback(_cancel, connected)
+
+        async def start() -> tuple[ChainArtifacts, Supervisor]:
+            artifacts = None if options.rebuild else builder.cached()
+            if artifacts is None:
+                out.notify(f"building {options.source} (truss chains push --dryrun, "
+                           "truss image build-context)")
+                artifacts = await builder.build()
+            hold(lease, (c.context_dir for c in artifacts.chainlets.values()))
+            if not options.watch:
+                await builder.close()
+            await zygote.preload(preloadable(artifacts.libraries))
+            await connected
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
+                                    log=out.log, notify=out.notify,
+                                    startup_timeout=options.startup_timeout)
+            stack.push_async_callback(supervisor.stop, options.grace_s)
+            await supervisor.start(artifacts)
+            await builder.commit(artifacts, lease, supervisor.contexts())
+            return artifacts, supervisor
+
+        # Ctrl-C during a build or a slow chainlet start stops serve now, not once ready: the
+        # start is cancelled (what it started stops with it) and the stack closes the rest.
+        starting = asyncio.create_task(start(), name="start")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if stop.is_set():
+            await _cancel(starting)
+            if not starting.cancelled():
+                starting.result()  # a start that failed meanwhile still says why
+            out.notify("stopping")
+            return
+        artifacts, supervisor = starting.result()
+        gateway.router = supervisor
+        if on_ready is not None:
+            on_ready(f"chain `{artifacts.chain_name}` ready in {time.monotonic() - started:.1f}s:"
+                     f" POST http://127.0.0.1:{port}/run_remote ("
+                     + ", ".join(f"{n} :{m.process.port}" for n, m in supervisor.members.items())
+                     + ")")
+        waits: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait()),
+                                             asyncio.create_task(zygote.lost.wait())]
+        if options.watch:
+            watcher = asyncio.create_task(watch_and_reload(builder, supervisor, stop, out.notify,
+                                                           lease))
+            stack.push_async_callback(_cancel, watcher)
+            waits.append(watcher)  # ends only if watching fails
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits[:2]:
+            task.cancel()
+        if zygote.lost.is_set():
+            raise ServeError(f"{zygote.failure}; its chainlets are gone with it and serve "
+                             "stopped: start it again")
+        if options.watch and watcher.done() and not stop.is_set():
+            raise ServeError(f"--watch stopped working: {watcher.exception()!r}; serve stopped")
+        out.notify("stopping")
+
+
+async def _cancel(task: "asyncio.Task[Any]") -> None:
+    """Cancel `task` if it still runs; a failure it already had was raised where awaited."""
+    if task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,1 +1,0 @@
-../../../../chainlets/__init__.py

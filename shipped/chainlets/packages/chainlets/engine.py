@@ -1,1 +1,0 @@
-../../../../chainlets/engine.py

@@ -1,1 +1,0 @@
-../../../../../chainlets/generators/__init__.py

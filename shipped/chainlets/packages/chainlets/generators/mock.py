@@ -1,1 +1,0 @@
-../../../../../chainlets/generators/mock.py

@@ -1,1 +1,0 @@
-../../../../../chainlets/generators/openai_chat.py

@@ -1,1 +1,0 @@
-../../../../chainlets/mock_model.py

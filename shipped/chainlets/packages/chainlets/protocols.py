@@ -1,1 +1,0 @@
-../../../../chainlets/protocols.py

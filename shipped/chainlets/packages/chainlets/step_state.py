@@ -1,1 +1,0 @@
-../../../../chainlets/step_state.py
