@@ -1,12 +1,15 @@
 """Errors raised by chainrunner, grouped by what the caller does about them.
 
     ChainrunnerError                 base of everything below
-    ├── ChainDefinitionError         the chain is invalid: fix the JSON/code, nothing ran
-    ├── InputsError                  the chain is fine, the run's inputs are not: fix the inputs
+    ├── RequestError                 a request is malformed (HTTP 400/422): fix it and resend
+    │   ├── ChainDefinitionError     the chain is invalid: fix the JSON/code, nothing ran
+    │   └── InputsError              the chain is fine, the run's inputs are not: fix the inputs
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │                                (HTTP 429/5xx, timeout, connection error)
-    └── ConflictError                the request contradicts the current state
+    ├── NotFoundError                an id names nothing stored (HTTP 404)
+    ├── ConflictError                the request contradicts the current state (HTTP 409)
+    └── ConfigurationError           a setting (environment variable, secret) is malformed
 
 Every class is constructible from one message string: Truss re-raises a remote error in the
 caller as ``cls(message)``.
@@ -17,9 +20,12 @@ from collections.abc import Sequence
 __all__ = [
     "ChainDefinitionError",
     "ChainrunnerError",
+    "ConfigurationError",
     "ConflictError",
     "GenerationError",
     "InputsError",
+    "NotFoundError",
+    "RequestError",
     "TransientGenerationError",
 ]
 
@@ -42,11 +48,16 @@ class _ProblemListError(ChainrunnerError):
         return cls(f"{header} ({count}):\n{lines}", problems)
 
 
-class ChainDefinitionError(_ProblemListError):
+class RequestError(_ProblemListError):
+    """Raised when a request is malformed (a missing, unknown or invalid argument); ``problems``
+    lists every problem found. A service answers it with HTTP 400."""
+
+
+class ChainDefinitionError(RequestError):
     """Raised when a chain fails validation; ``problems`` lists every problem found."""
 
 
-class InputsError(_ProblemListError):
+class InputsError(RequestError):
     """Raised when a run's inputs do not satisfy the chain (missing or unknown names)."""
 
 
@@ -60,3 +71,12 @@ class TransientGenerationError(GenerationError):
 
 class ConflictError(ChainrunnerError):
     """Raised when a request contradicts the current state (e.g. resuming a finished run)."""
+
+
+class NotFoundError(ChainrunnerError):
+    """Raised when an id (a chain, an invocation, a task token) names nothing stored."""
+
+
+class ConfigurationError(ChainrunnerError):
+    """Raised when a setting (an environment variable, a secret) is malformed; the message
+    names the setting and how to fix it."""
