@@ -11,7 +11,7 @@ import truss_chains as chains
 __all__ = ["SHIP_DIR", "cpu_service", "host_env", "image"]
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
-_RUNTIME = ("pydantic", "httpx", "openai")
+_RUNTIME = ("pydantic", "httpx", "openai", "standardwebhooks")
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
 # *contents* of each external package dir. A chainlet gets our whole `chainlets` package, which
