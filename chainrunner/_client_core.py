@@ -57,7 +57,11 @@ def _call(reply: type[Reply], op: str, **arguments: Any) -> Call[Reply]:
     # in the words the server would use; the server's configurable limits are its own to check.
     request = parse_operation({"op": op, **arguments}, limits=None)
     assert request is not None  # `op` is set, so it parses as an operation or raises
-    return Call(op, request.model_dump(mode="json", exclude_none=True), reply)
+    # Only unset arguments are dropped: a null inside the chain (a plugin_config value) is
+    # the user's and goes as it is.
+    body = {key: value for key, value in request.model_dump(mode="json").items()
+            if value is not None}
+    return Call(op, body, reply)
 
 
 class Calls:

@@ -150,6 +150,18 @@ def test_url_and_auth_header(base_url: str, scheme: str, header: str) -> None:
     assert seen[0].headers["authorization"] == header
 
 
+def test_the_chain_goes_as_given() -> None:
+    """Unset arguments are left out; a null inside the chain is the user's and stays."""
+    service = FakeService()
+    chain = JOKE.model_copy(update={"steps": [JOKE.steps[0].model_copy(
+        update={"plugin_config": {"max_words": 10, "stop": None}})]})
+    with _client(service) as runner:
+        runner.create_chain(chain)
+    sent = json.loads(service.requests[0].content)
+    assert sent["chain"]["steps"][0]["plugin_config"] == {"max_words": 10, "stop": None}
+    assert sent == {"op": "create_chain", "chain": json.loads(chain.model_dump_json())}
+
+
 def test_a_bad_request_is_caught_before_any_round_trip() -> None:
     service = FakeService()
     with _client(service) as runner, pytest.raises(RequestError) as excinfo:

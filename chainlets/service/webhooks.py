@@ -15,8 +15,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from standardwebhooks import Webhook
 
 from chainlets.errors import ConfigurationError
-from chainlets.service.backoff import RetryPolicy, parse_retry_after
 from chainlets.service.events import WebhookEvent
+from chainlets.service.policy import DeliveryPolicy, parse_retry_after
 
 __all__ = ["MIN_SECRET_BYTES", "SECRET_ENV", "Outcome", "OutcomeKind", "WebhookSender",
            "WebhookSigner", "generate_secret"]
@@ -108,17 +108,25 @@ def _utc_now() -> datetime:
 
 
 class WebhookSender:
-    """Sends events to callback URLs with an injected `httpx.AsyncClient`, clock and jitter."""
+    """Sends events to callback URLs with an injected `httpx.AsyncClient`, clock and jitter.
+
+    At most `policy.max_in_flight` attempts run at once; give the client at least as many
+    connections (httpx's default is 100).
+    """
 
     def __init__(self, http: httpx.AsyncClient, signer: WebhookSigner,
-                 policy: RetryPolicy | None = None, *,
+                 policy: DeliveryPolicy | None = None, *,
                  clock: Callable[[], datetime] = _utc_now,
                  draw: Callable[[], float] = random.random) -> None:
         self._http = http
         self._signer = signer
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or DeliveryPolicy()
         self._clock = clock
         self._draw = draw
+        # Bounds attempts in flight, so a burst waits here, outside the attempt's timeout and
+        # before its signature's timestamp, not in the HTTP client's pool (whose wait would
+        # count against the timeout, and grows quadratically with the queue in httpcore).
+        self._slots = asyncio.Semaphore(self.policy.max_in_flight)
 
     async def deliver(self, event: WebhookEvent, url: str, *, attempt: int = 1,
                       window_start: datetime | None = None) -> Outcome:
@@ -128,6 +136,11 @@ class WebhookSender:
         event's timestamp). A receiver that is down, slow or failing yields an Outcome, never
         an exception; cancelling the caller still cancels the attempt.
         """
+        async with self._slots:
+            return await self._attempt(event, url, attempt, window_start)
+
+    async def _attempt(self, event: WebhookEvent, url: str, attempt: int,
+                       window_start: datetime | None) -> Outcome:
         body = event.body()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    **self._signer.headers(event.id, body, self._clock())}

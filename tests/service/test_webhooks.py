@@ -16,8 +16,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from chainlets.engine.models import RunState
 from chainlets.errors import ConfigurationError
-from chainlets.service.backoff import RetryPolicy
 from chainlets.service.events import EventType, WebhookEvent
+from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.webhooks import (
     SECRET_ENV,
     Outcome,
@@ -109,7 +109,7 @@ Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 async def _deliver(handler: Handler, *, attempt: int = 1, now: datetime = T0,
-                   policy: RetryPolicy | None = None, url: str = URL) -> Outcome:
+                   policy: DeliveryPolicy | None = None, url: str = URL) -> Outcome:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         sender = WebhookSender(http, WebhookSigner(SECRET), policy, clock=lambda: now,
                                draw=lambda: 0.5)
@@ -161,8 +161,27 @@ async def test_a_receiver_that_never_answers_is_cut_off_at_the_attempt_timeout()
     async def handler(request: httpx.Request) -> httpx.Response:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
-    outcome = await _deliver(handler, policy=RetryPolicy(attempt_timeout_s=0.05))
+    outcome = await _deliver(handler, policy=DeliveryPolicy(attempt_timeout_s=0.05))
     assert (outcome.kind, outcome.detail) == (OutcomeKind.RETRY, "timed out after 0.05 s")
+
+
+async def test_a_burst_waits_for_a_slot_outside_the_attempt_timeout() -> None:
+    in_flight, peak = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        in_flight -= 1
+        return httpx.Response(204)
+    policy = DeliveryPolicy(max_in_flight=3)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        sender = WebhookSender(http, WebhookSigner(SECRET), policy)
+        outcomes = await asyncio.gather(*(sender.deliver(EVENT, URL) for _ in range(20)))
+    assert {o.kind for o in outcomes} == {OutcomeKind.DELIVERED}
+    assert peak == 3
 
 
 async def test_it_gives_up_once_the_period_is_over() -> None:

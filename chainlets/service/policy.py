@@ -1,4 +1,5 @@
-"""The webhook retry schedule: pure functions of the attempt count, the clock and a random draw."""
+"""How webhooks are delivered: attempt timeout, concurrency, and the retry schedule (pure
+functions of the attempt count, the clock and a random draw)."""
 
 import email.utils
 import os
@@ -9,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chainlets.service.settings import env_number
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["DeliveryPolicy", "parse_retry_after"]
 
 
-class RetryPolicy(BaseModel):
-    """When to retry a failed delivery, and when to stop; `from_env` reads each setting."""
+class DeliveryPolicy(BaseModel):
+    """How long an attempt may take, how many run at once, when to retry a failed one and when
+    to stop; `from_env` reads each setting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,9 +38,13 @@ class RetryPolicy(BaseModel):
     attempt_timeout_s: float = Field(
         default=10.0, gt=0, description="One attempt's limit, connecting to the last header "
                                         "byte (CHAINRUNNER_WEBHOOK_TIMEOUT_S).")
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Attempts in flight at once per sender; more wait, "
+                                      "outside their timeout "
+                                      "(CHAINRUNNER_WEBHOOK_MAX_IN_FLIGHT).")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "RetryPolicy":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeliveryPolicy":
         """The policy set in `environ`, defaults for the rest; ConfigurationError names a bad
         variable."""
         base = cls()
@@ -54,7 +60,9 @@ class RetryPolicy(BaseModel):
             give_up_after_s=env_number(environ, "CHAINRUNNER_WEBHOOK_GIVE_UP_AFTER_S",
                                        base.give_up_after_s, minimum=0),
             attempt_timeout_s=env_number(environ, "CHAINRUNNER_WEBHOOK_TIMEOUT_S",
-                                         base.attempt_timeout_s, minimum=0.001))
+                                         base.attempt_timeout_s, minimum=0.001),
+            max_in_flight=int(env_number(environ, "CHAINRUNNER_WEBHOOK_MAX_IN_FLIGHT",
+                                         base.max_in_flight, minimum=1, integer=True)))
 
     def delay_s(self, failures: int, draw: float) -> float:
         """Seconds to wait after `failures` failed attempts (≥ 1); `draw` is uniform in [0, 1)."""

@@ -1,4 +1,5 @@
-"""The webhook retry schedule: exponential with jitter, capped, bounded, Retry-After first."""
+"""The delivery policy: a retry schedule exponential with jitter, capped and bounded, with
+Retry-After first; every setting from the environment."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chainlets.errors import ConfigurationError
-from chainlets.service.backoff import RetryPolicy, parse_retry_after
+from chainlets.service.policy import DeliveryPolicy, parse_retry_after
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-POLICY = RetryPolicy()
+POLICY = DeliveryPolicy()
 MIDDLE = 0.5  # a draw of 0.5 means no jitter
 
 
@@ -24,7 +25,7 @@ def test_jitter_spreads_each_delay_by_at_most_the_set_fraction() -> None:
     assert POLICY.delay_s(1, 0.0) == pytest.approx(0.8)
     assert POLICY.delay_s(1, 0.999999) == pytest.approx(1.2, rel=1e-5)
     assert POLICY.delay_s(3, 0.25) == pytest.approx(4 * 0.9)
-    assert RetryPolicy(jitter=0).delay_s(3, 0.0) == 4
+    assert DeliveryPolicy(jitter=0).delay_s(3, 0.0) == 4
 
 
 @given(failures=st.integers(1, 10_000), draw=st.floats(0, 1, exclude_max=True))
@@ -90,14 +91,16 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(header: str | None,
 
 
 def test_every_setting_comes_from_the_environment() -> None:
-    policy = RetryPolicy.from_env({
+    policy = DeliveryPolicy.from_env({
         "CHAINRUNNER_WEBHOOK_FIRST_RETRY_S": "0.5", "CHAINRUNNER_WEBHOOK_BACKOFF_FACTOR": "3",
         "CHAINRUNNER_WEBHOOK_MAX_DELAY_S": "60", "CHAINRUNNER_WEBHOOK_JITTER": "0",
-        "CHAINRUNNER_WEBHOOK_GIVE_UP_AFTER_S": "600", "CHAINRUNNER_WEBHOOK_TIMEOUT_S": "2.5"})
-    assert policy == RetryPolicy(first_retry_s=0.5, backoff_factor=3, max_delay_s=60, jitter=0,
-                                 give_up_after_s=600, attempt_timeout_s=2.5)
+        "CHAINRUNNER_WEBHOOK_GIVE_UP_AFTER_S": "600", "CHAINRUNNER_WEBHOOK_TIMEOUT_S": "2.5",
+        "CHAINRUNNER_WEBHOOK_MAX_IN_FLIGHT": "8"})
+    assert policy == DeliveryPolicy(first_retry_s=0.5, backoff_factor=3, max_delay_s=60,
+                                    jitter=0, give_up_after_s=600, attempt_timeout_s=2.5,
+                                    max_in_flight=8)
     assert [policy.delay_s(n, 0.1) for n in (1, 2, 3, 4, 5)] == [0.5, 1.5, 4.5, 13.5, 40.5]
-    assert RetryPolicy.from_env({}) == RetryPolicy()
+    assert DeliveryPolicy.from_env({}) == DeliveryPolicy()
 
 
 @pytest.mark.parametrize(("name", "value", "bounds"), [
@@ -105,8 +108,9 @@ def test_every_setting_comes_from_the_environment() -> None:
     ("CHAINRUNNER_WEBHOOK_BACKOFF_FACTOR", "0.5", "≥ 1"),
     ("CHAINRUNNER_WEBHOOK_TIMEOUT_S", "inf", "≥ 0.001"),
     ("CHAINRUNNER_WEBHOOK_GIVE_UP_AFTER_S", "a day", "≥ 0"),
-], ids=["jitter", "factor", "timeout", "period"])
+    ("CHAINRUNNER_WEBHOOK_MAX_IN_FLIGHT", "2.5", "≥ 1"),
+], ids=["jitter", "factor", "timeout", "period", "in-flight"])
 def test_a_bad_setting_is_named_with_its_bounds(name: str, value: str, bounds: str) -> None:
     with pytest.raises(ConfigurationError,
-                       match=rf"^{name}='{value}' is not a number {bounds}: set it to one"):
-        RetryPolicy.from_env({name: value})
+                       match=rf"^{name}='{value}' is not a (whole )?number {bounds}: set it"):
+        DeliveryPolicy.from_env({name: value})
