@@ -1,7 +1,8 @@
 """The seed's poem chain: a CPU PoemGenerator fanning out to a GPU Phi-3 chainlet.
 
-`python -m chains.poems` (from the repository root) runs it locally with the Protocol-typed FakePhiLLM from mocks/, since
-Phi-3 needs a GPU; `truss chains push chains/poems.py` deploys the real thing.
+`python -m chains.poems` (from the repository root) runs it locally with the Protocol-typed
+FakePhiLLM from mocks/, since Phi-3 needs a GPU; `truss chains push chains/poems.py` deploys
+the real thing.
 """
 
 import asyncio
