@@ -27,9 +27,6 @@ Backend = Literal["mock", "openai"]
 # A chain as the API takes it: a model, the JSON data of one, or the path of a JSON file.
 ChainSource = ChainSpec | Mapping[str, Any] | str | os.PathLike[str]
 InputValue = str | int | float | bool
-# Truss's name for the OpenAI key secret (chainlets.generators.openai_chat.OPENAI_KEY_SECRET,
-# not imported from there: that module imports the openai SDK).
-_OPENAI_KEY_SECRET = "openai_api_key"
 
 
 def load(chain: ChainSource) -> ChainSpec:
@@ -118,10 +115,13 @@ async def run_compiled(chain: CompiledChain, inputs: Mapping[str, str], options:
     """
     import truss_chains as chains
 
+    from chainlets.generators.openai_chat import OPENAI_KEY_SECRET
+
     runner_cls = _runner_class(runner)
-    given = {_OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", ""), **(secrets or {})}
-    # run_local only patches how chainlets are constructed: the runner and its generators are
-    # built inside it, synchronously, so concurrent runs never see each other's context.
+    given = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", ""), **(secrets or {})}
+    # run_local patches how every chainlet class is constructed while it is entered: build the
+    # runner and its generators inside it without awaiting, so that no other run's coroutine
+    # interleaves, and run outside it.
     with chains.run_local(secrets=given):
         instance = runner_cls()
     return await instance.execute(chain, inputs, options, observer=observer)

@@ -5,6 +5,9 @@ dependencies (pip's cache makes that quick) into a venv that sees nothing of thi
 of the test's own venv. Everything then runs from a folder outside the repository, with the
 fresh venv's binaries, its own HOME and TMPDIR, and a PATH holding only that venv and `ruff`
 (which `truss chains push` runs), as a user's machine would.
+
+CI runs it on the Python running the tests. $CHAINRUNNER_TEST_PYTHONS (interpreter paths,
+separated by os.pathsep) adds others: each gets its own venv from the same wheel.
 """
 
 import filecmp
@@ -16,10 +19,12 @@ import sys
 import textwrap
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -85,7 +90,6 @@ print(json.dumps({d: str(TrussHandle(Path(d)).gather()) for d in sys.argv[1:]}))
 
 @dataclass
 class Installed:
-    wheel: Path
     bin: Path
     user: Path  # the user's project folder, outside the repository
     env: dict[str, str]
@@ -109,22 +113,34 @@ def _without_project_env() -> dict[str, str]:
             if k not in drop and not k.startswith("CHAINRUNNER_")}
 
 
+_PYTHONS = [sys.executable, *filter(None, os.environ.get("CHAINRUNNER_TEST_PYTHONS", "")
+                                      .split(os.pathsep))]
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("wheel")
-    base = _without_project_env()
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("build")
     shutil.copytree(REPO, root / "src", ignore=_NOT_SOURCES)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--wheel-dir", str(root / "dist"), str(root / "src")],
-                   env=base, check=True, capture_output=True, timeout=300)
-    [wheel] = (root / "dist").glob("chainrunner-*.whl")
-    # The running interpreter's venv module makes a venv on its base Python, without this
-    # venv's packages; pip then installs the wheel's declared dependencies, nothing else.
-    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], env=base, check=True,
+                   env=_without_project_env(), check=True, capture_output=True, timeout=300)
+    [built] = (root / "dist").glob("chainrunner-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module", params=_PYTHONS, ids=lambda p: Path(p).name)
+def installed(request: pytest.FixtureRequest, wheel: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    root = tmp_path_factory.mktemp("wheel")
+    base = _without_project_env()
+    # `-m venv` makes a venv on the interpreter's base Python, without the packages of the venv
+    # running the tests; pip then installs the wheel's declared dependencies, nothing else.
+    subprocess.run([request.param, "-m", "venv", str(root / "venv")], env=base, check=True,
                    timeout=120)
     venv_bin = root / "venv" / "bin"
-    subprocess.run([str(venv_bin / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-                   env=base, check=True, capture_output=True, timeout=480)
+    done = subprocess.run([str(venv_bin / "python"), "-m", "pip", "install", "--quiet",
+                           str(wheel)], env=base, capture_output=True, text=True, timeout=480)
+    assert done.returncode == 0, done.stderr
     tools = root / "tools"
     tools.mkdir()
     (tools / "ruff").symlink_to(Path(sys.executable).parent / "ruff")
@@ -135,11 +151,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (user / "greet.json").write_text(json.dumps(GREET), encoding="utf-8")
     env = {**base, "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
            "PATH": os.pathsep.join([str(venv_bin), str(tools), "/usr/bin", "/bin"])}
-    return Installed(wheel, venv_bin, user, env)
+    return Installed(venv_bin, user, env)
 
 
-def test_the_wheel_installs_only_chainlets_and_chainrunner(installed: Installed) -> None:
-    names = zipfile.ZipFile(installed.wheel).namelist()
+def test_the_wheel_installs_only_chainlets_and_chainrunner(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
     assert top == {"chainlets", "chainrunner"}
     assert {"chainlets/py.typed", "chainrunner/py.typed"} <= set(names)
@@ -156,7 +172,7 @@ def test_the_packages_come_from_the_venv_not_the_checkout(installed: Installed) 
     """))
     site = installed.bin.parent / "lib"
     assert all(Path(p).is_relative_to(site) for p in paths[:2]), paths
-    assert paths[2] == "0.1.0"
+    assert paths[2] == version("chainrunner")
     assert installed.run(installed.bin / "python", "-c", "import mocks",
                          check=False).returncode == 1
 
@@ -208,6 +224,10 @@ def test_push_dryrun_ships_the_installed_chainlets_package(installed: Installed)
                         .strip()).parent
     expected = _files(site_package)
     assert "runner.py" in expected
+    for truss_dir in generated:
+        # Whatever Python pushes, chainlets run on Baseten's Python 3.11 image.
+        config = yaml.safe_load((truss_dir / "config.yaml").read_text())
+        assert config["python_version"] == "py311", truss_dir
     for truss_dir, shadow in gathered.items():
         packages = Path(shadow) / "packages"
         assert {p.name for p in packages.iterdir()} == {"_model_dbg.py", "user_chain.py",
