@@ -1,5 +1,6 @@
 """Static validation: every problem reported at once, naming the step, the field and the fix."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +8,7 @@ import pytest
 
 from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.language.compiler import compile_chain
-from chainlets.language.spec import load_chain, parse_chain
+from chainlets.language.spec import ChainSpec, load_chain, parse_chain
 
 
 def step(handle: str, prompt: str, **extra: Any) -> dict[str, Any]:
@@ -47,15 +48,24 @@ def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> No
          "step `a`: unknown plugin `gpt3`; use one of `gpt-3`, `mock`, `openai` "
          "(did you mean `gpt-3`?)"),
         ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "gpt-3"}]},
-         "step `a`: plugin_config.max_words = {} is invalid for plugin `gpt-3`: Field required"),
+         'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add `"plugin_config": '
+         '{"max_words": 50}`'),
+        ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "gpt-3",
+                                    "plugin_config": {"max_word": 5}}]},
+         "step `a`: plugin `gpt-3` has no option `max_word` (did you mean `max_words`?); its "
+         "options are `max_words`"),
         ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "gpt-3",
                                     "plugin_config": {"max_words": 0}}]},
          "step `a`: plugin_config.max_words = 0 is invalid for plugin `gpt-3`: Input should be "
          "greater than 0"),
         ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "openai",
                                     "plugin_config": {"temprature": 0.5}}]},
-         "step `a`: plugin_config.temprature = 0.5 is invalid for plugin `openai`: Extra "
-         "inputs are not permitted"),
+         "step `a`: plugin `openai` has no option `temprature` (did you mean `temperature`?); "
+         "its options are `model`, `temperature`, `max_tokens`, `top_p`, `stop`, `seed`"),
+        ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "openai",
+                                    "plugin_config": {"temperature": 3}}]},
+         "step `a`: plugin_config.temperature = 3 is invalid for plugin `openai`: Input should "
+         "be less than or equal to 2"),
         ({"handle": "c", "steps": [step("a", "{x.__class__}")]},
          "step `a`: prompt: `{x.__class__}` is not a plain name (letters, digits, `_`, `-`); "
          "attribute and index access are not allowed"),
@@ -66,6 +76,14 @@ def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> No
                                         messages=[{"role": "user", "content": "{m[0]}"}])]},
          "step `a`: messages[0].content: `{m[0]}` is not a plain name (letters, digits, `_`, "
          "`-`); attribute and index access are not allowed"),
+        ({"handle": "c", "steps": [step("a", 'Answer as JSON: {"urgent": true}')]},
+         'step `a`: prompt: `{"urgent": true}` is not a placeholder; for literal braces write '
+         '`{{"urgent": true}}`'),
+        ({"handle": "c", "steps": [step("a", "Hello { topic }")]},
+         "step `a`: prompt: `{ topic }` has spaces inside the braces; write `{topic}`"),
+        ({"handle": "c", "steps": [step("a", "a set: 1, 2} and more")]},
+         "step `a`: prompt: a lone `}` at character 12 (in `a set: 1, 2} and more`); write `{{` "
+         "and `}}` for literal braces"),
         ({"handle": "c", "inputs": [{"name": "topic"}],
           "steps": [step("tell-joke", "{topic}"), step("judge", "{tell_joke}")]},
          "step `judge`: prompt references `{tell_joke}`, which is neither a declared input nor "
@@ -78,10 +96,12 @@ def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> No
          "input `a` has the same name as a step; rename one of them"),
     ],
     ids=["empty-handle", "duplicate-handle", "bad-handle", "cycle", "self-reference",
-         "unknown-plugin", "missing-plugin-config", "invalid-plugin-config",
-         "unknown-plugin-config-key", "template-attribute", "template-conversion",
-         "template-index-in-message", "unresolved-name-with-suggestion", "unknown-depends-on",
-         "unknown-output", "input-shadows-step"],
+         "unknown-plugin", "missing-plugin-config", "misspelt-plugin-config-key",
+         "invalid-plugin-config", "unknown-plugin-config-key", "out-of-range-plugin-config",
+         "template-attribute", "template-conversion", "template-index-in-message",
+         "literal-json-brace", "spaces-in-placeholder", "lone-brace",
+         "unresolved-name-with-suggestion", "unknown-depends-on", "unknown-output",
+         "input-shadows-step"],
 )
 def test_each_validation_error(chain: dict[str, Any], expected: str) -> None:
     assert problems(chain) == [expected]
@@ -110,15 +130,16 @@ def test_schema_errors_name_the_step_by_handle_and_suggest_a_fix() -> None:
                                                "plugin": "mock", "promt": "typo"},
                                               {"handle": "other"}]})
     assert excinfo.value.problems == [
-        "step `judge`.promt: Extra inputs are not permitted (remove it, or check its spelling "
-        "against `chainrunner schema`)",
-        "step `other`.prompt: Field required (add it)",
-        "step `other`.plugin: Field required (add it)",
+        "step `judge`: unknown field `promt` (did you mean `prompt`?); remove it or correct its "
+        "spelling",
+        "step `other`: field `prompt` is required; add it",
+        "step `other`: field `plugin` is required; add it",
     ]
 
 
 def test_a_chain_without_steps_is_rejected() -> None:
-    with pytest.raises(ChainDefinitionError, match="steps: List should have at least 1 item"):
+    with pytest.raises(ChainDefinitionError, match="chain: `steps` is empty; add at least one "
+                                                   "step"):
         parse_chain({"handle": "c", "steps": []})
 
 
@@ -143,8 +164,8 @@ def test_undeclared_chain_requires_every_unresolved_name_and_lists_all_missing()
     with pytest.raises(InputsError) as excinfo:
         chain.resolve_inputs({"style": "dry"})
     assert excinfo.value.problems == [
-        "missing input `topic`: pass it with --input topic=VALUE",
-        "missing input `audience`: pass it with --input audience=VALUE",
+        "missing input `topic` (used by step `a`): pass it with --input topic=VALUE",
+        "missing input `audience` (used by step `b`): pass it with --input audience=VALUE",
     ]
     assert chain.resolve_inputs({"topic": "t", "style": "s", "audience": "a", "extra": "ok"}) \
         == {"topic": "t", "style": "s", "audience": "a", "extra": "ok"}
@@ -198,3 +219,138 @@ def test_a_long_chain_written_last_step_first_compiles_and_its_cycle_is_found() 
     steps[-1] = step("s0", f"{{s{length - 1}}}")
     found = problems({"handle": "long", "steps": steps})
     assert len(found) == 1 and found[0].startswith("dependency cycle `s2999` → `s2998` → ")
+
+
+# --- one round: schema problems and what the parts that parsed reveal, together ----------------
+
+
+def test_schema_and_semantic_problems_are_reported_in_one_round() -> None:
+    """Six schema errors no longer hide the plugin config, template, reference, cycle and
+    output problems of the parts that did parse."""
+    chain = {
+        "handle": "c", "extra": 1, "output": "zz",
+        "inputs": [{"name": "topic", "defualt": "x"}],
+        "steps": [
+            {"handle": "a", "promt": "Tell {topic}", "plugin": "gpt-3"},
+            {"handle": "b", "prompt": '{a} {nope} {"urgent": true}', "plugin": "mock",
+             "depends_on": "a"},
+            {"handle": 5, "prompt": "{b}", "plugin": "mock"},
+            "not a step",
+            {"handle": "d", "prompt": "{d}", "plugin": "openai",
+             "plugin_config": {"temperature": 3}, "messages": [{"role": "bot", "content": "hi"}]},
+        ]}
+    with pytest.raises(ChainDefinitionError) as excinfo:
+        compile_chain(chain, source="chain.json")
+    assert str(excinfo.value).startswith("chain.json: chain `c` is invalid (13 problems):\n")
+    assert excinfo.value.problems == [
+        "input `topic`: unknown field `defualt` (did you mean `default`?); remove it or correct "
+        "its spelling",
+        "chain: unknown field `extra`; remove it or correct its spelling",
+        "step `a`: unknown field `promt` (did you mean `prompt`?); remove it or correct its "
+        "spelling",
+        'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add `"plugin_config": '
+        '{"max_words": 50}`',
+        'step `b`: `depends_on` = "a" is invalid: Input should be a valid list',
+        'step `b`: prompt: `{"urgent": true}` is not a placeholder; for literal braces write '
+        '`{{"urgent": true}}`',
+        "step `b`: prompt references `{nope}`, which is neither a declared input nor a step",
+        "steps[2]: `handle` = 5 is invalid: Input should be a valid string",
+        'steps[3] must be a JSON object, not "not a step"',
+        "step `d`: `messages[0].role` = \"bot\" is invalid: Input should be 'system', 'user' or "
+        "'assistant'",
+        "step `d`: plugin_config.temperature = 3 is invalid for plugin `openai`: Input should be "
+        "less than or equal to 2",
+        "step `d` depends on itself; a step cannot use its own output",
+        "chain output names `zz`, which is not a step",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("chain", "expected"),
+    [
+        ([1], ["chain: must be a JSON object with `handle` and `steps`, not [1]"]),
+        ({"handle": "c", "steps": "a"}, ['chain: `steps` = "a" is invalid: Input should be a '
+                                         "valid list"]),
+        ({"steps": [step("a", "{a}")]},
+         ["chain: field `handle` is required; add it",
+          "step `a` depends on itself; a step cannot use its own output"]),
+        ({"handle": "c", "steps": [{"handle": "a", "plugin": "mock", "promt": "{x.y}"}]},
+         ["step `a`: unknown field `promt` (did you mean `prompt`?); remove it or correct its "
+          "spelling"]),
+        ({"handle": "c", "inputs": [], "steps": [step("a", "{x} {b}", input=3), step("b", "y")]},
+         ["step `a`: `input` must be a JSON object, not 3"]),
+        ({"handle": "c", "inputs": [{"name": 1}], "steps": [step("a", "{x}")]},
+         ["inputs[0]: `name` = 1 is invalid: Input should be a valid string"]),
+        ({"handle": "c", "steps": [{"handle": "a", "prompt": "{b}", "plugin": "mock",
+                                    "depends_on": ["b"], "plugin_config": []},
+                                   {"handle": "b", "prompt": "{a}", "plugin": 7}]},
+         ["step `a`: `plugin_config` must be a JSON object, not []",
+          "step `b`: `plugin` = 7 is invalid: Input should be a valid string",
+          "dependency cycle `a` → `b` → `a`; remove one of these references"]),
+    ],
+    ids=["not-an-object", "steps-not-a-list", "missing-handle", "misspelt-prompt-not-checked",
+         "unreadable-input-hides-no-dependency", "unreadable-input-name",
+         "cycle-through-steps-with-schema-errors"],
+)
+def test_what_did_not_parse_is_reported_once_and_the_rest_still_checked(
+        chain: Any, expected: list[str]) -> None:
+    """A field that did not parse is not checked again (no second message for it), and no
+    message guesses at it: an unreadable `input` or input list calls no name undeclared."""
+    with pytest.raises(ChainDefinitionError) as excinfo:
+        compile_chain(chain)
+    assert excinfo.value.problems == expected
+
+
+def test_raw_json_compiles_to_the_same_chain_as_the_parsed_spec() -> None:
+    data = {"handle": "c", "steps": [step("a", "{topic}"), step("b", "{a}", depends_on=["a"])]}
+    from_data, from_spec = compile_chain(data), compile_chain(parse_chain(data))
+    assert from_data.spec == from_spec.spec
+    assert from_data.steps["b"].deps == from_spec.steps["b"].deps == {"a"}
+    assert from_data.required_inputs == from_spec.required_inputs == ("topic",)
+
+
+def test_a_misspelt_plugin_config_key_of_a_present_config_shows_the_key_to_add() -> None:
+    assert problems({"handle": "c", "steps": [
+        {"handle": "a", "prompt": "x", "plugin": "gpt-3", "plugin_config": {"length": 5}}]}) == [
+        'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add it, e.g. '
+        '`{"max_words": 50}`',
+        "step `a`: plugin `gpt-3` has no option `length`; its options are `max_words`"]
+
+
+# --- inputs name the steps that use them --------------------------------------------------------
+
+
+def test_a_missing_input_names_its_steps_and_a_step_it_may_misspell() -> None:
+    chain = compile_chain(parse_chain({"handle": "c", "steps": [
+        step("tell-joke", "{topic}"), step("judge", "{tell_joke} {nope_ref}"),
+        step("c", "{nope_ref}"), step("d", "{nope_ref}"), step("e", "{nope_ref} {topic}")]}))
+    assert chain.input_users == {"topic": ("tell-joke", "e"), "tell_joke": ("judge",),
+                                 "nope_ref": ("judge", "c", "d", "e")}
+    with pytest.raises(InputsError) as excinfo:
+        chain.resolve_inputs({"topic": "t"})
+    assert excinfo.value.problems == [
+        "missing input `tell_joke` (used by step `judge`; did you mean step `tell-joke`?): pass "
+        "it with --input tell_joke=VALUE",
+        "missing input `nope_ref` (used by steps `judge`, `c`, `d` and 1 more): pass it with "
+        "--input nope_ref=VALUE"]
+
+
+def test_a_declared_input_names_its_steps_and_suggests_no_step() -> None:
+    chain = compile_chain(parse_chain({"handle": "c", "inputs": [{"name": "tell_joke"}],
+                                       "steps": [step("tell-joke", "x"),
+                                                 step("judge", "{tell_joke}")]}))
+    assert chain.input_usage("tell_joke") == "used by step `judge`"
+    assert chain.input_usage("unused") == "used by no step"
+
+
+# --- the `$schema` key --------------------------------------------------------------------------
+
+
+def test_a_schema_key_is_accepted_and_survives_a_json_round_trip() -> None:
+    spec = parse_chain({"$schema": "./chain.schema.json", "handle": "c",
+                        "steps": [step("a", "x")]})
+    assert spec.schema_uri == "./chain.schema.json"
+    dumped = json.loads(spec.model_dump_json())
+    assert dumped["$schema"] == "./chain.schema.json" and "schema_uri" not in dumped
+    assert ChainSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert compile_chain(dumped).spec == spec

@@ -44,11 +44,15 @@ class OpenAIConfig(BaseModel):
     model: str | None = Field(default=None,
                               description="Model name (default: $CHAINRUNNER_OPENAI_MODEL "
                                           "or gpt-4o-mini).")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: PositiveInt | None = None
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, examples=[0.7],
+                                      description="Sampling temperature, 0 to 2.")
+    max_tokens: PositiveInt | None = Field(default=None, examples=[256],
+                                           description="Most tokens to generate.")
+    top_p: float | None = Field(default=None, ge=0, le=1,
+                                description="Nucleus sampling probability mass, 0 to 1.")
+    stop: str | list[str] | None = Field(default=None,
+                                         description="Text (or texts) that ends the output.")
+    seed: int | None = Field(default=None, description="For repeatable sampling, where supported.")
 
 
 class Gpt3Config(BaseModel):
@@ -56,7 +60,8 @@ class Gpt3Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_words: PositiveInt = Field(description="The output never exceeds this many words.")
+    max_words: PositiveInt = Field(description="The output never exceeds this many words.",
+                                   examples=[50])
 
 
 class MockConfig(BaseModel):
@@ -64,7 +69,7 @@ class MockConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_words: PositiveInt | None = Field(default=None,
+    max_words: PositiveInt | None = Field(default=None, examples=[50],
                                           description="The output never exceeds this many words.")
 
 

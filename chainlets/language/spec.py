@@ -1,18 +1,30 @@
 """The chain definition language: a superset of Steamship's JSON chain format."""
 
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import WithJsonSchema, models_json_schema
+from pydantic_core import ErrorDetails
 
 from chainlets.errors import ChainDefinitionError
+from chainlets.language.messages import schema_problem, show, without_misspelt
+from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
+from chainlets.language.templating import NAME_PATTERN
 
-__all__ = ["ChainSpec", "ChatMessage", "InputDecl", "StepSpec", "chain_json_schema", "load_chain",
-           "parse_chain"]
+__all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "StepSpec",
+           "chain_json_schema", "load_chain", "locate", "parse_chain", "read_chain_json"]
+
+SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 Scalar = str | int | float | bool
+# A handle or input name. The pattern is for editors only: the compiler checks it, with a
+# message that says how prompts reference the name, rather than pydantic's bare regex error.
+Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
 
 
 class ChatMessage(BaseModel):
@@ -29,7 +41,7 @@ class InputDecl(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Input name, referenced in prompts as `{name}`.")
+    name: Name = Field(description="Input name, referenced in prompts as `{name}`.")
     description: str = Field(default="", description="What the caller should pass.")
     default: str | None = Field(default=None, description="Used when the caller omits it.")
 
@@ -39,7 +51,7 @@ class StepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    handle: str = Field(description="Unique step name; other steps reference its output as "
+    handle: Name = Field(description="Unique step name; other steps reference its output as "
                                     "`{handle}`. Letters, digits, `_` and `-`.")
     prompt: str = Field(description="Prompt template, Python `str.format` syntax with plain "
                                     "names only; `{{`/`}}` are literal braces.")
@@ -56,7 +68,7 @@ class StepSpec(BaseModel):
     messages: list[ChatMessage] = Field(
         default_factory=list,
         description="Earlier chat messages sent before the prompt (templates).")
-    depends_on: list[str] = Field(
+    depends_on: list[Name] = Field(
         default_factory=list,
         description="Handles that must finish before this step, without interpolating them.")
     description: str | None = Field(default=None, description="Free text for humans.")
@@ -65,8 +77,14 @@ class StepSpec(BaseModel):
 class ChainSpec(BaseModel):
     """A whole chain. A Steamship chain file validates unchanged."""
 
-    model_config = ConfigDict(extra="forbid")
+    # `$schema` is not a Python name: read and written under its alias.
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
 
+    schema_uri: str | None = Field(
+        default=None, alias="$schema",
+        description="The JSON Schema of this file, for editors (`chainrunner schema`); "
+                    "ignored when running.")
     handle: str = Field(description="Chain name.")
     description: str | None = Field(default=None, description="Free text for humans.")
     inputs: list[InputDecl] | None = Field(
@@ -75,69 +93,98 @@ class ChainSpec(BaseModel):
                     "a step handle or a key of the step's `input`.")
     steps: list[StepSpec] = Field(min_length=1, description="The steps; order does not limit "
                                                              "parallelism.")
-    output: str | None = Field(default=None,
+    output: Name | None = Field(default=None,
                                description="Handle whose output is the chain's output "
                                            "(default: the last step).")
     callback_url: str | None = Field(default=None,
                                      description="URL notified when steps and the chain finish.")
 
 
-def chain_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the chain language, for editors and validators."""
-    schema = ChainSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "chainrunner chain"
-    return schema
+def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the chain language, for editors and validators.
+
+    `plugin` is one of `plugins`, and each plugin's `plugin_config` is checked against its own
+    config model (if/then on `plugin`), so a registered plugin appears too.
+    """
+    configs = list(dict.fromkeys(plugin.config_model for plugin in plugins))
+    refs, top = models_json_schema(
+        [(ChainSpec, "validation"), *((model, "validation") for model in configs)],
+        ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = top["$defs"]
+    chain = defs.pop(refs[(ChainSpec, "validation")]["$ref"].rsplit("/", 1)[-1])
+    step = defs[chain["properties"]["steps"]["items"]["$ref"].rsplit("/", 1)[-1]]
+    step["properties"]["plugin"]["enum"] = plugins.names()
+    step["allOf"] = []
+    for plugin in plugins:
+        config: dict[str, Any] = {**refs[(plugin.config_model, "validation")]}
+        if plugin.description:
+            config["description"] = plugin.description
+        then: dict[str, Any] = {"properties": {"plugin_config": config}}
+        if any(f.is_required() for f in plugin.config_model.model_fields.values()):
+            then["required"] = ["plugin_config"]
+        step["allOf"].append({
+            "if": {"properties": {"plugin": {"const": plugin.name}}, "required": ["plugin"]},
+            "then": then})
+    return {"$schema": SCHEMA_DRAFT, **chain, "title": "chainrunner chain", "$defs": defs}
 
 
-def _location(data: Any, loc: tuple[int | str, ...]) -> str:
-    """Render a pydantic error location, naming steps by handle instead of index."""
-    parts: list[str] = []
-    node = data
-    for i, key in enumerate(loc):
-        if i >= 1 and loc[i - 1] == "steps" and isinstance(key, int):
-            handle = node[key].get("handle") if isinstance(node, list) and key < len(node) \
-                and isinstance(node[key], dict) else None
-            parts[-1] = f"step `{handle}`" if handle else f"steps[{key}]"
-        else:
-            parts.append(str(key))
-        if isinstance(node, dict | list):
-            try:
-                node = node[key]  # type: ignore[index]  # walking untyped JSON
-            except (KeyError, IndexError, TypeError):
-                node = None
-    return ".".join(parts) or "chain"
+def locate(data: Any,
+           loc: Sequence[int | str]) -> tuple[str, type[BaseModel], tuple[int | str, ...]]:
+    """Where a pydantic error of ChainSpec lies, for a message: ("step `judge`", StepSpec,
+    the location within the step). Steps and inputs are named by handle or name."""
+    for key, model, noun, name in (("steps", StepSpec, "step", "handle"),
+                                   ("inputs", InputDecl, "input", "name")):
+        if len(loc) >= 2 and loc[0] == key and isinstance(loc[1], int):
+            items = data.get(key) if isinstance(data, dict) else None
+            item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+            label = item.get(name) if isinstance(item, dict) else None
+            where = f"{noun} `{label}`" if isinstance(label, str) and label \
+                else f"{key}[{loc[1]}]"
+            return where, model, tuple(loc[2:])
+    return "chain", ChainSpec, tuple(loc)
+
+
+def chain_problem(data: Any, err: ErrorDetails) -> str:
+    """A message for one schema error of a whole chain."""
+    if tuple(err["loc"]) == ("steps",) and err["type"] == "too_short":
+        return "chain: `steps` is empty; add at least one step"
+    if not err["loc"] and err["type"] == "model_type":
+        return ("chain: must be a JSON object with `handle` and `steps`, not "
+                f"{show(err['input'])}")
+    where, model, loc = locate(data, tuple(err["loc"]))
+    return schema_problem(where, {**err, "loc": loc}, model)
 
 
 def parse_chain(data: Any, source: str = "chain") -> ChainSpec:
-    """Validate raw JSON data as a chain, reporting every schema problem at once."""
+    """Validate raw JSON data as a chain, reporting every schema problem at once.
+
+    Only the schema: `compile_chain` on the same data also reports what it finds in the parts
+    that did parse (references, cycles, plugin configs, templates), in the same round.
+    """
     try:
         return ChainSpec.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = _location(data, tuple(err["loc"]))
-            fix = ""
-            if err["type"] == "extra_forbidden":
-                fix = " (remove it, or check its spelling against `chainrunner schema`)"
-            elif err["type"] == "missing":
-                fix = " (add it)"
-            problems.append(f"{where}: {err['msg']}{fix}")
+        problems = [chain_problem(data, err)
+                    for err in without_misspelt(exc.errors(), ChainSpec)]
         raise ChainDefinitionError.from_problems(f"{source} is not a valid chain",
                                                  problems) from exc
 
 
-def load_chain(path: str | Path) -> ChainSpec:
-    """Read and validate a chain JSON file."""
-    path = Path(path)
+def read_chain_json(path: str | Path) -> Any:
+    """The JSON data of a chain file (`-`: standard input), not yet validated."""
+    name = "<stdin>" if str(path) == "-" else str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ChainDefinitionError(f"cannot read chain file {path}: {exc.strerror}") from exc
+        raise ChainDefinitionError(f"cannot read chain file {name}: {exc.strerror}") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ChainDefinitionError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from exc
-    return parse_chain(data, source=str(path))
+
+
+def load_chain(path: str | Path) -> ChainSpec:
+    """Read and validate a chain JSON file (schema only; see `parse_chain`)."""
+    return parse_chain(read_chain_json(path), source=str(path))

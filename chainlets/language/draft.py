@@ -1,0 +1,114 @@
+"""Validation pass 1, the schema: raw JSON to a draft that keeps every part that parsed.
+
+A step with a misspelt field still has its handle, plugin and prompt checked by the later
+passes, so one round of validation reports schema and semantic problems together.
+"""
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+from chainlets.language.messages import Problems, without_misspelt
+from chainlets.language.spec import ChainSpec, InputDecl, StepSpec, chain_problem
+
+__all__ = ["ChainDraft", "StepDraft", "read_draft"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDraft:
+    """A step as far as it parsed: `broken` fields hold placeholders and are not checked again."""
+
+    index: int
+    spec: StepSpec
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def where(self) -> str:
+        if "handle" in self.broken or not self.spec.handle:
+            return f"steps[{self.index}]"
+        return f"step `{self.spec.handle}`"
+
+
+@dataclass(frozen=True)
+class ChainDraft:
+    """A chain as far as it parsed; `spec` is set only when all of it did."""
+
+    handle: str | None
+    inputs: tuple[InputDecl, ...] | None  # None: none declared (or unreadable: check leniently)
+    output: str | None
+    steps: tuple[StepDraft, ...]
+    spec: ChainSpec | None
+
+    @classmethod
+    def of(cls, spec: ChainSpec) -> "ChainDraft":
+        return cls(handle=spec.handle,
+                   inputs=None if spec.inputs is None else tuple(spec.inputs),
+                   output=spec.output,
+                   steps=tuple(StepDraft(i, step) for i, step in enumerate(spec.steps)),
+                   spec=spec)
+
+
+def _salvage(model: type[M], raw: Any,
+             errors: list[ErrorDetails]) -> tuple[M | None, frozenset[str]]:
+    """`raw` validated without the fields that have errors; required ones among them become
+    empty strings (every required field of StepSpec and InputDecl is a string)."""
+    if not isinstance(raw, dict):
+        return None, frozenset()
+    broken = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
+    kept = {key: value for key, value in raw.items() if key not in broken}
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            kept.setdefault(name, "")
+    try:
+        return model.model_validate(kept), broken
+    except pydantic.ValidationError:
+        return None, broken
+
+
+def _items(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
+def read_draft(data: Any, problems: Problems) -> ChainDraft:
+    """Parse `data`, adding a problem for every schema error, and keep what parsed."""
+    try:
+        return ChainDraft.of(ChainSpec.model_validate(data))
+    except pydantic.ValidationError as exc:
+        errors = exc.errors()
+    per_item: dict[tuple[str, int], list[ErrorDetails]] = {}
+    for err in errors:
+        loc = err["loc"]
+        if len(loc) >= 2 and loc[0] in ("steps", "inputs") and isinstance(loc[1], int):
+            per_item.setdefault((str(loc[0]), loc[1]), []).append({**err, "loc": loc[2:]})
+    for err in without_misspelt(errors, ChainSpec):
+        loc = err["loc"]
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            problems.step(loc[1], chain_problem(data, err))
+        else:
+            problems.chain(chain_problem(data, err))
+    if not isinstance(data, dict):
+        return ChainDraft(handle=None, inputs=(), output=None, steps=(), spec=None)
+
+    steps = []
+    for index, raw in enumerate(_items(data, "steps")):
+        step, broken = _salvage(StepSpec, raw, per_item.get(("steps", index), []))
+        if step is not None:
+            steps.append(StepDraft(index, step, broken))
+    inputs: tuple[InputDecl, ...] | None = None
+    if isinstance(data.get("inputs"), list):
+        salvaged = [_salvage(InputDecl, raw, per_item.get(("inputs", i), []))
+                    for i, raw in enumerate(data["inputs"])]
+        # An input whose name is unreadable leaves the declared names unknown: no reference
+        # can then be called undeclared.
+        if all(decl is not None and "name" not in broken for decl, broken in salvaged):
+            inputs = tuple(decl for decl, _ in salvaged if decl is not None)
+    handle, output = data.get("handle"), data.get("output")
+    return ChainDraft(handle=handle if isinstance(handle, str) else None, inputs=inputs,
+                      output=output if isinstance(output, str) else None,
+                      steps=tuple(steps), spec=None)
