@@ -23,8 +23,9 @@ from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.generators.mock_model import SCRIPT_ENV
 from chainlets.generators.openai_chat import OPENAI_KEY_SECRET
 from chainlets.language.compiler import CompiledChain, compile_chain
-from chainlets.language.spec import chain_json_schema, load_chain
-from chainlets.runner import ChainRunner
+from chainlets.language.plugins import PluginRegistry
+from chainlets.language.spec import chain_json_schema, read_chain_json
+from chainrunner.extensions import Extensions, runner_option
 from chainrunner.mermaid import to_mermaid
 from chainrunner.progress import Progress, result_table
 from chainrunner.serve.command import serve
@@ -44,9 +45,15 @@ def _fail(message: str) -> "click.exceptions.Exit":
     return click.exceptions.Exit(EXIT_INVALID)
 
 
-def _compile(path: Path) -> CompiledChain:
+def _compile(path: Path, plugins: PluginRegistry) -> CompiledChain:
+    """The chain in `path` (`-`: stdin), every problem reported at once (schema included)."""
+    source = "<stdin>" if str(path) == "-" else str(path)
+    return compile_chain(read_chain_json(path), plugins, source=source)
+
+
+def _compiled_or_exit(path: Path, plugins: PluginRegistry) -> CompiledChain:
     try:
-        return compile_chain(load_chain(path), ChainRunner.plugins)
+        return _compile(path, plugins)
     except ChainDefinitionError as exc:
         raise _fail(str(exc)) from exc
 
@@ -89,11 +96,13 @@ def _select_backend(llm: str | None) -> str:
 
 
 async def _run(chain: CompiledChain, inputs: dict[str, str], options: RunOptions,
-               show_progress: bool) -> InvocationResult:
+               show_progress: bool, extensions: Extensions) -> InvocationResult:
+    from chainlets.runner import ChainRunner
+
     secrets = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", "")}
     # The same chainlet classes that get deployed, wired in-process by truss's run_local.
     with chains.run_local(secrets=secrets):
-        runner = ChainRunner()
+        runner = (extensions.runner or ChainRunner)()
         if not show_progress:
             return await runner.execute(chain, inputs, options)
         with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
@@ -124,7 +133,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--input", "-i", "pairs", multiple=True, metavar="KEY=VALUE",
               help="A chain input; repeat for more.")
 @click.option("--inputs-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -140,11 +149,12 @@ def main() -> None:
               help="Attempts per step on transient failures (429/5xx/timeouts).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print exactly one JSON document (the result) on stdout.")
+@runner_option
 def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: str | None,
         mock_script: Path | None, max_concurrency: int | None, max_attempts: int,
-        as_json: bool) -> None:
-    """Run the chain in SPEC_FILE and show every step's progress."""
-    compiled = _compile(spec_file)
+        as_json: bool, extensions: Extensions) -> None:
+    """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress."""
+    compiled = _compiled_or_exit(spec_file, extensions.plugins)
     inputs = _parse_inputs(pairs, inputs_file)
     try:
         compiled.resolve_inputs(inputs)
@@ -158,7 +168,7 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
     try:
         with _mock_script(mock_script):
             result = asyncio.run(_run(compiled, inputs, options, show_progress=not as_json
-                                      or _stderr().is_terminal))
+                                      or _stderr().is_terminal, extensions=extensions))
     except ChainDefinitionError as exc:  # e.g. a plugin whose generator this runner lacks
         raise _fail(str(exc)) from exc
     if as_json:
@@ -175,28 +185,44 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-@main.command()
-@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
-def validate(spec_file: Path) -> None:
-    """Check SPEC_FILE without running it; list every problem."""
-    compiled = _compile(spec_file)
-    needs = ", ".join(compiled.required_inputs) or "none"
-    click.echo(f"{spec_file}: chain `{compiled.handle}` is valid: {len(compiled.steps)} steps, "
-               f"required inputs: {needs}")
+def _summary(path: Path, chain: CompiledChain) -> str:
+    needs = "; ".join(f"{name} ({chain.input_usage(name)})" for name in chain.required_inputs)
+    source = "<stdin>" if str(path) == "-" else str(path)
+    return (f"{source}: chain `{chain.handle}` is valid: {len(chain.steps)} steps, "
+            f"required inputs: {needs or 'none'}")
 
 
 @main.command()
-@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
-def graph(spec_file: Path) -> None:
-    """Print a Mermaid diagram of SPEC_FILE's dependencies."""
-    compiled = _compile(spec_file)
+@click.argument("spec_files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@runner_option
+def validate(spec_files: tuple[Path, ...], extensions: Extensions) -> None:
+    """Check each SPEC_FILE (`-`: stdin) without running it; list every problem of each."""
+    invalid = False
+    for spec_file in spec_files:
+        try:
+            click.echo(_summary(spec_file, _compile(spec_file, extensions.plugins)))
+        except ChainDefinitionError as exc:
+            _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            invalid = True
+    if invalid:
+        raise click.exceptions.Exit(EXIT_INVALID)
+
+
+@main.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@runner_option
+def graph(spec_file: Path, extensions: Extensions) -> None:
+    """Print a Mermaid diagram of SPEC_FILE's dependencies (`-`: stdin)."""
+    compiled = _compiled_or_exit(spec_file, extensions.plugins)
     click.echo(to_mermaid(compiled), nl=False)
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of the chain language."""
-    click.echo(json.dumps(chain_json_schema(), indent=2))
+@runner_option
+def schema(extensions: Extensions) -> None:
+    """Print the JSON Schema of the chain language, with every plugin's config."""
+    click.echo(json.dumps(chain_json_schema(extensions.plugins), indent=2))
 
 
 main.add_command(serve)

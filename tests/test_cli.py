@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from chainlets.generators.mock_model import LATENCY_ENV, SCRIPT_ENV
 from chainrunner.cli import main
+from chainrunner.extensions import RUNNER_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 JOKE = REPO / "chains" / "specs" / "joke.json"
@@ -24,7 +25,8 @@ SOUNDTRACK = REPO / "chains" / "specs" / "soundtrack.json"
 STEP_KEYS = {"handle", "state", "statusMessage", "output", "attempts", "started_at",
              "finished_at", "usage"}
 # Every variable that picks a backend or scripts the mock; each test starts without them.
-_ENV = ("CHAINRUNNER_LLM", "OPENAI_API_KEY", "OPENAI_BASE_URL", SCRIPT_ENV, LATENCY_ENV)
+_ENV = ("CHAINRUNNER_LLM", "OPENAI_API_KEY", "OPENAI_BASE_URL", SCRIPT_ENV, LATENCY_ENV,
+        RUNNER_ENV)
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +38,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def invoke(*args: str | Path, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], input=stdin, catch_exceptions=False)
 
 
 def run_joke(*args: str | Path) -> Result:
@@ -216,8 +218,10 @@ def test_missing_inputs_exit_2_listing_every_missing_name(tmp_path: Path) -> Non
     result = invoke("run", spec, "--input", "y=1", "--llm", "mock", "--json")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert "missing input `x`: pass it with --input x=VALUE" in result.stderr
-    assert "missing input `z`: pass it with --input z=VALUE" in result.stderr
+    assert "missing input `x` (used by step `a`): pass it with --input x=VALUE" \
+        in one_line(result.stderr)
+    assert "missing input `z` (used by step `b`): pass it with --input z=VALUE" \
+        in one_line(result.stderr)
     assert "`y`" not in result.stderr
 
 
@@ -315,8 +319,26 @@ INVALID_CHAINS = [
                  ["is not valid JSON: Expecting value at line 1, column 27"],
                  id="bad-json-syntax"),
     pytest.param({"handle": "c", "steps": [{"handle": "a", "prompt": "x"}], "extra": 1},
-                 ["step `a`.plugin: Field required (add it)",
-                  "extra: Extra inputs are not permitted"], id="schema-errors"),
+                 ["step `a`: field `plugin` is required; add it",
+                  "chain: unknown field `extra`; remove it or correct its spelling"],
+                 id="schema-errors"),
+    pytest.param({"handle": "c", "extra": 1, "steps": [
+        {"handle": "a", "promt": "x", "plugin": "gpt-3"},
+        {"handle": "b", "prompt": "{a} {nope_ref}", "plugin": "mock", "depends_on": "a"},
+        {"handle": "d", "prompt": 'As JSON: {"urgent": true}', "plugin": "openai",
+         "plugin_config": {"temperature": 3}, "messages": [{"role": "bot", "content": "hi"}]},
+        7]},
+        ["chain.json: chain `c` is invalid (8 problems)",
+         "chain: unknown field `extra`",
+         "step `a`: unknown field `promt` (did you mean `prompt`?)",
+         'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add `"plugin_config": '
+         '{"max_words": 50}`',
+         'step `b`: `depends_on` = "a" is invalid: Input should be a valid list',
+         'step `d`: prompt: `{"urgent": true}` is not a placeholder; for literal braces write '
+         '`{{"urgent": true}}`',
+         "step `d`: `messages[0].role` = \"bot\" is invalid",
+         "step `d`: plugin_config.temperature = 3 is invalid for plugin `openai`",
+         "steps[3] must be a JSON object, not 7"], id="schema-and-semantic-at-once"),
 ]
 
 
@@ -356,7 +378,8 @@ def test_a_nonexistent_spec_file_exits_2(tmp_path: Path, command: str) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [(JOKE, "chain `single-prompt` is valid: 2 steps, required inputs: topic"),
+    [(JOKE, "chain `single-prompt` is valid: 2 steps, required inputs: topic (used by step "
+            "`tell-joke`)"),
      (SOUNDTRACK, "chain `soundtrack` is valid: 9 steps, required inputs: none")],
     ids=["joke", "soundtrack"],
 )
@@ -364,6 +387,58 @@ def test_validate_exits_0_for_a_valid_chain(spec: Path, message: str) -> None:
     result = invoke("validate", spec)
     assert result.exit_code == 0
     assert result.stdout == f"{spec}: {message}\n"
+
+
+def test_validate_reports_each_of_several_files_and_exits_2_if_any_is_invalid(
+        tmp_path: Path) -> None:
+    bad = write_json(tmp_path / "bad.json", {"handle": "c", "steps": [mock_step("a", "{a}")]})
+    result = invoke("validate", JOKE, bad, SOUNDTRACK)
+    assert result.exit_code == 2
+    assert result.stdout.splitlines() == [
+        f"{JOKE}: chain `single-prompt` is valid: 2 steps, required inputs: topic (used by step "
+        "`tell-joke`)",
+        f"{SOUNDTRACK}: chain `soundtrack` is valid: 9 steps, required inputs: none"]
+    assert one_line(result.stderr) == (
+        f"error: {bad}: chain `c` is invalid (1 problem): - step `a` depends on itself; a step "
+        "cannot use its own output")
+
+
+def test_validate_reads_a_chain_from_stdin() -> None:
+    result = invoke("validate", "-", stdin=JOKE.read_text(encoding="utf-8"))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("<stdin>: chain `single-prompt` is valid: 2 steps")
+    result = invoke("validate", "-", stdin='{"handle": "c", "steps": []}')
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == ("error: <stdin>: chain `c` is invalid (1 problem): - "
+                                       "chain: `steps` is empty; add at least one step")
+    result = invoke("validate", "-", stdin="{")
+    assert "<stdin> is not valid JSON" in one_line(result.stderr)
+
+
+def test_run_and_graph_read_a_chain_from_stdin() -> None:
+    text = JOKE.read_text(encoding="utf-8")
+    result = invoke("run", "-", "--input", "topic=cats", "--llm", "mock", "--json", stdin=text)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "succeeded"
+    assert invoke("graph", "-", stdin=text).stdout.startswith("flowchart TD\n")
+
+
+def test_validate_names_the_step_of_each_required_input_and_a_likely_typo(
+        tmp_path: Path) -> None:
+    spec = write_json(tmp_path / "chain.json", {"handle": "c", "steps": [
+        mock_step("tell-joke", "{topic}"), mock_step("judge", "{tell_joke} {topic}")]})
+    result = invoke("validate", spec)
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"{spec}: chain `c` is valid: 2 steps, required inputs: topic (used by steps "
+        "`tell-joke`, `judge`); tell_joke (used by step `judge`; did you mean step "
+        "`tell-joke`?)\n")
+
+
+def test_validate_without_a_file_is_a_usage_error() -> None:
+    result = invoke("validate")
+    assert result.exit_code == 2
+    assert "Missing argument 'SPEC_FILES...'" in result.stderr
 
 
 # --- graph --------------------------------------------------------------------------------------
