@@ -11,7 +11,7 @@ import pydantic
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from chainlets.language.messages import Problems, without_misspelt
+from chainlets.language.messages import Problems, required_fields, without_misspelt
 from chainlets.language.spec import ChainSpec, InputDecl, StepSpec, chain_problem
 
 __all__ = ["ChainDraft", "StepDraft", "read_draft"]
@@ -61,9 +61,8 @@ def _salvage(model: type[M], raw: Any,
         return None, frozenset()
     broken = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
     kept = {key: value for key, value in raw.items() if key not in broken}
-    for name, field in model.model_fields.items():
-        if field.is_required():
-            kept.setdefault(name, "")
+    for name in required_fields(model):
+        kept.setdefault(name, "")
     try:
         return model.model_validate(kept), broken
     except pydantic.ValidationError:

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-__all__ = ["Problems", "Suggestions", "closest", "field_path", "listing", "schema_problem",
-           "show", "suggest", "without_misspelt"]
+__all__ = ["Problems", "Suggestions", "closest", "field_names", "field_path", "listing",
+           "required_fields", "schema_problem", "show", "suggest", "without_misspelt"]
 
 _CHAIN, _STEP, _GRAPH = range(3)
 
@@ -112,16 +112,31 @@ def field_path(loc: Sequence[int | str]) -> str:
     return text
 
 
-def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """The model whose field `loc` ends in, for suggestions (`messages[0].rol` → ChatMessage)."""
+@functools.cache
+def field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """`model`'s fields, looked up once: a chain with an error per step asks a thousand times."""
+    return tuple(model.model_fields)
+
+
+@functools.cache
+def required_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name, info in model.model_fields.items() if info.is_required())
+
+
+@functools.cache
+def _model_at(model: type[BaseModel], loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The model whose field `loc` ends in, for suggestions (`messages[0].rol` → ChatMessage);
+    `loc` without list indexes."""
     current: type[BaseModel] | None = model
     for key in loc:
-        if isinstance(key, int):
-            continue
         if current is None or key not in current.model_fields:
             return None
         current = _first_model(current.model_fields[key].annotation)
     return current
+
+
+def _owner(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    return _model_at(model, tuple(key for key in loc if isinstance(key, str)))
 
 
 def _first_model(annotation: Any) -> type[BaseModel] | None:
@@ -140,8 +155,8 @@ def schema_problem(where: str, err: ErrorDetails, model: type[BaseModel]) -> str
     loc = tuple(err["loc"])
     path = field_path(loc)
     if err["type"] == "extra_forbidden":
-        owner = _model_at(model, loc[:-1])
-        fields = list(owner.model_fields) if owner is not None else []
+        owner = _owner(model, loc[:-1])
+        fields = field_names(owner) if owner is not None else ()
         return (f"{where}: unknown field `{path}`{suggest(str(loc[-1]), fields)}; remove it or "
                 "correct its spelling")
     if err["type"] == "missing":
@@ -159,8 +174,8 @@ def without_misspelt(errors: list[ErrorDetails], model: type[BaseModel]) -> list
     for err in errors:
         if err["type"] == "extra_forbidden":
             loc = tuple(err["loc"])
-            owner = _model_at(model, loc[:-1])
-            close = closest(str(loc[-1]), list(owner.model_fields)) if owner else None
+            owner = _owner(model, loc[:-1])
+            close = closest(str(loc[-1]), field_names(owner)) if owner else None
             if close is not None:
                 misspelt.add((*loc[:-1], close))
     return [err for err in errors

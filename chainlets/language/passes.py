@@ -12,6 +12,7 @@ from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.messages import (
     Problems,
     Suggestions,
+    field_names,
     field_path,
     listing,
     show,
@@ -85,7 +86,7 @@ def check_names(draft: ChainDraft, analysis: Analysis, problems: Problems) -> No
 
 def _config_problem(where: str, plugin: Plugin, err: ErrorDetails, given: bool) -> str:
     path = field_path(err["loc"])
-    options = list(plugin.config_model.model_fields)
+    options = field_names(plugin.config_model)
     if err["type"] == "extra_forbidden":
         return (f"{where}: plugin `{plugin.name}` has no option `{path}`"
                 f"{suggest(path, options)}; its options are {listing(options)}")
@@ -145,15 +146,23 @@ def _template_sources(step: StepDraft) -> Iterator[tuple[str, str]]:
 
 def check_templates(draft: ChainDraft, analysis: Analysis, problems: Problems) -> None:
     """Every template uses plain `{name}` placeholders only."""
+    # Templates repeat (a system prompt on every step): each distinct one is parsed once.
+    parsed: dict[str, tuple[Template, tuple[str, ...]] | TemplateProblem] = {}
     for step in draft.steps:
         facts = analysis.steps[step.index]
         for name, source in _template_sources(step):
-            try:
-                facts.templates[name] = parse_template(source)
-                facts.names[name] = facts.templates[name].names
-            except TemplateProblem as exc:
-                problems.step(step.index, f"{step.where}: {name}: {exc}")
-                facts.names[name] = exc.names
+            found = parsed.get(source)
+            if found is None:
+                try:
+                    template = parse_template(source)
+                    found = parsed[source] = (template, template.names)
+                except TemplateProblem as exc:
+                    found = parsed[source] = exc
+            if isinstance(found, TemplateProblem):
+                problems.step(step.index, f"{step.where}: {name}: {found}")
+                facts.names[name] = found.names
+            else:
+                facts.templates[name], facts.names[name] = found
 
 
 def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) -> None:
