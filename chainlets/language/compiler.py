@@ -12,7 +12,7 @@ from typing import Any
 
 from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.language.draft import ChainDraft, read_draft
-from chainlets.language.messages import Problems, Suggestions, listing, suggest
+from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
 from chainlets.language.spec import ChainSpec, StepSpec
@@ -117,9 +117,7 @@ def compile_chain(chain: ChainSpec | Any, plugins: PluginRegistry = DEFAULT_PLUG
     for check in PASSES:
         check(draft, analysis, problems)
     if problems or draft.spec is None:
-        name = f"chain `{draft.handle}`" if draft.handle is not None else "chain"
-        where = f"{source}: " if source else ""
-        raise ChainDefinitionError.from_problems(f"{where}{name} is invalid",
+        raise ChainDefinitionError.from_problems(invalid(source, draft.handle),
                                                  problems.messages())
     return _assemble(draft.spec, analysis)
 

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-__all__ = ["Problems", "Suggestions", "closest", "field_names", "field_path", "listing",
-           "required_fields", "schema_problem", "show", "suggest", "without_misspelt"]
+__all__ = ["Problems", "Suggestions", "closest", "field_names", "field_path", "invalid",
+           "listing", "required_fields", "schema_problem", "show", "suggest", "without_misspelt"]
 
 _CHAIN, _STEP, _GRAPH = range(3)
 
@@ -114,13 +114,21 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 @functools.cache
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:
-    """`model`'s fields, looked up once: a chain with an error per step asks a thousand times."""
-    return tuple(model.model_fields)
+    """`model`'s fields as JSON spells them (`$schema`), looked up once: a chain with an error
+    in every step asks a thousand times."""
+    return tuple(info.alias or name for name, info in model.model_fields.items())
 
 
 @functools.cache
 def required_fields(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(name for name, info in model.model_fields.items() if info.is_required())
+    return tuple(info.alias or name for name, info in model.model_fields.items()
+                 if info.is_required())
+
+
+def invalid(source: str | None, handle: str | None) -> str:
+    """The first line of a ChainDefinitionError: "chain.json: chain `c` is invalid"."""
+    name = f"chain `{handle}`" if handle else "chain"
+    return f"{source}: {name} is invalid" if source else f"{name} is invalid"
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from pydantic.json_schema import WithJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails
 
 from chainlets.errors import ChainDefinitionError
-from chainlets.language.messages import schema_problem, show, without_misspelt
+from chainlets.language.messages import invalid, schema_problem, show, without_misspelt
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
 
@@ -77,9 +77,8 @@ class StepSpec(BaseModel):
 class ChainSpec(BaseModel):
     """A whole chain. A Steamship chain file validates unchanged."""
 
-    # `$schema` is not a Python name: read and written under its alias.
-    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True)
+    # `$schema` is not a Python name: the field is read and written under its alias only.
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
     schema_uri: str | None = Field(
         default=None, alias="$schema",
@@ -155,7 +154,7 @@ def chain_problem(data: Any, err: ErrorDetails) -> str:
     return schema_problem(where, {**err, "loc": loc}, model)
 
 
-def parse_chain(data: Any, source: str = "chain") -> ChainSpec:
+def parse_chain(data: Any, source: str | None = None) -> ChainSpec:
     """Validate raw JSON data as a chain, reporting every schema problem at once.
 
     Only the schema: `compile_chain` on the same data also reports what it finds in the parts
@@ -166,8 +165,9 @@ def parse_chain(data: Any, source: str = "chain") -> ChainSpec:
     except pydantic.ValidationError as exc:
         problems = [chain_problem(data, err)
                     for err in without_misspelt(exc.errors(), ChainSpec)]
-        raise ChainDefinitionError.from_problems(f"{source} is not a valid chain",
-                                                 problems) from exc
+        handle = data.get("handle") if isinstance(data, dict) else None
+        raise ChainDefinitionError.from_problems(
+            invalid(source, handle if isinstance(handle, str) else None), problems) from exc
 
 
 def read_chain_json(path: str | Path) -> Any:
