@@ -15,7 +15,7 @@ from chainlets.engine.models import InvocationResult, RunOptions, StepRecord
 from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
-from chainlets.language.spec import ChainSpec, load_chain, parse_chain
+from chainlets.language.spec import ChainSpec, load_chain, parse_chain, read_chain_json
 
 if TYPE_CHECKING:
     from chainlets.runner import ChainRunner
@@ -50,11 +50,17 @@ def validate(chain: ChainSource | CompiledChain,
 
     `plugins` are the plugins a step may name (default: the built-in `gpt-3`, `openai` and
     `mock`); pass a runner's own with `validate(chain, MyRunner.plugins)`. Raises
-    ChainDefinitionError whose `problems` lists every problem found.
+    ChainDefinitionError whose `problems` lists every problem found, schema problems of JSON
+    data together with what the parts that parsed reveal.
     """
     if isinstance(chain, CompiledChain):
         return chain
-    return compile_chain(load(chain), DEFAULT_PLUGINS if plugins is None else plugins)
+    registry = DEFAULT_PLUGINS if plugins is None else plugins
+    if isinstance(chain, str | os.PathLike):
+        return compile_chain(read_chain_json(Path(chain)), registry, source=str(chain))
+    if isinstance(chain, Mapping):
+        return compile_chain(dict(chain), registry)
+    return compile_chain(load(chain), registry)
 
 
 def default_backend() -> Backend:

@@ -181,6 +181,22 @@ def test_validate_reports_every_problem_together() -> None:
     assert any("`{nope_ref}`" in p for p in problems)
 
 
+def test_validate_reports_schema_and_semantic_problems_together(tmp_path: Path) -> None:
+    bad = _chain({"handle": "a", "promt": "x", "plugin": "gpt-3"}, _mock("b", "{b}"))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    for chain in (bad, path):
+        with pytest.raises(ChainDefinitionError) as excinfo:
+            chainrunner.validate(chain)
+        assert excinfo.value.problems == [
+            "step `a`: unknown field `promt` (did you mean `prompt`?); remove it or correct its "
+            "spelling",
+            'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add `"plugin_config": '
+            '{"max_words": 50}`',
+            "step `b` depends on itself; a step cannot use its own output"]
+    assert str(excinfo.value).startswith(f"{path}: chain ")
+
+
 def test_validate_reports_an_unreadable_path_and_a_wrong_type(tmp_path: Path) -> None:
     with pytest.raises(ChainDefinitionError, match=r"cannot read chain file .*missing\.json"):
         chainrunner.validate(tmp_path / "missing.json")
@@ -194,7 +210,8 @@ async def test_an_invalid_chain_or_missing_input_raises_before_any_call() -> Non
                               llm="mock")
     with pytest.raises(InputsError, match="missing input `topic`") as excinfo:
         await chainrunner.run(JOKE, {}, llm="mock")
-    assert excinfo.value.problems == ["missing input `topic`: pass it with --input topic=VALUE"]
+    assert excinfo.value.problems == [
+        "missing input `topic` (used by step `tell-joke`): pass it with --input topic=VALUE"]
     with pytest.raises(InputsError, match=r"input `topic` must be a string, number or boolean"):
         await chainrunner.run(JOKE, {"topic": ["a"]}, llm="mock")  # type: ignore[dict-item]
 
