@@ -8,6 +8,7 @@ from chainlets import deploy
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepObserver, run_chain
+from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
 from chainlets.language.compiler import CompiledChain, compile_chain
@@ -52,4 +53,12 @@ class ChainRunner(chains.ChainletBase):
 
     async def run_remote(self, chain: ChainSpec, inputs: dict[str, str],
                          options: RunOptions = DEFAULT_OPTIONS) -> InvocationResult:
-        return await self.execute(chain, inputs, options)
+        """Runs `chain`; an invalid chain or inputs raise ChainRequestError, which truss's
+        server answers 422 with the problems (any other exception would be a 500)."""
+        try:
+            return await self.execute(chain, inputs, options)
+        except (ChainDefinitionError, InputsError) as exc:
+            # Imported here: it needs fastapi, which only truss's server brings.
+            from chainlets.http_errors import ChainRequestError
+
+            raise ChainRequestError.rejecting(exc) from exc

@@ -1,14 +1,17 @@
 """The runner chainlet under run_local, including a user-added generator."""
 
+import json
+
 import pytest
 import truss_chains as chains
 from pydantic import BaseModel, ConfigDict
 
 from chainlets.engine.models import Generation, GenerationRequest, RunOptions, RunState
 from chainlets.engine.protocols import GeneratorProtocol
-from chainlets.errors import ChainDefinitionError
+from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
+from chainlets.http_errors import ChainRequestError
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin
 from chainlets.language.spec import parse_chain
 from chainlets.runner import ChainRunner
@@ -62,4 +65,24 @@ async def test_runner_validates_against_its_own_plugins() -> None:
     with chains.run_local():
         runner = ChainRunner()
         with pytest.raises(ChainDefinitionError, match="step `a`: unknown plugin `echo`"):
-            await runner.run_remote(spec, {}, RunOptions())
+            await runner.execute(spec, {}, RunOptions())
+
+
+@pytest.mark.parametrize(("steps", "inputs", "error"), [
+    ([{"handle": "a", "prompt": "x", "plugin": "echo"}], {"topic": "y"},
+     "chain `c` is invalid (1 problem)"),
+    ([{"handle": "a", "prompt": "x {topic}", "plugin": "mock"}], {"topik": "y"},
+     "chain `c` cannot run with these inputs (2 problems)"),
+], ids=["invalid-chain", "bad-inputs"])
+async def test_run_remote_rejects_a_client_mistake_as_http_422_with_the_problems(
+        steps: list[dict[str, object]], inputs: dict[str, str], error: str) -> None:
+    spec = parse_chain({"handle": "c", "inputs": [{"name": "topic"}], "steps": steps})
+    with chains.run_local():
+        runner = ChainRunner()
+        with pytest.raises(ChainRequestError) as raised:
+            await runner.run_remote(spec, inputs, RunOptions())
+        with pytest.raises((ChainDefinitionError, InputsError)) as cli_error:
+            await runner.execute(spec, inputs, RunOptions())
+    assert raised.value.status_code == 422
+    assert json.loads(str(raised.value)) == {"error": error,
+                                             "problems": cli_error.value.problems}
