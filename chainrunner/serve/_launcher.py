@@ -5,6 +5,11 @@ the project's code from its own packages/ only). Truss's server hard-codes thing
 container, not a laptop; each is changed here, in this process's memory, never on disk:
 
 - it binds 0.0.0.0: we bind 127.0.0.1 (and keep idle connections longer than callers do);
+- it checks no key (Baseten's proxy does): with serve's API key set, _asgi.py checks serve's
+  internal key on every request, and it keeps a connection open after an error whose answer
+  was sent (uvicorn would close it under a caller about to reuse it);
+- a body nested deeper than its JSON parser recurses is an unhandled RecursionError (500, and a
+  closed connection): we answer 400 naming the limit;
 - dependency URLs come from `/etc/b10_dynamic_config`: we read this process's own state dir;
 - secrets are read from `/secrets`: only `TRUSS_SECRET_<name>` variables apply;
 - a failed load is marked in `~/inference_server_crashed.txt`: that goes to the state dir too;
@@ -14,6 +19,7 @@ container, not a laptop; each is changed here, in this process's memory, never o
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -76,17 +82,46 @@ def _name_unreachable_dependencies() -> None:
     stub_base.predict_sync = named_predict_sync
 
 
-def _bind_loopback() -> None:
+def _asgi() -> Any:
+    """_asgi.py beside this file, by path (this file is loaded by path, not as a package)."""
+    spec = importlib.util.spec_from_file_location("_chainrunner_asgi",
+                                                  Path(__file__).with_name("_asgi.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _serve_loopback(key: str | None) -> None:
     uvicorn: Any = importlib.import_module("uvicorn")
     config_cls = uvicorn.Config
+    chainlet_app = _asgi().ChainletApp
 
     class LoopbackConfig(config_cls):  # type: ignore[misc,valid-type]  # uvicorn's Config
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
             kwargs["host"] = "127.0.0.1"
             kwargs.setdefault("timeout_keep_alive", _KEEP_ALIVE_S)
-            super().__init__(*args, **kwargs)
+            super().__init__(chainlet_app(app, key), *args, **kwargs)
 
     uvicorn.Config = LoopbackConfig
+
+
+def _name_deep_bodies(truss_server: Any) -> None:
+    """A body too deeply nested for the JSON parser is the client's error: 400, not 500."""
+    endpoints = truss_server.BasetenEndpoints
+    parse_body: Callable[..., Awaitable[Any]] = endpoints._parse_body
+
+    @functools.wraps(parse_body)
+    async def parse_body_or_400(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await parse_body(self, *args, **kwargs)
+        except RecursionError:
+            raise truss_server.errors.InputParsingError(
+                "Input Parsing Error: the JSON body is nested deeper than the server's JSON "
+                f"parser goes (Python's recursion limit, {sys.getrecursionlimit()} levels, "
+                "less what the server itself uses); send a flatter body") from None
+
+    endpoints._parse_body = parse_body_or_400
 
 
 def _drop_editable_finders() -> None:
@@ -96,12 +131,13 @@ def _drop_editable_finders() -> None:
 
 
 def run(spec: Mapping[str, Any]) -> NoReturn:
-    """Serve one chainlet: `spec` has app_dir, packages_dir, state_dir and port."""
+    """Serve one chainlet: `spec` has app_dir, packages_dir, state_dir, port, and `key` (serve's
+    internal key, which every request must carry) when serve has an API key."""
     app_dir, state_dir = Path(spec["app_dir"]), Path(spec["state_dir"])
     os.chdir(app_dir)
     sys.path[:0] = [str(app_dir), spec["packages_dir"]]
     _drop_editable_finders()
-    _bind_loopback()
+    _serve_loopback(spec.get("key"))
     _name_unreachable_dependencies()
     for name in ("_truss_shared.dynamic_config_resolver",  # the server's copy
                  "truss.templates.shared.dynamic_config_resolver"):  # truss_chains' copy
@@ -111,5 +147,6 @@ def run(spec: Mapping[str, Any]) -> NoReturn:
     secrets.SecretsResolver.SECRETS_MOUNT_DIR = str(state_dir / "secrets")
     truss_server: Any = importlib.import_module("truss_server")
     truss_server.INFERENCE_SERVER_FAILED_FILE = state_dir / "inference_server_crashed.txt"
+    _name_deep_bodies(truss_server)
     truss_server.TrussServer(int(spec["port"]), "config.yaml").start()
     sys.exit(0)
