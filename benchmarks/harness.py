@@ -51,7 +51,11 @@ class ServeProcess:
               cwd: Path | None = None, ready_timeout: float = 120.0) -> "ServeProcess":
         """Start serve and wait for its ready line (raises if it exits first)."""
         served = cls.launch(chain_file, *args, env=env, cwd=cwd)
-        served.await_ready(ready_timeout)
+        try:
+            served.await_ready(ready_timeout)
+        except BaseException:
+            served.stop(signal.SIGKILL)
+            raise
         return served
 
     def await_ready(self, timeout: float) -> None:

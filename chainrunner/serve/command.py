@@ -8,10 +8,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from chainrunner.serve.zygote import Zygote
+
+if TYPE_CHECKING:
+    from chainrunner.serve.session import ServeOptions
 
 __all__ = ["serve"]
 
@@ -57,9 +62,18 @@ class _Printer:
         self.notify(click.style(message, fg="green", bold=True))
 
 
-async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
-                 rebuild: bool, zygote: Zygote, started: float) -> None:
-    from chainrunner.serve.session import Output, ServeOptions, serve_chain
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc, both counted from boot), so that the
+    ready line includes the interpreter's start and the CLI's imports."""
+    with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+        # Field 22, start time in clock ticks after boot; the name in field 2 may hold spaces.
+        start_ticks = int(stat.read().rpartition(")")[2].split()[19])
+        since_boot = float(uptime.read().split()[0])
+    return max(0.0, since_boot - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+async def _serve(options: "ServeOptions", zygote: Zygote, started: float) -> None:
+    from chainrunner.serve.session import Output, serve_chain
 
     printer = _Printer()
     stop = asyncio.Event()
@@ -77,8 +91,6 @@ async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
-    options = ServeOptions(source=chain_file, port=port, api_key=api_key, watch=watch,
-                           rebuild=rebuild)
     await serve_chain(options, Output(log=printer.log, notify=printer.notify), stop,
                       on_ready=printer.ready, zygote=zygote, started=started)
     printer.notify("stopped")
@@ -89,20 +101,32 @@ async def _serve(chain_file: Path, port: int, api_key: str | None, watch: bool,
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Gateway port on 127.0.0.1 (0 picks a free one).")
 @click.option("--api-key", envvar="CHAINRUNNER_API_KEY",
-              help="Require `Authorization: Api-Key KEY` on /run_remote "
-                   "[default: $CHAINRUNNER_API_KEY, else no key].")
+              help="Require `Authorization: Api-Key KEY` on /run_remote; every chainlet then "
+                   "answers only serve. Prefer $CHAINRUNNER_API_KEY: other users see a flag's "
+                   "value in `ps` [default: $CHAINRUNNER_API_KEY, else no key].")
 @click.option("--watch", is_flag=True,
               help="On a saved change, rebuild and restart the chainlets whose code changed.")
 @click.option("--rebuild", is_flag=True,
               help="Build the trusses anew even if no source changed since the last build.")
-def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild: bool) -> None:
+@click.option("--grace", type=click.FloatRange(min=0), default=30, show_default=True,
+              metavar="SECONDS",
+              help="On Ctrl-C or SIGTERM, how long requests in flight may take to finish.")
+@click.option("--restart-wait", type=click.FloatRange(min=0), default=10, show_default=True,
+              metavar="SECONDS",
+              help="How long a request waits for a restarting entrypoint before a 503.")
+def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild: bool,
+          grace: float, restart_wait: float) -> None:
     """Serve CHAIN_FILE locally, one process per chainlet, as deployed.
 
     Each chainlet runs the truss that `truss chains push` would upload, with truss's own
     server, on loopback; the entrypoint answers `POST http://127.0.0.1:PORT/run_remote`
-    (JSON keys: its run_remote arguments). Readiness: `GET /ready`. Ctrl-C or SIGTERM stops
-    every process serve started.
+    (JSON keys: its run_remote arguments). Readiness: `GET /ready`. Ctrl-C or SIGTERM lets
+    requests in flight finish (--grace), then stops every process serve started.
     """
+    context = click.get_current_context()
+    if api_key and context.get_parameter_source("api_key") is ParameterSource.COMMANDLINE:
+        click.echo("warning: --api-key on the command line is visible to every user of this "
+                   "machine (`ps`); set CHAINRUNNER_API_KEY instead", err=True)
     if not sys.platform.startswith("linux"):
         raise click.ClickException(
             "chainrunner serve runs on Linux: it ties every process it starts to its own life "
@@ -113,14 +137,18 @@ def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild
         raise click.ClickException(
             f"chainrunner serve needs truss's server packages; missing: {', '.join(missing)}. "
             "Install them with: pip install 'chainrunner[serve]'")
-    started = time.monotonic()
+    started = time.monotonic() - _process_age_s()
     # First of all: the zygote's preload is the longest step of a start; it runs while serve
     # imports the rest of itself and checks or builds the chain.
     zygote = Zygote.launch(os.environ)
     try:
         from chainrunner.serve.errors import ServeError
+        from chainrunner.serve.session import ServeOptions
 
-        asyncio.run(_serve(chain_file, port, api_key or None, watch, rebuild, zygote, started))
+        options = ServeOptions(source=chain_file, port=port, api_key=api_key or None,
+                               watch=watch, rebuild=rebuild, grace_s=grace,
+                               restart_wait_s=restart_wait)
+        asyncio.run(_serve(options, zygote, started))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

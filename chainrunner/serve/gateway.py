@@ -1,12 +1,22 @@
 """The gateway: Baseten's `POST /run_remote` contract in front of the entrypoint chainlet.
 
 `POST /run_remote` takes a JSON object whose keys are the entrypoint's `run_remote` argument
-names and answers with its return value; errors come back as truss's own error detail, with
-truss's status code. `GET /ready` answers 200 once every chainlet is ready (503 before), with
-each chainlet's pid, port and state. With an API key set, `/run_remote` wants
-`Authorization: Api-Key <key>` (401 otherwise), as a deployed chain does.
+names and answers with its return value; an error comes back with the entrypoint's status as
+`{"error": message}` (`"problems": [...]` too for an invalid chain or inputs), no stack
+frames (replies.py). `GET /ready` answers 200 once every chainlet is ready (503 before), with
+each chainlet's state, and its pid and port only to a caller with the API key. With an API
+key set, `/run_remote` wants `Authorization: Api-Key <key>` (401 otherwise), as a deployed
+chain does; the gateway calls the entrypoint with serve's internal key.
+
+While the entrypoint restarts (it refuses connections, or is not ready yet), a request is
+held up to `restart_wait` seconds, then sent to the new process: a request that never reached
+the entrypoint does not fail because it died. One the entrypoint was serving when it died
+cannot be replayed safely: it is answered 503. `drain` (serve stopping) refuses new requests
+and waits for those in flight.
 """
 
+import asyncio
+import contextlib
 import errno
 import hmac
 from typing import Protocol
@@ -16,10 +26,12 @@ from aiohttp import web
 
 from chainrunner.serve.errors import ChainletUnavailableError, PortInUseError
 from chainrunner.serve.processes import PREDICT_PATH
+from chainrunner.serve.replies import error_reply
 
-__all__ = ["Gateway", "Router"]
+__all__ = ["STOPPING", "Gateway", "Router"]
 
 _FORWARDED_HEADERS = ("Content-Type", "X-Baseten-Request-Id")
+STOPPING = "chainrunner serve is stopping: it takes no new requests"
 
 
 class RoutedMember(Protocol):
@@ -29,6 +41,8 @@ class RoutedMember(Protocol):
     def name(self) -> str: ...
     @property
     def url(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
     def enter(self) -> None: ...
     def leave(self) -> None: ...
     def unavailable_reason(self) -> str: ...
@@ -41,7 +55,11 @@ class Router(Protocol):
         """The entrypoint to call; raises ChainletUnavailableError naming a dead chainlet."""
         ...
 
-    def readiness(self) -> tuple[bool, dict[str, object]]: ...
+    def changed(self) -> asyncio.Event:
+        """Set at the next change of routing (a chainlet exits, restarts or is swapped)."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, dict[str, object]]]: ...
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -51,12 +69,20 @@ def _error(status: int, message: str) -> web.Response:
 class Gateway:
     """An aiohttp server on 127.0.0.1 that forwards `/run_remote` to the current entrypoint."""
 
-    def __init__(self, router: Router | None = None, api_key: str | None = None) -> None:
+    def __init__(self, router: Router | None = None, api_key: str | None = None, *,
+                 internal_key: str | None = None, restart_wait: float = 10.0) -> None:
         self.router = router
         self._api_key = api_key
+        self._upstream_auth = {"Authorization": f"Api-Key {internal_key}"} if internal_key \
+            else {}
+        self._restart_wait = restart_wait
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._grace: float | None = None  # set once draining: serve is stopping
 
     async def bind(self, port: int) -> int:
         """Listen on 127.0.0.1:`port` (0: any free port); returns the port."""
@@ -82,6 +108,19 @@ class Gateway:
             timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False)
         return self.port
 
+    @property
+    def inflight(self) -> int:
+        """Requests the gateway is serving now."""
+        return self._inflight
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new requests (503); wait up to `grace` seconds for those in flight to finish.
+        Returns how many are still in flight."""
+        self._grace = grace
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        return self._inflight
+
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
@@ -96,9 +135,12 @@ class Gateway:
                                                            self._api_key.encode())
 
     async def _ready(self, request: web.Request) -> web.Response:
-        if self.router is None:
-            return web.json_response({"ready": False, "chainlets": {}}, status=503)
+        if self.router is None or self._grace is not None:
+            return web.json_response({"ready": False, "stopping": self._grace is not None,
+                                      "chainlets": {}}, status=503)
         ready, chainlets = self.router.readiness()
+        if not self._authorized(request):  # pids and ports are for serve's own user
+            chainlets = {name: {"state": c["state"]} for name, c in chainlets.items()}
         return web.json_response({"ready": ready, "chainlets": chainlets},
                                  status=200 if ready else 503)
 
@@ -106,29 +148,82 @@ class Gateway:
         if not self._authorized(request):
             return _error(401, "missing or wrong API key: send the header "
                                "`Authorization: Api-Key <key>` with the key serve was given")
+        if self._grace is not None:
+            return _error(503, STOPPING)
         if self.router is None or self._http is None:
             return _error(503, "the chain is still starting; retry shortly")
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._forward(request, self.router, self._http)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def _forward(self, request: web.Request, router: Router,
+                       http: aiohttp.ClientSession) -> web.StreamResponse:
         body = await request.read()
         headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
         headers.setdefault("Content-Type", "application/json")
-        # Route and enter with no await in between: a --watch swap retires the old entrypoint
-        # once its in-flight count drops to 0, so a request routed to it must count at once.
-        try:
-            member = self.router.route()
-        except ChainletUnavailableError as exc:
-            return _error(503, str(exc))
-        member.enter()
-        try:
-            async with self._http.post(member.url + PREDICT_PATH, data=body,
-                                       headers=headers) as upstream:
-                if upstream.content_length is not None:
-                    return web.Response(body=await upstream.read(), status=upstream.status,
+        headers.update(self._upstream_auth)
+        deadline = asyncio.get_running_loop().time() + self._restart_wait
+        refused_by: int | None = None  # the pid of an entrypoint that refused the connection
+        while True:
+            changed = router.changed()  # taken before looking, so no change goes unseen
+            try:
+                member = router.route()
+            except ChainletUnavailableError as exc:
+                if await self._held(changed, deadline):
+                    continue
+                return _error(503, self._unavailable(str(exc)))
+            if member.pid == refused_by:  # it died; serve has not seen its exit yet
+                if await self._held(changed, deadline):
+                    continue
+                return _error(503, self._unavailable(member.unavailable_reason()))
+            # Route and enter with no await in between: a --watch swap retires the old
+            # entrypoint once its in-flight count drops to 0, so a request routed to it must
+            # count at once.
+            member.enter()
+            try:
+                async with http.post(member.url + PREDICT_PATH, data=body,
+                                     headers=headers) as upstream:
+                    if upstream.content_length is None:
+                        return await self._stream(request, upstream)
+                    reply = await upstream.read()
+                    if upstream.status >= 400:
+                        reply = error_reply(reply) or reply
+                    return web.Response(body=reply, status=upstream.status,
                                         content_type=upstream.content_type)
-                return await self._stream(request, upstream)
-        except aiohttp.ClientConnectionError:
-            return _error(503, member.unavailable_reason())
-        finally:
-            member.leave()
+            except aiohttp.ClientConnectorError:  # nothing was sent: safe to send again
+                refused_by = member.pid
+            except aiohttp.ClientConnectionError:
+                if self._grace is not None:
+                    return _error(503, f"chainrunner serve stopped while this request was in "
+                                       f"flight (it was still running after --grace "
+                                       f"{self._grace:g}s)")
+                return _error(503, f"{member.unavailable_reason()} (the request was in "
+                                   "flight there and may have partly run)")
+            finally:
+                member.leave()
+
+    async def _held(self, changed: asyncio.Event, deadline: float) -> bool:
+        """Wait for the routing to change, until `deadline`; False if it did not (or serve is
+        stopping)."""
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0 or self._grace is not None:
+            return False
+        try:
+            await asyncio.wait_for(changed.wait(), left)
+        except TimeoutError:
+            return False
+        return self._grace is None
+
+    def _unavailable(self, reason: str) -> str:
+        if self._grace is not None:
+            return STOPPING
+        return (f"{reason} (held {self._restart_wait:g}s for it to come back; "
+                "--restart-wait sets how long)")
 
     @staticmethod
     async def _stream(request: web.Request,

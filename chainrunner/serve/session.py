@@ -23,6 +23,8 @@ from chainrunner.serve.zygote import LogSink, Zygote, preloadable
 
 __all__ = ["Output", "ServeOptions", "serve_chain"]
 
+_PROCESS_GRACE_S = 5.0  # from SIGTERM to SIGKILL, once no request is left
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -32,7 +34,8 @@ class ServeOptions:
     watch: bool = False
     rebuild: bool = False
     startup_timeout: float = 60.0
-    grace_s: float = 5.0
+    grace_s: float = 30.0  # for requests in flight when serve stops
+    restart_wait_s: float = 10.0  # a request waits this long for a restarting entrypoint
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,14 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
     env = dict(os.environ)
     # The zygote loads truss's server stack while the chain builds (or the cache is checked).
     zygote = zygote or Zygote.launch(env)
+    # Serve's internal key: truss's `baseten_chain_api_key` secret of every chainlet, which
+    # their stubs send; with an API key set, every chainlet wants it (_asgi.py).
+    token = secrets.token_urlsafe(24)
+    internal_auth = {"Authorization": f"Api-Key {token}"}
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(zygote.close)
-        gateway = Gateway(api_key=options.api_key)
+        gateway = Gateway(api_key=options.api_key, internal_key=token,
+                          restart_wait=options.restart_wait_s)
         port = await gateway.bind(options.port)
         stack.push_async_callback(gateway.close)
         builder = Builder(options.source, log=out.log)
@@ -83,11 +91,14 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                 await builder.close()
             await zygote.preload(preloadable(artifacts.libraries))
             await connected
-            http = await stack.enter_async_context(aiohttp.ClientSession())
-            supervisor = Supervisor(zygote, http, run_dir, env, secrets.token_urlsafe(16),
-                                    log=out.log, notify=out.notify,
-                                    startup_timeout=options.startup_timeout)
-            stack.push_async_callback(supervisor.stop, options.grace_s)
+            http = await stack.enter_async_context(aiohttp.ClientSession(headers=internal_auth))
+            supervisor = Supervisor(zygote, http, run_dir, env, token, log=out.log,
+                                    notify=out.notify, startup_timeout=options.startup_timeout,
+                                    require_token=options.api_key is not None)
+            # After the gateway drained (below): SIGTERM finds no request left to finish, or
+            # the grace is over and those left are not waited for again.
+            stack.push_async_callback(lambda: supervisor.stop(
+                0 if gateway.inflight else _PROCESS_GRACE_S))
             await supervisor.start(artifacts)
             await builder.commit(artifacts, lease, supervisor.contexts())
             return artifacts, supervisor
@@ -126,7 +137,20 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
                              "stopped: start it again")
         if options.watch and watcher.done() and not stop.is_set():
             raise ServeError(f"--watch stopped working: {watcher.exception()!r}; serve stopped")
-        out.notify("stopping")
+        await _drain(gateway, options.grace_s, out.notify)
+
+
+async def _drain(gateway: Gateway, grace: float, notify: Callable[[str], None]) -> None:
+    """Stop taking requests; let those in flight finish, up to `grace` seconds."""
+    if not gateway.inflight:
+        notify("stopping")
+    else:
+        notify(f"stopping: no new requests; waiting up to {grace:g}s (--grace) for the "
+               f"{gateway.inflight} in flight")
+    left = await gateway.drain(grace)
+    if left:
+        notify(f"{left} request{'s' if left != 1 else ''} still in flight after {grace:g}s: "
+               "stopping anyway (they are answered 503)")
 
 
 async def _cancel(task: "asyncio.Task[Any]") -> None:

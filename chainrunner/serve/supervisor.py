@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 
@@ -15,7 +15,7 @@ from chainrunner.serve._launcher import DYNAMIC_CONFIG_DIR
 from chainrunner.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainrunner.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
 from chainrunner.serve.processes import PREDICT_PATH, ChainletProcess, Forker
-from chainrunner.serve.zygote import LogSink, describe_exit, without_serve_secrets
+from chainrunner.serve.zygote import LogSink, describe_exit, without_secrets
 
 __all__ = ["Member", "Supervisor", "free_port"]
 
@@ -24,7 +24,7 @@ DYNAMIC_CHAINLET_CONFIG_KEY = "dynamic_chainlet_config"
 CHAIN_API_KEY_SECRET = "baseten_chain_api_key"
 _MAX_RESTART_DELAY = 10.0
 
-MemberState = Literal["ready", "restarting", "draining"]
+MemberState = Literal["ready", "restarting", "draining", "stopping"]
 
 
 def free_port() -> int:
@@ -55,6 +55,10 @@ class Member:
     def url(self) -> str:
         return self.process.url
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def enter(self) -> None:
         """A request was sent to this member."""
         self.inflight += 1
@@ -72,6 +76,9 @@ class Member:
     def unavailable_reason(self) -> str:
         """Why this member cannot take a request, naming it."""
         process = self.process
+        if self.state == "stopping":
+            return (f"chainlet `{self.name}` (pid {process.pid}, port {process.port}) is "
+                    "stopping: chainrunner serve is stopping")
         if process.exited.done():
             what = f"is not running ({describe_exit(process.exited.result())})"
         elif self.state == "restarting":
@@ -87,9 +94,14 @@ class Supervisor:
 
     def __init__(self, zygote: Forker, http: aiohttp.ClientSession, run_dir: Path,
                  env: Mapping[str, str], token: str, *, log: LogSink,
-                 notify: Callable[[str], None], startup_timeout: float = 60.0) -> None:
+                 notify: Callable[[str], None], startup_timeout: float = 60.0,
+                 require_token: bool = False) -> None:
+        """`token` is serve's internal key, truss's `baseten_chain_api_key` secret of every
+        chainlet; with `require_token`, each chainlet answers only requests carrying it (and
+        `http` must send it: readiness probes)."""
         self._zygote, self._http, self._run_dir = zygote, http, run_dir
-        self._env, self._token = dict(env), token
+        self._env, self._token, self._require_token = dict(env), token, require_token
+        self._declared: set[str] = set()  # variables any chainlet takes as a secret
         self._log, self._notify = log, notify
         self._startup_timeout = startup_timeout
         self._generations = itertools.count()
@@ -99,12 +111,21 @@ class Supervisor:
         self._guards: dict[Member, asyncio.Task[None]] = {}  # restarts a member that dies
         self.artifacts: ChainArtifacts | None = None
         self.members: dict[str, Member] = {}
+        self._change = asyncio.Event()
 
     async def start(self, artifacts: ChainArtifacts) -> None:
         """Start every chainlet at once; all are ready when this returns, or none runs."""
         ports = {name: free_port() for name in artifacts.chainlets}
         self.members = await self._launch(artifacts, set(artifacts.chainlets), ports)
         self.artifacts = artifacts
+
+    def changed(self) -> asyncio.Event:
+        """Set at the next change of routing: a chainlet exits, restarts, or is swapped."""
+        return self._change
+
+    def _routing_changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
 
     def route(self) -> Member:
         """The entrypoint member to send a request to; raises ChainletUnavailableError."""
@@ -118,13 +139,13 @@ class Supervisor:
         """The build contexts that running processes use, those still draining included."""
         return {m.artifact.context_dir for m in [*self.members.values(), *self._retired]}
 
-    def readiness(self) -> tuple[bool, dict[str, object]]:
-        status: dict[str, object] = dict(self.status())
+    def readiness(self) -> tuple[bool, dict[str, dict[str, object]]]:
+        status = self.status()
         ready = bool(self.members) and all(
             m.state == "ready" and not m.process.exited.done() for m in self.members.values())
         return ready, status
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, dict[str, object]]:
         """Each chainlet's state, pid and port (what GET /ready shows)."""
         return {name: {"state": m.state if not m.process.exited.done() else "exited",
                        "pid": m.process.pid, "port": m.process.port}
@@ -147,12 +168,16 @@ class Supervisor:
             kept = {n: m for n, m in self.members.items() if n not in affected}
             self.members = {**kept, **fresh}
             self._retire(retired)
+            self._routing_changed()
         self.artifacts = new
         return affected
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop every process: the entrypoint first (its requests finish), then the rest."""
         self._stopping = True
+        for member in self.members.values():
+            member.state = "stopping"
+        self._routing_changed()
         for task in list(self._tasks):
             if not task.get_name().startswith("drain"):
                 task.cancel()
@@ -165,6 +190,8 @@ class Supervisor:
 
     async def _launch(self, artifacts: ChainArtifacts, names: set[str],
                       ports: Mapping[str, int]) -> dict[str, Member]:
+        self._declared |= {secret.upper() for chainlet in artifacts.chainlets.values()
+                           for secret in chainlet.secrets}
         # Forking takes milliseconds: let every spawn finish (never lose a pid to a
         # cancellation), then wait for readiness, stopping all at the first failure.
         spawned = await asyncio.gather(
@@ -201,20 +228,23 @@ class Supervisor:
         (config_dir / DYNAMIC_CHAINLET_CONFIG_KEY).write_text(json.dumps(services))
         spec = {"name": artifact.display_name, "app_dir": str(artifact.app_dir),
                 "packages_dir": str(artifact.packages_dir), "state_dir": str(state_dir),
-                "env": self._process_env(artifact)}
+                "env": self._process_env(artifact),
+                "key": self._token if self._require_token else None}
         return await ChainletProcess.start(self._zygote, artifact.display_name, port, spec,
                                            self._log)
 
     def _process_env(self, artifact: ChainletArtifact) -> dict[str, str]:
-        """serve's own environment (so the mock backend's settings pass through), the
-        chainlet's configured variables, and its secrets as truss's TRUSS_SECRET_<name>."""
-        env = {**without_serve_secrets(self._env), **artifact.env}
+        """serve's environment less every credential (so the mock backend's settings pass
+        through, keys do not), the chainlet's configured variables, and the secrets it declares
+        as truss's TRUSS_SECRET_<name>, from $TRUSS_SECRET_<name> or $<NAME>: a credential
+        reaches only the chainlets that declare it, through truss's secrets."""
+        env = {**without_secrets(self._env, self._declared), **artifact.env}
         env.setdefault("DISABLE_JSON_LOGGING", "1")
         env[f"TRUSS_SECRET_{CHAIN_API_KEY_SECRET}"] = self._token
         for secret in artifact.secrets:
-            variable = f"TRUSS_SECRET_{secret}"
-            if variable not in env and env.get(secret.upper()):
-                env[variable] = env[secret.upper()]
+            value = self._env.get(f"TRUSS_SECRET_{secret}") or self._env.get(secret.upper())
+            if value:
+                env[f"TRUSS_SECRET_{secret}"] = value
         return env
 
     def _guard(self, member: Member) -> None:
@@ -241,6 +271,7 @@ class Supervisor:
                 or self.members.get(member.name) is not member:
             return
         member.state = "restarting"
+        self._routing_changed()
         self._notify(f"chainlet `{member.name}` (pid {process.pid}, port {process.port}) "
                      f"{describe_exit(code)}; restarting it")
         ports = {n: m.process.port for n, m in self.members.items()}
@@ -268,6 +299,7 @@ class Supervisor:
                 await fresh.stop(grace=0)
                 return
             member.process, member.state = fresh, "ready"
+            self._routing_changed()
             self._notify(f"chainlet `{member.name}` restarted (pid {fresh.pid}, "
                          f"port {fresh.port})")
             self._guard(member)

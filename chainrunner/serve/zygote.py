@@ -20,8 +20,8 @@ from typing import Any
 
 from chainrunner.serve.errors import ServeError
 
-__all__ = ["LogSink", "Zygote", "describe_exit", "preloadable", "pump_lines",
-           "without_serve_secrets"]
+__all__ = ["LogSink", "Zygote", "describe_exit", "looks_secret", "preloadable", "pump_lines",
+           "without_secrets", "without_serve_secrets"]
 
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
 # Libraries that start threads (BLAS pools, CUDA) when imported: never in a process that forks.
@@ -30,6 +30,10 @@ _NOT_PRELOADED = {"numpy", "torch", "tensorflow", "jax", "scipy", "pandas", "skl
 
 # serve's own secrets: the gateway checks the key; no chainlet or chain code may read it.
 _SERVE_SECRETS = ("CHAINRUNNER_API_KEY",)
+# Words that make a variable a credential (`OPENAI_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`): no
+# process serve forks sees one unless a chainlet declares it as a secret (then only that one).
+_SECRET_WORDS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD",
+                           "CREDENTIAL", "CREDENTIALS"})
 
 # Called with (chainlet name, log line without newline) for every line a chainlet prints.
 LogSink = Callable[[str, str], None]
@@ -41,8 +45,23 @@ def preloadable(modules: Iterable[str]) -> list[str]:
 
 
 def without_serve_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` for a process that runs the chain's code: serve's own secrets left out."""
+    """`env` for the builder, which runs the chain's code as `truss chains push` does: serve's
+    own secrets left out."""
     return {name: value for name, value in env.items() if name not in _SERVE_SECRETS}
+
+
+def looks_secret(name: str) -> bool:
+    """Whether variable `name` holds a credential: serve's key, or one of _SECRET_WORDS as a
+    word of the name (`OPENAI_API_KEY`, not `TOKENIZERS_PARALLELISM`)."""
+    return name in _SERVE_SECRETS or not _SECRET_WORDS.isdisjoint(name.upper().split("_"))
+
+
+def without_secrets(env: Mapping[str, str], also: Iterable[str] = ()) -> dict[str, str]:
+    """`env` for the zygote and the chainlets: no credential (see `looks_secret`), nor any of
+    the variables named in `also` (those chainlets declare as secrets)."""
+    dropped = set(also)
+    return {name: value for name, value in env.items()
+            if name not in dropped and not looks_secret(name)}
 
 
 def describe_exit(returncode: int) -> str:
@@ -87,7 +106,9 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = subprocess.Popen(
             [sys.executable, "-P", str(_ZYGOTE), str(theirs.fileno()), str(os.getpid())],
-            pass_fds=(theirs.fileno(),), env=without_serve_secrets(env), start_new_session=True,
+            # Its environment is every chainlet's first one too (/proc/PID/environ of a forked
+            # process): no credential may be in it.
+            pass_fds=(theirs.fileno(),), env=without_secrets(env), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         theirs.close()
         ours.setblocking(False)

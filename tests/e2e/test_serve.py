@@ -21,12 +21,17 @@ import psutil
 import pytest
 
 from benchmarks.harness import ServeProcess
+from chainlets.errors import ChainDefinitionError, InputsError
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import ChainSpec
+from chainlets.runner import ChainRunner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-secret"
 AUTH = {"Authorization": f"Api-Key {API_KEY}"}
+OPENAI_KEY = "sk-e2e-credential-not-a-real-key"
 
 ECHO_CHAIN = {
     "handle": "e2e",
@@ -134,6 +139,63 @@ class Greet(chains.ChainletBase):
 '''
 
 
+SLOW_CHAIN = '''
+import asyncio
+
+import truss_chains as chains
+
+from chainlets import deploy
+
+
+@chains.mark_entrypoint
+class Slow(chains.ChainletBase):
+    remote_config = chains.RemoteConfig(docker_image=deploy.image(),
+                                        compute=deploy.cpu_service())
+
+    async def run_remote(self, seconds: float) -> str:
+        print(f"slow: sleeping {seconds}s", flush=True)
+        await asyncio.sleep(seconds)
+        return f"slept {seconds}s"
+'''
+
+
+SECRETS_CHAIN = '''
+import os
+
+import truss_chains as chains
+
+from chainlets import deploy
+
+
+def credentials() -> list[str]:
+    """Names of this process's variables whose value is one of the test's credentials."""
+    return sorted(name for name, value in os.environ.items() if "e2e-credential" in value)
+
+
+class Holder(chains.ChainletBase):
+    remote_config = chains.RemoteConfig(docker_image=deploy.image(),
+                                        assets=chains.Assets(secret_keys=["e2e_token"]))
+
+    def __init__(self, context: chains.DeploymentContext = chains.depends_context()) -> None:
+        self._token = context.secrets["e2e_token"]
+
+    async def run_remote(self) -> list[str]:
+        return [f"secret={self._token}", *credentials()]
+
+
+@chains.mark_entrypoint
+class Peer(chains.ChainletBase):
+    remote_config = chains.RemoteConfig(docker_image=deploy.image())
+
+    def __init__(self, holder: Holder = chains.depends(Holder)) -> None:
+        self._holder = holder
+
+    async def run_remote(self) -> list[str]:
+        return [*(f"Holder {seen}" for seen in await self._holder.run_remote()),
+                *(f"Peer {seen}" for seen in credentials())]
+'''
+
+
 def _project(root: Path, source: str) -> Path:
     """A throwaway project (pyproject.toml marks its root) with one chain file."""
     (root / "chains").mkdir(parents=True)
@@ -148,8 +210,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serve
     """The runner chain (API key, scripted mock backend) and the hello chain, started at once."""
     script = tmp_path_factory.mktemp("mock") / "script.json"
     script.write_text(json.dumps({"rules": [{"match": "ping", "reply": "pong"}]}))
-    runner = ServeProcess.launch(REPO / "chains" / "runner.py", "--api-key", API_KEY,
-                                 env={"CHAINRUNNER_MOCK_SCRIPT": str(script)}, cwd=REPO)
+    runner = ServeProcess.launch(REPO / "chains" / "runner.py", cwd=REPO, env={
+        "CHAINRUNNER_MOCK_SCRIPT": str(script), "CHAINRUNNER_API_KEY": API_KEY,
+        "OPENAI_API_KEY": OPENAI_KEY})
     hello = ServeProcess.launch(REPO / "chains" / "hello.py", cwd=REPO)
     servers = {"runner": runner, "hello": hello}
     try:
@@ -170,13 +233,17 @@ def _post(server: ServeProcess, payload: object, headers: dict[str, str] | None 
 
 
 def _chainlets(server: ServeProcess) -> dict[str, dict[str, object]]:
-    ready = httpx.get(f"{server.url}/ready", timeout=10)
+    ready = httpx.get(f"{server.url}/ready", timeout=10, headers=AUTH)
     chainlets: dict[str, dict[str, object]] = ready.json()["chainlets"]
     return chainlets
 
 
 def _pid(server: ServeProcess, chainlet: str) -> int:
     return int(str(_chainlets(server)[chainlet]["pid"]))
+
+
+def _port(server: ServeProcess, chainlet: str) -> int:
+    return int(str(_chainlets(server)[chainlet]["port"]))
 
 
 def _zygotes_of(serve_pid: int) -> set[int]:
@@ -202,11 +269,80 @@ def test_runner_chain_runs_on_the_mock_backend(served: dict[str, ServeProcess]) 
     assert result["output"] == "pong"
 
 
-def test_readiness_lists_every_chainlet(served: dict[str, ServeProcess]) -> None:
+def test_readiness_lists_every_chainlet_and_its_port_only_to_the_key(
+        served: dict[str, ServeProcess]) -> None:
     ready = httpx.get(f"{served['runner'].url}/ready", timeout=10)
     assert ready.status_code == 200
-    assert ready.json()["ready"] is True
-    assert set(ready.json()["chainlets"]) == {"ChainRunner", "MockGenerator", "OpenAIGenerator"}
+    assert ready.json() == {"ready": True, "chainlets": {
+        name: {"state": "ready"} for name in ("ChainRunner", "MockGenerator", "OpenAIGenerator")}}
+    assert all({"pid", "port"} <= set(chainlet) for chainlet in _chainlets(served["runner"])
+               .values())
+
+
+def test_with_an_api_key_no_chainlet_answers_without_serve_s_internal_key(
+        served: dict[str, ServeProcess]) -> None:
+    for name, chainlet in _chainlets(served["runner"]).items():
+        url = f"http://127.0.0.1:{chainlet['port']}"
+        answers = [httpx.post(f"{url}/v1/models/model:predict", json={}, timeout=10),
+                   httpx.post(f"{url}/v1/models/model:predict", json={}, headers=AUTH,
+                              timeout=10),  # the gateway's key is not the chainlets' key
+                   httpx.get(f"{url}/v1/models/model", timeout=10)]
+        assert [a.status_code for a in answers] == [401, 401, 401], (name, answers[0].text)
+        assert "call the chain through serve's gateway" in answers[0].json()["error"]
+
+
+def test_no_process_serve_forks_holds_a_credential_of_its_environment(
+        served: dict[str, ServeProcess]) -> None:
+    pids = served["runner"].descendants()
+    assert len(pids) >= 4  # the zygote and three chainlets
+    for pid in pids:  # a forked chainlet's first environment is the zygote's
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert OPENAI_KEY.encode() not in environ and API_KEY.encode() not in environ
+
+
+def test_a_request_that_breaks_the_server_never_breaks_the_next_one(
+        served: dict[str, ServeProcess]) -> None:
+    deep = '{"chain": ' + '{"a":' * 2000 + "1" + "}" * 2000 + ', "inputs": {}}'
+    valid = {"chain": ECHO_CHAIN, "inputs": {"topic": "x"}, "options": {"llm": "mock"}}
+    with httpx.Client(base_url=served["runner"].url, headers=AUTH, timeout=30) as client:
+        for _ in range(10):  # back to back, as another client's request would come
+            bad = client.post("/run_remote", content=deep,
+                              headers={"Content-Type": "application/json"})
+            assert bad.status_code == 400, bad.text
+            assert "nested deeper than the server's JSON parser goes" in bad.json()["error"]
+            good = client.post("/run_remote", json=valid)
+            assert good.status_code == 200, good.text
+
+
+def _cli_problems(chain: dict[str, object], inputs: dict[str, str]) -> list[str]:
+    """The problems `chainrunner run` prints for this chain and these inputs."""
+    try:
+        compile_chain(ChainSpec.model_validate(chain), ChainRunner.plugins).resolve_inputs(inputs)
+    except (ChainDefinitionError, InputsError) as exc:
+        return exc.problems
+    raise AssertionError("the chain and inputs are valid")
+
+
+def _step(handle: str, prompt: str, plugin: str = "mock") -> dict[str, object]:
+    return {"handle": handle, "prompt": prompt, "plugin": plugin}
+
+
+@pytest.mark.parametrize(("chain", "error"), [
+    ({"handle": "c", "inputs": [{"name": "topic"}], "steps": [_step("a", "{tpoic}")]},
+     "chain `c` is invalid (1 problem)"),
+    ({"handle": "c", "steps": [_step("a", "x", plugin="gpt-5")]},
+     "chain `c` is invalid (1 problem)"),
+    ({"handle": "c", "steps": [_step("a", "{b}"), _step("b", "{a}")]},
+     "chain `c` is invalid (1 problem)"),
+    ({"handle": "c", "inputs": [{"name": "topic"}], "steps": [_step("a", "{topic}")]},
+     "chain `c` cannot run with these inputs (1 problem)"),
+], ids=["unknown-name", "unknown-plugin", "cycle", "missing-input"])
+def test_a_client_error_is_422_with_the_cli_s_problems_and_no_server_path(
+        served: dict[str, ServeProcess], chain: dict[str, object], error: str) -> None:
+    response = _post(served["runner"], {"chain": chain, "inputs": {}}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": error, "problems": _cli_problems(chain, {})}
+    assert str(REPO) not in response.text and "user_stack_trace" not in response.text
 
 
 @pytest.mark.parametrize("headers", [None, {"Authorization": "Api-Key wrong"},
@@ -233,13 +369,26 @@ def test_a_malformed_body_is_4xx_with_truss_error_detail(served: dict[str, Serve
     assert detail in response.json()["error"]
 
 
-def test_a_taken_port_is_a_clear_error(served: dict[str, ServeProcess]) -> None:
+def test_the_ready_line_counts_from_the_start_of_serve_s_process(
+        served: dict[str, ServeProcess]) -> None:
+    runner = served["runner"]  # the first awaited: seen when printed
+    reported = float(runner.wait_for(r"ready in ([\d.]+)s", 1)[1])
+    # The harness launched it `ready_wall_s` before it read the line: the line counts that
+    # too (the interpreter's start, the CLI's imports), not only what came after them.
+    assert runner.ready_wall_s is not None
+    assert runner.ready_wall_s - 1.0 <= reported <= runner.ready_wall_s + 0.1
+
+
+def test_a_taken_port_is_a_clear_error_and_a_key_flag_is_warned_of(
+        served: dict[str, ServeProcess]) -> None:
     taken = served["hello"].port
     second = subprocess.Popen([sys.executable, "-m", "chainrunner.serve", "chains/hello.py",
-                               "--port", str(taken)], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                               "--port", str(taken), "--api-key", "on-the-command-line"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 1
+    assert ("warning: --api-key on the command line is visible to every user of this machine "
+            "(`ps`); set CHAINRUNNER_API_KEY instead") in stderr
     assert f"port {taken} on 127.0.0.1 is already in use" in stderr
     assert _zygotes_of(second.pid) == set()  # launched first, gone with it
 
@@ -267,24 +416,93 @@ def test_a_killed_dependency_fails_fast_naming_it_then_is_restarted(
     assert again.json()["state"] == "succeeded", again.text
 
 
-def test_a_killed_entrypoint_answers_503_naming_it_then_is_restarted(tmp_path: Path) -> None:
+def test_a_killed_entrypoint_holds_requests_until_it_is_back_or_restart_wait_ends(
+        tmp_path: Path) -> None:
     marker = tmp_path / "slow-restart"
     chain = _project(tmp_path / "project", SLOW_RESTART_CHAIN)
-    server = ServeProcess.start(chain, env={"E2E_SLOW_START_MARKER": str(marker)},
-                                ready_timeout=180)
+    server = ServeProcess.start(chain, "--restart-wait", "2",
+                                env={"E2E_SLOW_START_MARKER": str(marker)}, ready_timeout=180)
     try:
         entry_pid = _pid(server, "Greet")
         mark = len(server.lines)
-        marker.write_text("")  # from now on Greet takes 5 s to start: the restart cannot win
+        marker.write_text("")  # from now on Greet takes 5 s to start: more than --restart-wait
         psutil.Process(entry_pid).kill()
         server.wait_for("chainlet `Greet` .* killed by SIGKILL", 30, after=mark)
         failed = _post(server, {"name": "A"})
         assert failed.status_code == 503, failed.text
-        assert failed.json()["error"].startswith(
-            f"chainlet `Greet` (pid {entry_pid}, port ")
-        assert "is not running (killed by SIGKILL)" in failed.json()["error"]
+        assert failed.json()["error"] == (
+            f"chainlet `Greet` (pid {entry_pid}, port {_port(server, 'Greet')}) is not running "
+            "(killed by SIGKILL); chainrunner serve restarts chainlets that exit: retry shortly "
+            "(held 2s for it to come back; --restart-wait sets how long)")
         server.wait_for("chainlet `Greet` restarted", 60, after=mark)
-        assert _post(server, {"name": "A"}).json() == "Hello, A"
+
+        marker.unlink()  # restarts are quick again: a request sent at the kill waits for one
+        mark = len(server.lines)
+        psutil.Process(_pid(server, "Greet")).kill()
+        held = _post(server, {"name": "B"})
+        assert (held.status_code, held.json()) == (200, "Hello, B")
+        server.wait_for("chainlet `Greet` restarted", 60, after=mark)
+    finally:
+        assert server.stop() == 0
+
+
+def _wait_count(server: ServeProcess, text: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while server.output.count(text) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} `{text}` in:\n{server.output}"
+        time.sleep(0.05)
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones(tmp_path: Path) -> None:
+    server = ServeProcess.start(_project(tmp_path, SLOW_CHAIN), ready_timeout=180)
+    pids = server.descendants() | {server.process.pid}
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            in_flight = [pool.submit(_post, server, {"seconds": 3}) for _ in range(2)]
+            _wait_count(server, "slow: sleeping 3.0s", 2, 60)
+            server.process.send_signal(signal.SIGTERM)
+            server.wait_for(r"stopping: no new requests; waiting up to 30s \(--grace\) for "
+                            "the 2 in flight", 10)
+            refused = _post(server, {"seconds": 0})
+            assert (refused.status_code, refused.json()) == (
+                503, {"error": "chainrunner serve is stopping: it takes no new requests"})
+            assert [(r.status_code, r.json()) for r in (f.result(30) for f in in_flight)] == [
+                (200, "slept 3.0s")] * 2
+        assert server.process.wait(30) == 0  # stopped of its own accord, once they finished
+    finally:
+        server.stop(signal.SIGKILL)  # only if a failed assertion left it running
+    assert ServeProcess.alive(pids) == set()
+
+
+def test_a_request_still_running_after_the_grace_is_503_saying_so(tmp_path: Path) -> None:
+    server = ServeProcess.start(_project(tmp_path, SLOW_CHAIN), "--grace", "1",
+                                ready_timeout=180)
+    pids = server.descendants() | {server.process.pid}
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(_post, server, {"seconds": 600})
+            server.wait_for("slow: sleeping 600.0s", 60)
+            server.process.send_signal(signal.SIGTERM)
+            cut = in_flight.result(60)
+        assert (cut.status_code, cut.json()) == (503, {
+            "error": "chainrunner serve stopped while this request was in flight (it was "
+                     "still running after --grace 1s)"})
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop(signal.SIGKILL)  # only if a failed assertion left it running
+    assert "1 request still in flight after 1s: stopping anyway" in server.output
+    assert ServeProcess.alive(pids) == set()
+
+
+def test_a_credential_reaches_only_the_chainlet_that_declares_it(tmp_path: Path) -> None:
+    env = {"E2E_TOKEN": "e2e-credential-token", "OPENAI_API_KEY": "e2e-credential-openai"}
+    server = ServeProcess.start(_project(tmp_path, SECRETS_CHAIN), env=env, ready_timeout=180)
+    try:
+        response = _post(server, {})
+        assert response.json() == ["Holder secret=e2e-credential-token",
+                                   "Holder TRUSS_SECRET_e2e_token"]  # and nothing in Peer
+        for pid in server.descendants():  # the zygote and the chainlets' first environment
+            assert b"e2e-credential" not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         assert server.stop() == 0
 

@@ -1,6 +1,7 @@
-"""The gateway in front of a fake entrypoint: auth, pass-through, unavailable chainlets."""
+"""The gateway in front of a fake entrypoint: auth, pass-through, errors, restarts, draining."""
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,15 +11,19 @@ import pytest
 from aiohttp import web
 
 from chainrunner.serve.errors import ChainletUnavailableError, PortInUseError
-from chainrunner.serve.gateway import Gateway, RoutedMember
+from chainrunner.serve.gateway import STOPPING, Gateway, RoutedMember, Router
 
 KEY = "sesame"
+INTERNAL = "internal-key"
+TRUSS_ERROR_FRAME = {"filename": "/srv/packages/chainlets/runner.py", "lineno": 60,
+                     "name": "run_remote", "line": "raise ChainRequestError.rejecting(exc)"}
 
 
 @dataclass
 class FakeMember:
     url: str
     name: str = "Entry"
+    pid: int = 100
     inflight: int = 0
     seen: list[int] = field(default_factory=list)
 
@@ -37,43 +42,94 @@ class FakeMember:
 class FakeRouter:
     member: FakeMember
     down: str | None = None
+    change: asyncio.Event = field(default_factory=asyncio.Event)
 
     def route(self) -> RoutedMember:
         if self.down is not None:
             raise ChainletUnavailableError(self.down)
         return self.member
 
-    def readiness(self) -> tuple[bool, dict[str, object]]:
-        return self.down is None, {"Entry": {"state": "ready" if self.down is None else "x"}}
+    def changed(self) -> asyncio.Event:
+        return self.change
+
+    def readiness(self) -> tuple[bool, dict[str, dict[str, object]]]:
+        return self.down is None, {"Entry": {"state": "ready" if self.down is None else "x",
+                                             "pid": self.member.pid, "port": 1234}}
+
+    def switch(self, member: FakeMember | None = None, down: str | None = None) -> None:
+        """The supervisor's view changed: a restart began or ended."""
+        self.member, self.down = member or self.member, down
+        self.change.set()
+        self.change = asyncio.Event()
 
 
-async def _predict(request: web.Request) -> web.Response:
-    """Echoes like truss: 400 with an error detail for a body it cannot parse."""
-    body = await request.read()
-    if body == b"{bad":
-        return web.json_response({"error": "Input Parsing Error"}, status=400)
-    return web.json_response(f"echo:{body.decode()}")
+_: type[Router] = FakeRouter
+
+
+@dataclass
+class Upstream:
+    """A fake truss server: its URL, the headers it saw, and a gate slow requests wait at."""
+
+    url: str
+    headers: list[dict[str, str]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a request came
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _truss_error(cls: str, module: str | None, message: str) -> dict[str, object]:
+    return {"error": {"exception_cls_name": cls, "exception_module_name": module,
+                      "exception_message": message, "user_stack_trace": [TRUSS_ERROR_FRAME]}}
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[str]:
+async def upstream() -> AsyncIterator[Upstream]:
     app = web.Application()
-    app.router.add_post("/v1/models/model:predict", _predict)
     runner = web.AppRunner(app)
+    state = Upstream("")
+
+    async def predict(request: web.Request) -> web.StreamResponse:
+        """Echoes, like truss answers errors, waits, or drops the connection, by body."""
+        state.headers.append(dict(request.headers))
+        state.arrived.set()
+        body = await request.read()
+        if body == b"{bad":
+            return web.json_response({"error": "Input Parsing Error"}, status=400)
+        if body == b'"reject"':
+            document = {"error": "chain `c` is invalid (2 problems)",
+                        "problems": ["step `a`: unknown plugin `x`", "step `b`: …"]}
+            return web.json_response(_truss_error("ChainRequestError", "chainlets.http_errors",
+                                                  json.dumps(document)), status=422)
+        if body == b'"boom"':
+            return web.json_response(_truss_error("ValueError", None, "boom"), status=500)
+        if body == b'"slow"':
+            await state.release.wait()
+        if body == b'"drop"':
+            assert request.transport is not None
+            request.transport.close()  # as a process killed mid-request would
+        return web.json_response(f"echo:{body.decode()}")
+
+    app.router.add_post("/v1/models/model:predict", predict)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
     await runner.cleanup()
 
 
 @pytest.fixture
-async def gateway(upstream: str) -> AsyncIterator[tuple[Gateway, FakeRouter]]:
-    router = FakeRouter(FakeMember(upstream))
-    gate = Gateway(router, api_key=KEY)
+async def gateway(upstream: Upstream) -> AsyncIterator[tuple[Gateway, FakeRouter]]:
+    router = FakeRouter(FakeMember(upstream.url))
+    gate = Gateway(router, api_key=KEY, internal_key=INTERNAL, restart_wait=5)
     await gate.bind(0)
     yield gate, router
     await gate.close()
+
+
+def _nowhere() -> str:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 async def _post(gate: Gateway, body: bytes, key: str | None = KEY) -> tuple[int, object]:
@@ -85,17 +141,26 @@ async def _post(gate: Gateway, body: bytes, key: str | None = KEY) -> tuple[int,
         return response.status, await response.json()
 
 
-async def test_run_remote_forwards_the_body_and_answers_the_entrypoint_reply(
-        gateway: tuple[Gateway, FakeRouter]) -> None:
+async def _ready(gate: Gateway, key: str | None = None) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Api-Key {key}"} if key else {}
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{gate.port}/ready", headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_run_remote_forwards_the_body_with_serve_s_internal_key(
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream) -> None:
     gate, router = gateway
     assert await _post(gate, b'{"names": []}') == (200, 'echo:{"names": []}')
     assert router.member.seen == [1] and router.member.inflight == 0
+    [headers] = upstream.headers
+    assert headers["Authorization"] == f"Api-Key {INTERNAL}"  # never the client's own key
 
 
 async def test_a_swap_while_the_body_uploads_sends_it_to_the_new_entrypoint(
-        gateway: tuple[Gateway, FakeRouter], upstream: str) -> None:
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream) -> None:
     gate, router = gateway
-    old, new = router.member, FakeMember(upstream, name="New")
+    old, new = router.member, FakeMember(upstream.url, name="New")
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield b'{"names": '
@@ -124,32 +189,98 @@ async def test_a_truss_error_comes_back_with_its_status(
     assert await _post(gateway[0], b"{bad") == (400, {"error": "Input Parsing Error"})
 
 
-async def test_a_dead_entrypoint_is_503_naming_it(gateway: tuple[Gateway, FakeRouter]) -> None:
-    gate, router = gateway
-    router.down = "chainlet `Entry` is not running (killed by SIGKILL)"
-    assert await _post(gate, b"{}") == (503, {"error": router.down})
+async def test_a_rejected_chain_is_its_status_with_the_problems_and_no_frames(
+        gateway: tuple[Gateway, FakeRouter]) -> None:
+    assert await _post(gateway[0], b'"reject"') == (422, {
+        "error": "chain `c` is invalid (2 problems)",
+        "problems": ["step `a`: unknown plugin `x`", "step `b`: …"]})
 
 
-async def test_a_connection_lost_to_the_entrypoint_is_503_naming_it(
+async def test_an_entrypoint_error_keeps_its_message_without_the_stack_trace(
+        gateway: tuple[Gateway, FakeRouter]) -> None:
+    assert await _post(gateway[0], b'"boom"') == (500, {"error": "ValueError: boom"})
+
+
+async def test_a_request_to_a_restarting_entrypoint_is_held_then_sent(
         gateway: tuple[Gateway, FakeRouter]) -> None:
     gate, router = gateway
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        router.member.url = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    status, body = await _post(gate, b"{}")
-    assert (status, body) == (503, {"error": "chainlet `Entry` dropped the connection"})
+    router.down = "chainlet `Entry` is restarting"
+    held = asyncio.create_task(_post(gate, b'"held"'))
+    await asyncio.sleep(0.2)
+    assert not held.done()
+    router.switch(down=None)
+    assert await held == (200, 'echo:"held"')
+
+
+async def test_a_refused_connection_is_held_until_the_entrypoint_is_back(
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream) -> None:
+    gate, router = gateway
+    router.member = FakeMember(_nowhere(), pid=101)  # died; serve has not seen it yet
+    held = asyncio.create_task(_post(gate, b'"held"'))
+    await asyncio.sleep(0.2)
+    assert not held.done()  # the same dead process is not tried again and again
+    router.switch(down="chainlet `Entry` is restarting")
+    await asyncio.sleep(0.1)
+    router.switch(FakeMember(upstream.url, pid=102), down=None)
+    assert await held == (200, 'echo:"held"')
+
+
+async def test_a_request_held_past_restart_wait_is_503_naming_the_option(
+        upstream: Upstream) -> None:
+    router = FakeRouter(FakeMember(upstream.url), down="chainlet `Entry` is restarting")
+    gate = Gateway(router, restart_wait=0.2)
+    await gate.bind(0)
+    try:
+        assert await _post(gate, b"{}", key=None) == (503, {
+            "error": "chainlet `Entry` is restarting (held 0.2s for it to come back; "
+                     "--restart-wait sets how long)"})
+    finally:
+        await gate.close()
+
+
+async def test_a_connection_lost_in_flight_is_503_naming_the_chainlet(
+        gateway: tuple[Gateway, FakeRouter]) -> None:
+    gate, router = gateway
+    status, body = await _post(gate, b'"drop"')
+    assert (status, body) == (503, {"error": "chainlet `Entry` dropped the connection (the "
+                                             "request was in flight there and may have "
+                                             "partly run)"})
     assert router.member.inflight == 0
 
 
-async def test_readiness_reflects_the_router(gateway: tuple[Gateway, FakeRouter]) -> None:
+async def test_draining_refuses_new_requests_and_lets_those_in_flight_finish(
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream) -> None:
+    gate, _ = gateway
+    in_flight = asyncio.create_task(_post(gate, b'"slow"'))
+    await upstream.arrived.wait()
+    draining = asyncio.create_task(gate.drain(30))
+    await asyncio.sleep(0)
+    assert await _post(gate, b"{}") == (503, {"error": STOPPING})
+    assert (await _ready(gate))[1]["stopping"] is True
+    upstream.release.set()
+    assert await in_flight == (200, 'echo:"slow"')
+    assert await draining == 0
+
+
+async def test_draining_gives_up_after_the_grace_and_says_so(
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream) -> None:
+    gate, _ = gateway
+    in_flight = asyncio.create_task(_post(gate, b'"slow"'))
+    await upstream.arrived.wait()
+    assert await gate.drain(0.1) == 1  # serve now stops the entrypoint under it
+    upstream.release.set()
+    await in_flight
+
+
+async def test_readiness_shows_pids_and_ports_only_with_the_key(
+        gateway: tuple[Gateway, FakeRouter]) -> None:
     gate, router = gateway
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{gate.port}/ready") as response:
-            assert response.status == 200
-        router.down = "restarting"
-        async with http.get(f"http://127.0.0.1:{gate.port}/ready") as response:
-            assert response.status == 503
-            assert (await response.json())["ready"] is False
+    assert await _ready(gate) == (200, {"ready": True, "chainlets": {"Entry": {"state": "ready"}}})
+    assert await _ready(gate, KEY) == (200, {"ready": True, "chainlets": {
+        "Entry": {"state": "ready", "pid": 100, "port": 1234}}})
+    router.down = "restarting"
+    status, body = await _ready(gate)
+    assert (status, body["ready"]) == (503, False)
 
 
 async def test_a_taken_port_is_named_with_the_fix(gateway: tuple[Gateway, FakeRouter]) -> None:

@@ -34,12 +34,14 @@ class FakeForker:
     hold: set[str] = field(default_factory=set)  # names whose next spawns stay unready
     spawned: asyncio.Event = field(default_factory=asyncio.Event)  # set at each spawn
     envs: list[dict[str, str]] = field(default_factory=list)  # each spawn's environment
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last spawn's, by name
     _pids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1000))
 
     async def spawn(self, spec: Mapping[str, Any],
                     log_fd: int) -> tuple[int, "asyncio.Future[int]"]:
         os.close(os.dup(log_fd))  # only checks the pipe was handed over
         self.envs.append(dict(spec["env"]))
+        self.specs[spec["name"]] = dict(spec)
         ready = asyncio.Event()
         if spec["name"] not in self.hold:
             ready.set()
@@ -72,11 +74,17 @@ class FakeForker:
 _: type[Forker] = FakeForker
 
 
-def _chain(digest: str) -> ChainArtifacts:
-    entry = ChainletArtifact(name="Entry", display_name="Entry", context_dir=Path("/nowhere"),
-                             dependencies=(), secrets=(), env={}, digest=digest)
+def _chainlet(name: str, digest: str, dependencies: tuple[str, ...] = (),
+              secrets: tuple[str, ...] = ()) -> ChainletArtifact:
+    return ChainletArtifact(name=name, display_name=name, context_dir=Path("/nowhere"),
+                            dependencies=dependencies, secrets=secrets, env={}, digest=digest)
+
+
+def _chain(digest: str, *extra: ChainletArtifact) -> ChainArtifacts:
+    entry = _chainlet("Entry", digest, tuple(c.display_name for c in extra))
     return ChainArtifacts(source=Path("/nowhere/chain.py"), chain_name="c", entrypoint="Entry",
-                          chainlets={"Entry": entry}, inputs=(), fingerprint=digest)
+                          chainlets={c.display_name: c for c in (*extra, entry)}, inputs=(),
+                          fingerprint=digest)
 
 
 @pytest.fixture
@@ -122,3 +130,38 @@ async def test_chainlets_get_serve_s_environment_but_not_its_api_key(
     assert env["CHAINRUNNER_MOCK_SCRIPT"] == "/s.json"  # the mock backend's settings pass
     assert "CHAINRUNNER_API_KEY" not in env
     assert env["TRUSS_SECRET_baseten_chain_api_key"] == "token"
+
+
+async def test_a_credential_reaches_only_the_chainlet_that_declares_it(tmp_path: Path) -> None:
+    forker = FakeForker()
+    env = {"OPENAI_API_KEY": "sk-1", "WEATHER_ACCESS": "w-1", "HF_TOKEN": "hf-1",
+           "TRUSS_SECRET_other": "o-1", "CHAINRUNNER_MOCK_SCRIPT": "/s.json",
+           "TOKENIZERS_PARALLELISM": "false"}
+    chain = _chain("v1", _chainlet("Gen", "v1", secrets=("openai_api_key", "weather_access")))
+    async with aiohttp.ClientSession() as http:
+        supervisor = Supervisor(forker, http, tmp_path, env, "token", log=lambda n, line: None,
+                                notify=lambda note: None, startup_timeout=10)
+        await supervisor.start(chain)
+        await supervisor.stop(grace=0)
+    entry, gen = forker.specs["Entry"]["env"], forker.specs["Gen"]["env"]
+    credentials = {"sk-1", "w-1", "hf-1", "o-1"}
+    assert credentials.isdisjoint(entry.values())
+    assert {name: value for name, value in gen.items() if value in credentials} == {
+        "TRUSS_SECRET_openai_api_key": "sk-1", "TRUSS_SECRET_weather_access": "w-1"}
+    for chainlet_env in (entry, gen):  # the rest of serve's environment passes
+        assert chainlet_env["CHAINRUNNER_MOCK_SCRIPT"] == "/s.json"
+        assert chainlet_env["TOKENIZERS_PARALLELISM"] == "false"  # not a credential
+
+
+@pytest.mark.parametrize(("require", "key"), [(True, "token"), (False, None)],
+                         ids=["api-key-set", "no-api-key"])
+async def test_chainlets_check_the_internal_key_only_when_serve_has_an_api_key(
+        tmp_path: Path, require: bool, key: str | None) -> None:
+    forker = FakeForker()
+    async with aiohttp.ClientSession() as http:
+        supervisor = Supervisor(forker, http, tmp_path, {}, "token", log=lambda n, line: None,
+                                notify=lambda note: None, startup_timeout=10,
+                                require_token=require)
+        await supervisor.start(_chain("v1"))
+        await supervisor.stop(grace=0)
+    assert forker.specs["Entry"]["key"] == key
