@@ -15,7 +15,9 @@ the same `python -m chainrunner.serve` a user runs, and measures over loopback:
   the generator, each a body truss rejects at once: routing, parsing and logging, no model);
 - memory of every process serve runs (RSS, and PSS/USS: chainlets share the zygote's pages);
 - --watch: from saving an edit of a three-chainlet chain to serve reporting the new processes
-  ready and routed.
+  ready and routed;
+- the entrypoint SIGKILLed once during 1,000 requests at concurrency 50: how many fail
+  (benchmarks/serve_faults.py).
 """
 
 import argparse
@@ -36,6 +38,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from benchmarks import serve_faults
 from benchmarks.harness import ServeProcess
 
 __all__ = ["HopStats", "Phase", "direct_latency", "main", "measure_hops", "measure_memory",
@@ -266,7 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="timed starts (median shown)")
     parser.add_argument("--hop-invocations", type=int, default=40)
     parser.add_argument("--saves", type=int, default=3, help="timed --watch reloads")
+    parser.add_argument("--kill-requests", type=int, default=1000)
+    parser.add_argument("--kill-concurrency", type=int, default=50)
+    parser.add_argument("--kill-only", action="store_true",
+                        help="measure only the SIGKILLed entrypoint")
     args = parser.parse_args(argv)
+    if args.kill_only:
+        return _kill_only(args)
     print(f"serve benchmark: {RUNNER.relative_to(REPO)}, mock backend, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
 
@@ -292,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loads, floors = asyncio.run(_load(server, args.invocations, args.repeat))
         memory = measure_memory(server)
+        killed = asyncio.run(serve_faults.measure_kill(
+            server.url, args.kill_requests, args.kill_concurrency))
     finally:
         server.stop()
 
@@ -331,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("memory per process (MB):        RSS     PSS     USS")
     for label, rss, pss, uss in memory:
         print(f"  {label:<26} {rss:7.1f} {pss:7.1f} {uss:7.1f}")
+    print("\n".join(serve_faults.report(killed)))
+    if killed.failed > killed.concurrency:
+        missed.append(f"{killed.failed} failed with the entrypoint killed > "
+                      f"{killed.concurrency} in flight")
     if errors:
         missed.append(f"{errors} failed invocations")
     if starts and statistics.median(starts) > TARGET_STARTUP_S:
@@ -344,6 +359,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for miss in missed:
         print(f"MISSED: {miss}")
     return 1 if missed else 0
+
+
+def _kill_only(args: argparse.Namespace) -> int:
+    server = ServeProcess.start(RUNNER, env={"CHAINRUNNER_MOCK_LATENCY_MS": str(args.latency_ms)},
+                                ready_timeout=300)
+    try:
+        killed = asyncio.run(serve_faults.measure_kill(
+            server.url, args.kill_requests, args.kill_concurrency))
+    finally:
+        server.stop()
+    print("\n".join(serve_faults.report(killed)))
+    return 1 if killed.failed > killed.concurrency else 0
 
 
 if __name__ == "__main__":

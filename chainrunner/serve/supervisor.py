@@ -5,15 +5,14 @@ import itertools
 import json
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import aiohttp
 
 from chainrunner.serve._launcher import DYNAMIC_CONFIG_DIR
 from chainrunner.serve.artifacts import ChainArtifacts, ChainletArtifact
 from chainrunner.serve.errors import ChainletStartError, ChainletUnavailableError, ServeError
+from chainrunner.serve.member import Member
 from chainrunner.serve.processes import PREDICT_PATH, ChainletProcess, Forker
 from chainrunner.serve.zygote import LogSink, describe_exit, without_secrets
 
@@ -24,69 +23,11 @@ DYNAMIC_CHAINLET_CONFIG_KEY = "dynamic_chainlet_config"
 CHAIN_API_KEY_SECRET = "baseten_chain_api_key"
 _MAX_RESTART_DELAY = 10.0
 
-MemberState = Literal["ready", "restarting", "draining", "stopping"]
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-@dataclass(eq=False)
-class Member:
-    """A chainlet in the routing table: its current process and the requests it is serving."""
-
-    artifact: ChainletArtifact
-    process: ChainletProcess
-    state: MemberState = "ready"
-    inflight: int = 0
-    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-
-    def __post_init__(self) -> None:
-        self._idle.set()
-
-    @property
-    def name(self) -> str:
-        return self.artifact.display_name
-
-    @property
-    def url(self) -> str:
-        return self.process.url
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def enter(self) -> None:
-        """A request was sent to this member."""
-        self.inflight += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        """A request this member was serving is done."""
-        self.inflight -= 1
-        if not self.inflight:
-            self._idle.set()
-
-    async def drained(self) -> None:
-        await self._idle.wait()
-
-    def unavailable_reason(self) -> str:
-        """Why this member cannot take a request, naming it."""
-        process = self.process
-        if self.state == "stopping":
-            return (f"chainlet `{self.name}` (pid {process.pid}, port {process.port}) is "
-                    "stopping: chainrunner serve is stopping")
-        if process.exited.done():
-            what = f"is not running ({describe_exit(process.exited.result())})"
-        elif self.state == "restarting":
-            what = "is restarting"
-        else:
-            what = "dropped the connection"
-        return (f"chainlet `{self.name}` (pid {process.pid}, port {process.port}) {what}; "
-                "chainrunner serve restarts chainlets that exit: retry shortly")
 
 
 class Supervisor:
