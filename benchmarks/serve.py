@@ -269,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="timed starts (median shown)")
     parser.add_argument("--hop-invocations", type=int, default=40)
     parser.add_argument("--saves", type=int, default=3, help="timed --watch reloads")
-    parser.add_argument("--kill-requests", type=int, default=1000)
+    parser.add_argument("--kill-requests", type=int, default=1000,
+                        help="requests while the entrypoint is killed (0: skip this measure)")
     parser.add_argument("--kill-concurrency", type=int, default=50)
     parser.add_argument("--kill-only", action="store_true",
                         help="measure only the SIGKILLed entrypoint")
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loads, floors = asyncio.run(_load(server, args.invocations, args.repeat))
         memory = measure_memory(server)
         killed = asyncio.run(serve_faults.measure_kill(
-            server.url, args.kill_requests, args.kill_concurrency))
+            server.url, args.kill_requests, args.kill_concurrency)) if args.kill_requests else None
     finally:
         server.stop()
 
@@ -342,8 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("memory per process (MB):        RSS     PSS     USS")
     for label, rss, pss, uss in memory:
         print(f"  {label:<26} {rss:7.1f} {pss:7.1f} {uss:7.1f}")
-    print("\n".join(serve_faults.report(killed)))
-    if killed.failed > killed.concurrency:
+    if killed is not None:
+        print("\n".join(serve_faults.report(killed)))
+    if killed is not None and killed.failed > killed.concurrency:
         missed.append(f"{killed.failed} failed with the entrypoint killed > "
                       f"{killed.concurrency} in flight")
     if errors:
