@@ -38,9 +38,13 @@ class ServeProcess:
 
     @classmethod
     def launch(cls, chain_file: Path, *args: str, env: Mapping[str, str] | None = None,
-               cwd: Path | None = None) -> "ServeProcess":
-        """Start serve on a free port (`--port 0`); `await_ready` waits for it."""
-        command = [sys.executable, "-m", "chainrunner.serve", str(chain_file), "--port", "0", *args]
+               cwd: Path | None = None, via_cli: bool = False) -> "ServeProcess":
+        """Start serve on a free port (`--port 0`); `await_ready` waits for it. `via_cli`:
+        as `chainrunner serve` (the whole CLI imported first), not `python -m
+        chainrunner.serve`."""
+        entry = ["-c", "from chainrunner.cli import main; main(prog_name='chainrunner')",
+                 "serve"] if via_cli else ["-m", "chainrunner.serve"]
+        command = [sys.executable, *entry, str(chain_file), "--port", "0", *args]
         process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=cwd,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
