@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chainlets.errors import ChainrunnerError
 from chainlets.store import PurgeCounts, StoreSettings, open_store
-from chainlets.store.dialect import async_url
+from chainlets.store.dialect import database_url
 from chainlets.store.migrate import current_revision, head_revision, upgrade
 from chainlets.store.settings import DATABASE_URL_ENV, RETENTION_ENV
 
@@ -45,7 +45,7 @@ def _settings(url: str | None) -> StoreSettings:
 
 
 def _shown(url: str | None) -> str:
-    return async_url(url).render_as_string(hide_password=True)
+    return database_url(url).render_as_string(hide_password=True)
 
 
 @click.group()

@@ -1,6 +1,6 @@
 """Open the configured store: migrate the database to the newest schema, then connect."""
 
-from chainlets.store.dialect import async_url, create_engine
+from chainlets.store.dialect import database_url
 from chainlets.store.migrate import upgrade_async
 from chainlets.store.rows import Clock, IdFactory, new_id, system_clock
 from chainlets.store.settings import StoreSettings
@@ -14,8 +14,8 @@ async def open_store(settings: StoreSettings | None = None, *, migrate: bool = T
     """The store at `settings.url` (default: the environment's `CHAINRUNNER_DATABASE_URL`,
     else `.chainrunner/chainrunner.db` under the working directory), migrated first."""
     settings = settings or StoreSettings.from_env()
-    url = async_url(settings.url)
+    url = database_url(settings.url)
     if migrate:
         await upgrade_async(url)
-    return SqlStore(create_engine(url), limits=settings.limits, lease_s=settings.lease_s,
+    return SqlStore(url, sync=settings.sync, limits=settings.limits, lease_s=settings.lease_s,
                     clock=clock, ids=ids)

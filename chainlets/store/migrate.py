@@ -3,6 +3,7 @@
 import asyncio
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -10,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from chainlets.errors import ChainrunnerError
-from chainlets.store.dialect import WRITE, async_url, create_sync_engine, sync_url
+from chainlets.store.dialect import WRITE, create_sync_engine, database_url, sync_url
 
 __all__ = ["MIGRATIONS", "current_revision", "head_revision", "upgrade", "upgrade_async"]
 
@@ -24,13 +25,13 @@ def _config() -> Config:
 
 
 def _sync(url: str | URL | None) -> URL:
-    return sync_url(url if isinstance(url, URL) else async_url(url))
+    return sync_url(url if isinstance(url, URL) else database_url(url))
 
 
 def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
     """Bring the database at `url` (as `CHAINRUNNER_DATABASE_URL` takes it) to `revision`,
     in one transaction; a database already there is left alone."""
-    engine = create_sync_engine(_sync(url))
+    engine = create_sync_engine(_sync(url), poolclass=sa.NullPool)
     try:
         with engine.connect() as connection:
             config = _config()
@@ -48,7 +49,7 @@ async def upgrade_async(url: str | URL | None = None) -> None:
 
 def current_revision(url: str | URL | None = None) -> str | None:
     """The revision the database is at (None: never migrated)."""
-    engine = create_sync_engine(_sync(url))
+    engine = create_sync_engine(_sync(url), poolclass=sa.NullPool)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_INPUT_ENV",
     "MAX_STEP_OUTPUT_ENV",
     "RETENTION_ENV",
+    "SYNC_ENV",
     "Limits",
     "StoreSettings",
 ]
@@ -25,6 +26,8 @@ MAX_STEP_OUTPUT_ENV = "CHAINRUNNER_MAX_STEP_OUTPUT_BYTES"
 MAX_CHAIN_ENV = "CHAINRUNNER_MAX_CHAIN_BYTES"
 RETENTION_ENV = "CHAINRUNNER_RETENTION_DAYS"
 LEASE_ENV = "CHAINRUNNER_LEASE_S"
+SYNC_ENV = "CHAINRUNNER_DB_SYNC"
+SYNC_MODES = ("full", "normal")
 
 _MIB = 1024 * 1024
 _DAY = 86_400.0
@@ -91,6 +94,10 @@ class StoreSettings:
     limits: Limits = field(default_factory=Limits)
     retention_s: float = 7 * _DAY
     lease_s: float = 10.0
+    # How hard a commit is: `full` fsyncs every commit; `normal` survives any crash of a
+    # process but not of the database's host (SQLite synchronous=NORMAL in WAL, PostgreSQL
+    # synchronous_commit=off). None: SQLite `normal`, PostgreSQL the server's own setting.
+    sync: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "StoreSettings":
@@ -99,6 +106,11 @@ class StoreSettings:
             max_input_bytes=int(_number(env, MAX_INPUT_ENV, _MIB, integer=True)),
             max_step_output_bytes=int(_number(env, MAX_STEP_OUTPUT_ENV, _MIB, integer=True)),
             max_chain_bytes=int(_number(env, MAX_CHAIN_ENV, _MIB, integer=True)))
+        sync = env.get(SYNC_ENV, "").strip().lower() or None
+        if sync is not None and sync not in SYNC_MODES:
+            raise ChainrunnerError(f"{SYNC_ENV}={env[SYNC_ENV]!r} is not valid; set it to "
+                                   "`full` (fsync every commit) or `normal` (survive process "
+                                   "crashes, not a power cut), or leave it unset")
         return cls(url=env.get(DATABASE_URL_ENV) or None, limits=limits,
                    retention_s=_number(env, RETENTION_ENV, 7, integer=False) * _DAY,
-                   lease_s=_number(env, LEASE_ENV, 10, integer=False))
+                   lease_s=_number(env, LEASE_ENV, 10, integer=False), sync=sync)

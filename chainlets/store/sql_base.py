@@ -1,11 +1,13 @@
-"""What every SQL store method builds on: transactions, the lease fence, events, keyset pages."""
+"""What every SQL store method builds on: transactions, the lease fence, events, keyset pages.
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+A method's SQL is a plain function over a `Connection`, run in one transaction by the
+dialect's `Transactions` (a worker thread for SQLite, psycopg's asyncio for PostgreSQL).
+"""
+
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chainlets.store import dialect, rules
 from chainlets.store.models import Lease, NewEvent, Page
@@ -20,24 +22,18 @@ _inv = invocations.c
 
 
 class SqlBase:
-    """An engine, the seams (clock, ids) and the limits; transactions and the fence."""
+    """The transactions, the seams (clock, ids) and the limits; the fence."""
 
-    def __init__(self, engine: AsyncEngine, *, limits: Limits, lease_s: float, clock: Clock,
-                 ids: IdFactory) -> None:
-        self.engine, self.limits, self.lease_s = engine, limits, lease_s
-        self._clock, self._ids = clock, ids
-        self._dialect = engine.dialect.name
-        self._writer = engine.execution_options(**{dialect.WRITE: True})
+    def __init__(self, transactions: dialect.Transactions, dialect_name: str, *, limits: Limits,
+                 lease_s: float, clock: Clock, ids: IdFactory) -> None:
+        self.transactions, self.limits, self.lease_s = transactions, limits, lease_s
+        self._clock, self._ids, self._dialect = clock, ids, dialect_name
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
+    async def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        return await self.transactions.run(work, write=False)
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as conn:
-            yield conn
+    async def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        return await self.transactions.run(work, write=True)
 
     def _insert(self, table: sa.Table) -> Any:
         return dialect.insert(table, self._dialect)
@@ -45,53 +41,54 @@ class SqlBase:
     def _skip_locked(self, query: sa.Select[Any], *of: sa.Table) -> sa.Select[Any]:
         return dialect.skip_locked(query, self._dialect, *of)
 
-    async def _invocation(self, conn: AsyncConnection, invocation_id: str) -> sa.RowMapping:
-        row = (await conn.execute(sa.select(invocations).where(
-            _inv.id == invocation_id))).mappings().first()
+    @staticmethod
+    def _invocation(conn: sa.Connection, invocation_id: str) -> sa.RowMapping:
+        row = conn.execute(sa.select(invocations).where(
+            _inv.id == invocation_id)).mappings().first()
         if row is None:
             raise rules.invocation_not_found(invocation_id)
         return row
 
-    async def _fence(self, conn: AsyncConnection, lease: Lease, new_events: Sequence[NewEvent],
-                     now: float, values: Mapping[str, Any] | None = None) -> sa.RowMapping:
+    def _fence(self, conn: sa.Connection, lease: Lease, new_events: Sequence[NewEvent],
+               now: float, values: Mapping[str, Any] | None = None) -> sa.RowMapping:
         """Update the invocation's row only while `lease` holds it (which also locks the row
         for the rest of the transaction) and append `new_events`."""
-        row: sa.RowMapping | None = (await conn.execute(sa.update(invocations).where(
+        row: sa.RowMapping | None = conn.execute(sa.update(invocations).where(
             _inv.id == lease.invocation_id, _inv.lease_owner == lease.owner,
             _inv.lease_attempt == lease.attempt).values(
             {"updated_at": now, "event_seq": _inv.event_seq + len(new_events), **(values or {})}
-        ).returning(invocations))).mappings().first()
+        ).returning(invocations)).mappings().first()
         if row is None:
             raise rules.lease_lost(lease)
         if new_events:
-            await conn.execute(sa.insert(events), event_rows(
+            conn.execute(sa.insert(events), event_rows(
                 new_events, row, row["event_seq"] - len(new_events), now, self._ids))
         return row
 
-    async def _add_events(self, conn: AsyncConnection, row: Row,
-                          new_events: Sequence[NewEvent], now: float) -> None:
+    def _add_events(self, conn: sa.Connection, row: Row, new_events: Sequence[NewEvent],
+                    now: float) -> None:
         """Append events for an invocation whose row this transaction already wrote."""
         if not new_events:
             return
-        last = (await conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
-            event_seq=_inv.event_seq + len(new_events)).returning(_inv.event_seq))).scalar_one()
-        await conn.execute(sa.insert(events), event_rows(
+        last = conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
+            event_seq=_inv.event_seq + len(new_events)).returning(_inv.event_seq)).scalar_one()
+        conn.execute(sa.insert(events), event_rows(
             new_events, row, last - len(new_events), now, self._ids))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.transactions.close()
 
 
-async def keyset(conn: AsyncConnection, table: sa.Table, query: sa.Select[Any], limit: int,
-                 cursor: str | None, build: Callable[[Row], T]) -> Page[T]:
+def keyset(conn: sa.Connection, table: sa.Table, query: sa.Select[Any], limit: int,
+           cursor: str | None, build: Callable[[Row], T]) -> Page[T]:
     """Newest first by (created_at, id), strictly after `cursor`; one row more than asked
     tells whether another page follows."""
     created, row_id = table.c.created_at, table.c.id
     if cursor is not None:
         at, after = decode_cursor(cursor)
         query = query.where(sa.or_(created < at, sa.and_(created == at, row_id < after)))
-    rows = (await conn.execute(query.order_by(created.desc(), row_id.desc()).limit(
-        limit + 1))).mappings().all()
+    rows = conn.execute(query.order_by(created.desc(), row_id.desc()).limit(
+        limit + 1)).mappings().all()
     items = rows[:limit]
     more = len(rows) > limit
     return Page(items=[build(r) for r in items],

@@ -2,9 +2,9 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chainlets.store import rules
 from chainlets.store.models import (
@@ -28,57 +28,59 @@ _PURGE_BATCH = 500
 
 class SqlOutbox(SqlBase):
     # Approvals.
-    async def _token(self, conn: AsyncConnection, token_hash: str) -> sa.RowMapping:
-        row = (await conn.execute(sa.select(steps).where(
-            _steps.token_hash == token_hash))).mappings().first()
+    @staticmethod
+    def _token(conn: sa.Connection, token_hash: str) -> sa.RowMapping:
+        row = conn.execute(sa.select(steps).where(
+            _steps.token_hash == token_hash)).mappings().first()
         if row is None:
             raise rules.token_not_found()
         return row
 
     async def get_approval(self, token_hash: str) -> tuple[str, StoredStep]:
-        async with self._read() as conn:
-            row = await self._token(conn, token_hash)
+        row = await self._read(lambda conn: self._token(conn, token_hash))
         return row["invocation_id"], step_from_row(row)
 
     async def resume_approval(self, token_hash: str, *, output: str | None = None,
                               error: str | None = None,
                               events: Sequence[NewEvent] = ()) -> StoredStep:
         now = self._clock()
-        async with self._write() as conn:
-            step = await self._token(conn, token_hash)
+
+        def work(conn: sa.Connection) -> StoredStep:
+            step = self._token(conn, token_hash)
             invocation_id = step["invocation_id"]
             values = rules.resumed_step(invocation_id, step, output, error, self.limits, now)
             waiting = _inv.state == State.WAITING.value
-            row = (await conn.execute(sa.update(invocations).where(
-                _inv.id == invocation_id).values(
+            row = conn.execute(sa.update(invocations).where(_inv.id == invocation_id).values(
                 state=sa.case((waiting, State.RUNNING.value), else_=_inv.state),
                 wake_at=sa.case((waiting, None), else_=_inv.wake_at),
-                signals=_inv.signals + 1, updated_at=now).returning(invocations))).mappings().one()
+                signals=_inv.signals + 1, updated_at=now).returning(invocations)).mappings().one()
             # Settled by a timeout or a cancel since it was read: the first one wins.
-            done = await conn.execute(sa.update(steps).where(
-                _steps.token_hash == token_hash, _steps.approval_state == rules.OPEN).values(
-                values))
-            if done.rowcount == 0:
-                rules.resumed_step(invocation_id, await self._token(conn, token_hash), output,
-                                   error, self.limits, now)
-            await self._add_events(conn, row, events, now)
-            return step_from_row(await self._token(conn, token_hash))
+            if conn.execute(sa.update(steps).where(
+                    _steps.token_hash == token_hash,
+                    _steps.approval_state == rules.OPEN).values(values)).rowcount == 0:
+                rules.resumed_step(invocation_id, self._token(conn, token_hash), output, error,
+                                   self.limits, now)
+            self._add_events(conn, row, events, now)
+            return step_from_row(self._token(conn, token_hash))
+
+        return await self._write(work)
 
     async def expire_approval(self, lease: Lease, handle: str, *, message: str,
                               events: Sequence[NewEvent] = ()) -> bool:
         now = self._clock()
-        async with self._write() as conn:
-            row = await self._fence(conn, lease, (), now)
+
+        def work(conn: sa.Connection) -> bool:
+            row = self._fence(conn, lease, (), now)
             key = (_steps.invocation_id == row["id"]) & (_steps.handle == handle)
-            done = await conn.execute(sa.update(steps).where(
-                key, _steps.approval_state == rules.OPEN).values(
-                rules.timed_out_step(message, now)))
-            if done.rowcount == 0:
-                if (await conn.execute(sa.select(_steps.handle).where(key))).first() is None:
+            if conn.execute(sa.update(steps).where(key, _steps.approval_state == rules.OPEN)
+                            .values(rules.timed_out_step(message, now))).rowcount == 0:
+                if conn.execute(sa.select(_steps.handle).where(key)).first() is None:
                     raise rules.step_not_found(row["id"], handle)
                 return False
-            await self._add_events(conn, row, events, now)
-        return True
+            self._add_events(conn, row, events, now)
+            return True
+
+        return await self._write(work)
 
     # Outbox.
     async def claim_events(self, owner: str, *, limit: int = 10) -> list[EventClaim]:
@@ -90,76 +92,89 @@ class SqlOutbox(SqlBase):
                       sa.or_(_ev.claimed_by.is_(None), _ev.claim_expires_at <= now))
         chosen = self._skip_locked(sa.select(_ev.id).where(due, head).order_by(
             _ev.next_attempt_at, _ev.id).limit(limit), events)
-        async with self._write() as conn:
-            ids = (await conn.execute(chosen)).scalars().all()
+
+        def work(conn: sa.Connection) -> list[EventClaim]:
+            ids = conn.execute(chosen).scalars().all()
             if not ids:
                 return []
-            rows = (await conn.execute(sa.update(events).where(_ev.id.in_(ids)).values(
+            rows = conn.execute(sa.update(events).where(_ev.id.in_(ids)).values(
                 claimed_by=owner, claim_attempt=_ev.claim_attempt + 1,
-                claim_expires_at=now + self.lease_s).returning(events))).mappings().all()
-        return [rules.event_claim(r) for r in sorted(
-            rows, key=lambda r: (r["next_attempt_at"], r["id"]))]
+                claim_expires_at=now + self.lease_s).returning(events)).mappings().all()
+            return [rules.event_claim(r) for r in sorted(
+                rows, key=lambda r: (r["next_attempt_at"], r["id"]))]
 
-    async def _mark(self, conn: AsyncConnection, claim: EventClaim,
-                    values: dict[str, object]) -> None:
-        done = await conn.execute(sa.update(events).where(
-            _ev.id == claim.event.event_id, _ev.state == rules.PENDING,
-            _ev.claimed_by == claim.owner, _ev.claim_attempt == claim.attempt).values(values))
-        if done.rowcount == 0:
+        return await self._write(work)
+
+    @staticmethod
+    def _mark(conn: sa.Connection, claim: EventClaim, values: dict[str, Any]) -> None:
+        if conn.execute(sa.update(events).where(
+                _ev.id == claim.event.event_id, _ev.state == rules.PENDING,
+                _ev.claimed_by == claim.owner, _ev.claim_attempt == claim.attempt).values(
+                values)).rowcount == 0:
             raise rules.event_claim_lost(claim)
 
     async def event_delivered(self, claim: EventClaim) -> None:
-        async with self._write() as conn:
-            await self._mark(conn, claim, rules.delivered(
-                {"attempts": claim.event.attempts}, self._clock()))
+        values = rules.delivered({"attempts": claim.event.attempts}, self._clock())
+        await self._write(lambda conn: self._mark(conn, claim, values))
 
     async def event_failed(self, claim: EventClaim, *, error: str,
                            retry_at: datetime | None, disable_url: bool = False) -> None:
-        async with self._write() as conn:
-            await self._mark(conn, claim, rules.attempt_failed(
-                {"attempts": claim.event.attempts}, error, retry_at))
+        values = rules.attempt_failed({"attempts": claim.event.attempts}, error, retry_at)
+
+        def work(conn: sa.Connection) -> None:
+            self._mark(conn, claim, values)
             if disable_url:
-                await conn.execute(sa.update(events).where(
+                conn.execute(sa.update(events).where(
                     _ev.url == claim.event.url, _ev.state == rules.PENDING).values(
                     rules.given_up(error)))
 
+        await self._write(work)
+
+    def _events(self, conn: sa.Connection, invocation_id: str) -> Sequence[sa.RowMapping]:
+        self._invocation(conn, invocation_id)
+        return conn.execute(sa.select(events).where(
+            _ev.invocation_id == invocation_id).order_by(_ev.seq)).mappings().all()
+
     async def list_events(self, invocation_id: str) -> list[Event]:
-        async with self._read() as conn:
-            await self._invocation(conn, invocation_id)
-            rows = (await conn.execute(sa.select(events).where(
-                _ev.invocation_id == invocation_id).order_by(_ev.seq))).mappings().all()
+        rows = await self._read(lambda conn: self._events(conn, invocation_id))
         return [event_from_row(r) for r in rows]
 
     async def redeliver(self, invocation_id: str, event_id: str | None = None) -> int:
         now = self._clock()
-        async with self._write() as conn:
-            await self._invocation(conn, invocation_id)
-            rows = (await conn.execute(sa.select(events).where(
-                _ev.invocation_id == invocation_id).order_by(_ev.seq))).mappings().all()
+
+        def work(conn: sa.Connection) -> int:
+            rows = self._events(conn, invocation_id)
             chosen = [r["id"] for r in rules.redeliverable(rows, invocation_id, event_id)]
             if chosen:
-                await conn.execute(sa.update(events).where(_ev.id.in_(chosen)).values(
+                conn.execute(sa.update(events).where(_ev.id.in_(chosen)).values(
                     rules.redelivered(now)))
-        return len(chosen)
+            return len(chosen)
+
+        return await self._write(work)
 
     # Retention.
     async def purge(self, before: datetime) -> PurgeCounts:
         counts, cutoff = PurgeCounts(), before.timestamp()
-        while True:  # in batches, so no transaction holds the database for long
-            async with self._write() as conn:
-                ids = (await conn.execute(sa.select(_inv.id).where(
-                    _inv.finished_at < cutoff).limit(_PURGE_BATCH))).scalars().all()
-                if ids:
-                    counts.steps += (await conn.execute(sa.delete(steps).where(
-                        _steps.invocation_id.in_(ids)))).rowcount
-                    counts.events += (await conn.execute(sa.delete(events).where(
-                        _ev.invocation_id.in_(ids)))).rowcount
-                    counts.invocations += (await conn.execute(sa.delete(invocations).where(
-                        _inv.id.in_(ids)))).rowcount
-            if len(ids) < _PURGE_BATCH:
-                break
-        async with self._write() as conn:
+
+        def batch(conn: sa.Connection) -> int:
+            ids = conn.execute(sa.select(_inv.id).where(_inv.finished_at < cutoff).limit(
+                _PURGE_BATCH)).scalars().all()
+            if ids:
+                counts.steps += conn.execute(sa.delete(steps).where(
+                    _steps.invocation_id.in_(ids))).rowcount
+                counts.events += conn.execute(sa.delete(events).where(
+                    _ev.invocation_id.in_(ids))).rowcount
+                counts.invocations += conn.execute(sa.delete(invocations).where(
+                    _inv.id.in_(ids))).rowcount
+            return len(ids)
+
+        while await self._write(batch) == _PURGE_BATCH:
+            pass  # in batches, so no transaction holds the database for long
+
+        def unused_chains(conn: sa.Connection) -> int:
             used = sa.exists().where(_inv.chain_id == chains.c.id)
-            counts.chains = (await conn.execute(sa.delete(chains).where(
-                chains.c.deleted_at.is_not(None), ~used))).rowcount
+            return conn.execute(sa.delete(chains).where(chains.c.deleted_at.is_not(None),
+                                                        ~used)).rowcount
+
+        counts.chains = await self._write(unused_chains)
         return counts

@@ -21,7 +21,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 def test_upgrade_migrates_once(runner: CliRunner, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     first = runner.invoke(db, ["upgrade", "--url", url])
-    assert (first.exit_code, first.output) == (0, f"sqlite+aiosqlite:///{tmp_path}/db.sqlite: "
+    assert (first.exit_code, first.output) == (0, f"sqlite+pysqlite:///{tmp_path}/db.sqlite: "
                                                   "upgraded from empty to revision 0001 "
                                                   "(head)\n")
     again = runner.invoke(db, ["upgrade", "--url", url])

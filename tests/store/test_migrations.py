@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from chainlets.store import StoreSettings, open_store
-from chainlets.store.dialect import async_url, create_sync_engine, sync_url
+from chainlets.store.dialect import create_sync_engine, database_url, sync_url
 from chainlets.store.migrate import MIGRATIONS, current_revision, head_revision, upgrade
 from chainlets.store.tables import metadata
 from tests.store.conftest import ADMIN_URL
@@ -43,7 +43,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _write_at_first_revision(url: str) -> None:
     """Rows as a service on the first revision wrote them (plain SQL: that code is gone)."""
-    engine = create_sync_engine(sync_url(async_url(url)))
+    engine = create_sync_engine(sync_url(database_url(url)))
     spec = json.dumps({"handle": "old", "steps": []})
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO chains (id, handle, spec, created_at) "
@@ -77,7 +77,7 @@ async def test_a_database_from_the_first_migration_upgrades_to_head(empty_url: s
 
 def test_the_migrated_schema_is_the_one_the_code_queries(empty_url: str) -> None:
     upgrade(empty_url)
-    engine = create_sync_engine(sync_url(async_url(empty_url)))
+    engine = create_sync_engine(sync_url(database_url(empty_url)))
     try:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -96,7 +96,7 @@ def test_migrations_ship_with_the_package() -> None:
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'wal.db'}"
     upgrade(url)
-    engine = create_sync_engine(sync_url(async_url(url)))
+    engine = create_sync_engine(sync_url(database_url(url)))
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

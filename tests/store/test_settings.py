@@ -19,25 +19,25 @@ from chainlets.store import (
     StoredChain,
     StoredStep,
 )
-from chainlets.store.dialect import async_url, sync_url
+from chainlets.store.dialect import database_url, sync_url
 from chainlets.store.settings import Limits, StoreSettings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("sqlite:///rel/x.db", "sqlite+aiosqlite:///{cwd}/rel/x.db"),
-    ("sqlite:////abs/x.db", "sqlite+aiosqlite:////abs/x.db"),
-    ("sqlite+aiosqlite:///x.db?timeout=5", "sqlite+aiosqlite:///{cwd}/x.db?timeout=5"),
+    ("sqlite:///rel/x.db", "sqlite+pysqlite:///{cwd}/rel/x.db"),
+    ("sqlite:////abs/x.db", "sqlite+pysqlite:////abs/x.db"),
+    ("sqlite+aiosqlite:///x.db?timeout=5", "sqlite+pysqlite:///{cwd}/x.db?timeout=5"),
     ("postgresql://user@db.example/app", "postgresql+psycopg://user@db.example/app"),
     ("postgres://user:pw@db.example:5433/app", "postgresql+psycopg://user:pw@db.example:5433/app"),
     ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
     ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
-    (None, "sqlite+aiosqlite:///{cwd}/.chainrunner/chainrunner.db"),
+    (None, "sqlite+pysqlite:///{cwd}/.chainrunner/chainrunner.db"),
 ], ids=["sqlite-relative", "sqlite-absolute", "sqlite-driver-form", "postgresql", "postgres",
         "psycopg-driver-form", "asyncpg-driver-form", "default"])
 def test_urls_get_an_async_driver(tmp_path: Path, raw: str | None, expected: str) -> None:
-    url = async_url(raw, cwd=tmp_path)
+    url = database_url(raw, cwd=tmp_path)
     assert url.render_as_string(hide_password=False) == expected.format(cwd=tmp_path)
     if url.get_backend_name() == "sqlite":
         assert Path(url.database or "").parent.is_dir()
@@ -45,30 +45,32 @@ def test_urls_get_an_async_driver(tmp_path: Path, raw: str | None, expected: str
 
 @pytest.mark.parametrize(("raw", "message"), [
     ("mysql://u@h/d", "`mysql` databases are not supported"),
-    ("postgresql+psycopg2://u:secret@h/d", "`psycopg2` is not an asyncio driver; use "
-                                           "`postgresql://…`"),
+    ("postgresql+psycopg2://u:secret@h/d", "`psycopg2` is not a driver we run; use "
+                                           "`postgresql://…` \\(we pick `psycopg`\\)"),
     ("sqlite://", "an in-memory SQLite database is lost"),
     ("sqlite:///:memory:", "an in-memory SQLite database is lost"),
     ("::not a url::", "not a database URL"),
 ], ids=["mysql", "sync-driver", "memory", "memory-named", "garbage"])
 def test_bad_urls_are_explained(tmp_path: Path, raw: str, message: str) -> None:
     with pytest.raises(ChainrunnerError, match=f"CHAINRUNNER_DATABASE_URL: .*{message}") as info:
-        async_url(raw, cwd=tmp_path)
+        database_url(raw, cwd=tmp_path)
     assert "secret" not in str(info.value)
 
 
 def test_migrations_use_the_sync_driver_of_the_same_database(tmp_path: Path) -> None:
-    assert sync_url(async_url("sqlite:///x.db", cwd=tmp_path)).drivername == "sqlite+pysqlite"
-    assert sync_url(async_url("postgresql+asyncpg://u@h/d")).drivername == "postgresql+psycopg"
+    assert sync_url(database_url("sqlite:///x.db", cwd=tmp_path)).drivername == \
+        "sqlite+pysqlite"
+    assert sync_url(database_url("postgresql+asyncpg://u@h/d")).drivername == "postgresql+psycopg"
 
 
 def test_settings_come_from_the_environment() -> None:
     settings = StoreSettings.from_env({
         "CHAINRUNNER_DATABASE_URL": "postgresql://u@h/d", "CHAINRUNNER_MAX_INPUT_BYTES": "10",
         "CHAINRUNNER_MAX_STEP_OUTPUT_BYTES": "20", "CHAINRUNNER_MAX_CHAIN_BYTES": "30",
-        "CHAINRUNNER_RETENTION_DAYS": "0.5", "CHAINRUNNER_LEASE_S": "7.5"})
+        "CHAINRUNNER_RETENTION_DAYS": "0.5", "CHAINRUNNER_LEASE_S": "7.5",
+        "CHAINRUNNER_DB_SYNC": "Full"})
     assert settings == StoreSettings(url="postgresql://u@h/d", limits=Limits(10, 20, 30),
-                                     retention_s=43_200, lease_s=7.5)
+                                     retention_s=43_200, lease_s=7.5, sync="full")
     assert StoreSettings.from_env({}) == StoreSettings()
 
 
@@ -77,7 +79,9 @@ def test_settings_come_from_the_environment() -> None:
                                     "positive number \\(default 10\\)"),
     ("CHAINRUNNER_MAX_INPUT_BYTES", "1.5", "a positive whole number"),
     ("CHAINRUNNER_RETENTION_DAYS", "-1", "CHAINRUNNER_RETENTION_DAYS='-1' is not valid"),
-], ids=["lease", "bytes", "retention"])
+    ("CHAINRUNNER_DB_SYNC", "always", "CHAINRUNNER_DB_SYNC='always' is not valid; set it to "
+                                      "`full`"),
+], ids=["lease", "bytes", "retention", "sync"])
 def test_bad_settings_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ChainrunnerError, match=message):
         StoreSettings.from_env({name: value})
@@ -108,5 +112,4 @@ def test_models_survive_a_json_round_trip(model: object) -> None:
 
 def test_the_runner_image_pins_the_store_drivers() -> None:
     pins = dict(pin.split("==") for pin in deploy.image().pip_requirements)
-    assert {"sqlalchemy", "aiosqlite", "psycopg", "psycopg-binary", "alembic",
-            "greenlet"} <= set(pins)
+    assert {"sqlalchemy", "psycopg", "psycopg-binary", "alembic", "greenlet"} <= set(pins)
