@@ -233,6 +233,7 @@ class MemoryStore:
         row, step = self._token(token_hash)
         values = rules.resumed_step(row["id"], step, output, error, self.limits,
                                     now := self._clock())
+        rules.check_resumable(row)
         step.update(values)
         row.update(rules.woken(row), signals=row["signals"] + 1)
         self._add_events(row, events, now)

@@ -256,6 +256,12 @@ def resumed_step(invocation_id: str, step: Row, output: str | None, error: str |
             "approval_state": (ApprovalState.RESUMED if ok else ApprovalState.REJECTED).value}
 
 
+def check_resumable(row: Row) -> None:
+    if row["state"] not in ACTIVE:
+        raise ConflictError(f"invocation `{row['id']}` already ended `{row['state']}`; its "
+                            "approvals can no longer be resumed")
+
+
 def woken(row: Row) -> dict[str, Any]:
     """A resume makes a waiting invocation claimable again (it holds no lease)."""
     if row["state"] == State.WAITING.value:

@@ -50,10 +50,14 @@ class SqlOutbox(SqlBase):
             invocation_id = step["invocation_id"]
             values = rules.resumed_step(invocation_id, step, output, error, self.limits, now)
             waiting = _inv.state == State.WAITING.value
-            row = conn.execute(sa.update(invocations).where(_inv.id == invocation_id).values(
+            row = conn.execute(sa.update(invocations).where(
+                _inv.id == invocation_id, _inv.state.in_(rules.ACTIVE)).values(
                 state=sa.case((waiting, State.RUNNING.value), else_=_inv.state),
                 wake_at=sa.case((waiting, None), else_=_inv.wake_at),
-                signals=_inv.signals + 1, updated_at=now).returning(invocations)).mappings().one()
+                signals=_inv.signals + 1, updated_at=now).returning(invocations)).mappings().first()
+            if row is None:
+                rules.check_resumable(self._invocation(conn, invocation_id))
+                raise rules.invocation_not_found(invocation_id)  # pragma: no cover
             # Settled by a timeout or a cancel since it was read: the first one wins.
             if conn.execute(sa.update(steps).where(
                     _steps.token_hash == token_hash,

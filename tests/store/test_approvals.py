@@ -108,6 +108,18 @@ async def test_a_cancel_wins_over_a_later_resume(store: Store, clock: FakeClock)
         await store.resume_approval(TOKEN, output="greenlight")
 
 
+async def test_an_ended_invocation_cannot_be_resumed(store: Store, clock: FakeClock) -> None:
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    await store.record_step(lease, step("judge", RunState.WAITING), approval=OpenApproval(
+        token_hash=TOKEN, prompt="ok?", deadline=at(clock.now + 60)))
+    await store.update_invocation(lease, state=State.FAILED, status_message="`tell` failed")
+    with pytest.raises(ConflictError, match=f"invocation `{invocation_id}` already ended "
+                                            "`failed`; its approvals can no longer be resumed"):
+        await store.resume_approval(TOKEN, output="yes")
+    assert (await store.get_invocation(invocation_id)).steps[0].state == State.WAITING
+
+
 async def test_suspend_refuses_when_an_approval_was_settled_meanwhile(
         store: Store, clock: FakeClock) -> None:
     invocation_id, lease = await start(store)
