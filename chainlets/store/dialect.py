@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from chainlets.errors import ChainrunnerError
+from chainlets.errors import ConfigurationError
 from chainlets.store.settings import DATABASE_URL_ENV
 
 __all__ = [
@@ -46,8 +46,8 @@ _ACCEPTED = {"sqlite": {"pysqlite", "aiosqlite"},
              "postgresql": {"psycopg", "psycopg_async", "asyncpg"}}
 
 
-def _bad_url(url: str, why: str) -> ChainrunnerError:
-    return ChainrunnerError(f"{DATABASE_URL_ENV}: {url}: {why}")
+def _bad_url(url: str, why: str) -> ConfigurationError:
+    return ConfigurationError(f"{DATABASE_URL_ENV}: {url}: {why}")
 
 
 def database_url(raw: str | None, *, cwd: Path | None = None) -> URL:

@@ -256,7 +256,7 @@ class MemoryStore:
         now = self._clock()
         heads: dict[str, _Row] = {}
         for event in sorted(self._events.values(), key=lambda e: e["seq"]):
-            if event["state"] == rules.PENDING:
+            if event["state"] in rules.UNDELIVERED:
                 heads.setdefault(event["invocation_id"], event)
         due = sorted((e for e in heads.values() if rules.event_due(e, now)),
                      key=lambda e: (e["next_attempt_at"], e["id"]))[:limit]
@@ -277,11 +277,11 @@ class MemoryStore:
     async def event_failed(self, claim: EventClaim, *, error: str,
                            retry_at: datetime | None, disable_url: bool = False) -> None:
         row = self._claimed_event(claim)
-        row.update(rules.attempt_failed(row, error, retry_at))
+        row.update(rules.attempt_failed(row, error, retry_at, disable_url, self._clock()))
         if disable_url:
             for other in self._events.values():
-                if other["url"] == row["url"] and other["state"] == rules.PENDING:
-                    other.update(rules.given_up(error))
+                if other["url"] == row["url"] and other["state"] in rules.UNDELIVERED:
+                    other.update(rules.gone(error))
 
     async def list_events(self, invocation_id: str) -> list[Event]:
         self._invocation(invocation_id)

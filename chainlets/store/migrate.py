@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from chainlets.errors import ChainrunnerError
+from chainlets.errors import ConfigurationError
 from chainlets.store.dialect import WRITE, create_sync_engine, database_url, sync_url
 
 __all__ = ["MIGRATIONS", "current_revision", "head_revision", "upgrade", "upgrade_async"]
@@ -60,5 +60,5 @@ def current_revision(url: str | URL | None = None) -> str | None:
 def head_revision() -> str:
     head = ScriptDirectory.from_config(_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships its revisions
-        raise ChainrunnerError(f"no migrations under {MIGRATIONS}")
+        raise ConfigurationError(f"no migrations under {MIGRATIONS}")
     return head

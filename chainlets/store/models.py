@@ -187,12 +187,14 @@ class NewEvent(BaseModel):
 
 
 class EventState(enum.StrEnum):
-    """Delivery state of an event; `recorded` events have no callback URL to go to."""
+    """Where an event's delivery stands (the service's `DeliveryState`, plus `recorded`)."""
 
-    PENDING = "pending"
+    PENDING = "pending"  # not attempted yet
+    RETRYING = "retrying"  # an attempt failed; the next goes at `next_attempt_at`
     DELIVERED = "delivered"
-    FAILED = "failed"
-    RECORDED = "recorded"
+    GAVE_UP = "gave_up"  # every attempt of the retry period failed
+    GONE = "gone"  # the receiver answered 410: nothing more goes to that URL
+    RECORDED = "recorded"  # the invocation has no callback URL: kept, never sent
 
 
 class Event(BaseModel):
@@ -209,6 +211,7 @@ class Event(BaseModel):
     created_at: datetime
     state: EventState
     attempts: int = 0
+    last_attempt_at: datetime | None = None
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chainlets.engine.models import StepRecord
-from chainlets.errors import InvalidRequestError
+from chainlets.errors import RequestError
 from chainlets.store.models import (
     Approval,
     ApprovalState,
@@ -87,7 +87,7 @@ def chain_id_for(chain: Mapping[str, Any]) -> str:
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequestError(f"limit: {limit} is out of range; use 1 to {MAX_PAGE}")
+        raise RequestError(f"limit: {limit} is out of range; use 1 to {MAX_PAGE}")
     return limit
 
 
@@ -105,7 +105,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             return float(created_at), row_id
     except (binascii.Error, ValueError, TypeError):
         pass
-    raise InvalidRequestError(f"cursor: {cursor!r} is not a cursor this service returned; "
+    raise RequestError(f"cursor: {cursor!r} is not a cursor this service returned; "
                               "pass `next_cursor` from the previous page unchanged")
 
 
@@ -166,7 +166,8 @@ def event_rows(events: Sequence[NewEvent], invocation: Row, last_seq: int, now: 
              "chain_id": invocation["chain_id"], "seq": last_seq + i, "type": e.type,
              "step": e.step, "data": e.data, "url": url, "created_at": now,
              "state": state.value, "attempts": 0, "next_attempt_at": now if url else None,
-             "last_error": None, "delivered_at": None, "claimed_by": None, "claim_attempt": 0,
+             "last_attempt_at": None, "last_error": None, "delivered_at": None,
+             "claimed_by": None, "claim_attempt": 0,
              "claim_expires_at": None}
             for i, e in enumerate(events, start=1)]
 
@@ -176,5 +177,6 @@ def event_from_row(row: Row) -> Event:
                  chain_id=row["chain_id"], seq=row["seq"], type=row["type"], step=row["step"],
                  data=row["data"] or {}, url=row["url"], created_at=_at(row["created_at"]),
                  state=EventState(row["state"]), attempts=row["attempts"],
+                 last_attempt_at=from_ts(row["last_attempt_at"]),
                  next_attempt_at=from_ts(row["next_attempt_at"]),
                  last_error=row["last_error"], delivered_at=from_ts(row["delivered_at"]))

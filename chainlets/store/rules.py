@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from chainlets.engine.models import StepRecord
-from chainlets.errors import ConflictError, InvalidRequestError, LeaseLostError, NotFoundError
+from chainlets.errors import ConflictError, LeaseLostError, NotFoundError, RequestError
 from chainlets.store.models import (
     ACTIVE_STATES,
     ApprovalState,
@@ -35,6 +35,8 @@ R = TypeVar("R", bound=Row)
 
 OPEN = ApprovalState.OPEN.value
 PENDING = EventState.PENDING.value
+# An event still to be sent: claimable when due, and it holds back its invocation's later ones.
+UNDELIVERED = (EventState.PENDING.value, EventState.RETRYING.value)
 ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 
 
@@ -111,7 +113,7 @@ def check_new_invocation(new: NewInvocation, limits: Limits) -> None:
     if new.idempotency_key is not None and new.request_hash is None:
         problems.append("request_hash: required with an idempotency_key")
     if problems:
-        raise InvalidRequestError("; ".join(problems))
+        raise RequestError("; ".join(problems), problems)
 
 
 def check_same_request(new: NewInvocation, row: Row) -> None:
@@ -151,7 +153,7 @@ def initial_steps(new: NewInvocation, invocation_id: str, source: Sequence[Row],
         row = reused.get(handle)
         if row is None or row["state"] != State.SUCCEEDED.value:
             source_id = new.rerun_of.invocation_id if new.rerun_of else None
-            raise InvalidRequestError(
+            raise RequestError(
                 f"reuse: step `{handle}` of invocation `{source_id}` did not succeed, so "
                 "there is no output to reuse; rerun from it or an earlier step")
     rows = []
@@ -186,7 +188,7 @@ def step_columns(step: StepRecord, approval: OpenApproval | None,
 def invocation_update(state: State, output: str | None, status_message: str | None,
                       limits: Limits, now: float) -> dict[str, Any]:
     if state == State.WAITING:
-        raise InvalidRequestError("state: an invocation waits for approvals through "
+        raise RequestError("state: an invocation waits for approvals through "
                                   "`suspend`, which also gives up its lease")
     limits.check_output(None, output)
     values: dict[str, Any] = {"state": state.value, "output": output,
@@ -198,7 +200,7 @@ def invocation_update(state: State, output: str | None, status_message: str | No
 
 def check_waiting_on(waiting_on: Collection[str]) -> None:
     if not waiting_on:
-        raise InvalidRequestError("waiting_on: name the approval steps the invocation waits "
+        raise RequestError("waiting_on: name the approval steps the invocation waits "
                                   "for; with none, it is finished or still running")
 
 
@@ -244,7 +246,7 @@ def claimed(row: Row, owner: str, now: float, lease_s: float) -> dict[str, Any]:
 def resumed_step(invocation_id: str, step: Row, output: str | None, error: str | None,
                  limits: Limits, now: float) -> dict[str, Any]:
     if (output is None) == (error is None):
-        raise InvalidRequestError("resume: give exactly one of `output` (the approved value) "
+        raise RequestError("resume: give exactly one of `output` (the approved value) "
                                   "and `error` (why it was refused)")
     if step["approval_state"] != OPEN:
         raise ConflictError(f"step `{step['handle']}` of invocation `{invocation_id}`: the "
@@ -291,26 +293,29 @@ def event_claim(event: Row) -> EventClaim:
 
 
 def holds_event(event: Row, claim: EventClaim) -> bool:
-    return bool(event["state"] == PENDING and event["claimed_by"] == claim.owner
+    return bool(event["state"] in UNDELIVERED and event["claimed_by"] == claim.owner
                 and event["claim_attempt"] == claim.attempt)
 
 
 def delivered(event: Row, now: float) -> dict[str, Any]:
     return {"state": EventState.DELIVERED.value, "attempts": event["attempts"] + 1,
-            "delivered_at": now, "next_attempt_at": None, "claimed_by": None,
-            "claim_expires_at": None}
-
-
-def given_up(error: str) -> dict[str, Any]:
-    return {"state": EventState.FAILED.value, "last_error": error, "next_attempt_at": None,
+            "last_attempt_at": now, "delivered_at": now, "next_attempt_at": None,
             "claimed_by": None, "claim_expires_at": None}
 
 
-def attempt_failed(event: Row, error: str, retry_at: datetime | None) -> dict[str, Any]:
-    values = given_up(error) if retry_at is None else {
-        "last_error": error, "next_attempt_at": retry_at.timestamp(), "claimed_by": None,
-        "claim_expires_at": None}
-    return {**values, "attempts": event["attempts"] + 1}
+def gone(error: str) -> dict[str, Any]:
+    """No attempt goes to the event's URL any more (the receiver answered 410)."""
+    return {"state": EventState.GONE.value, "last_error": error, "next_attempt_at": None,
+            "claimed_by": None, "claim_expires_at": None}
+
+
+def attempt_failed(event: Row, error: str, retry_at: datetime | None, disable_url: bool,
+                   now: float) -> dict[str, Any]:
+    state = EventState.GONE if disable_url else \
+        EventState.GAVE_UP if retry_at is None else EventState.RETRYING
+    return {"state": state.value, "attempts": event["attempts"] + 1, "last_attempt_at": now,
+            "last_error": error, "next_attempt_at": None if retry_at is None or disable_url
+            else retry_at.timestamp(), "claimed_by": None, "claim_expires_at": None}
 
 
 def redeliverable(events: Sequence[R], invocation_id: str, event_id: str | None) -> list[R]:
@@ -320,13 +325,14 @@ def redeliverable(events: Sequence[R], invocation_id: str, event_id: str | None)
     if not chosen:
         raise NotFoundError(f"invocation `{invocation_id}` has no event `{event_id}`")
     if chosen[0]["url"] is None:
-        raise InvalidRequestError(f"event `{event_id}`: the invocation has no callback_url "
+        raise RequestError(f"event `{event_id}`: the invocation has no callback_url "
                                   "to deliver it to")
     return chosen
 
 
 def redelivered(now: float) -> dict[str, Any]:
     return {"state": PENDING, "attempts": 0, "next_attempt_at": now, "last_error": None,
+            "last_attempt_at": None,
             "delivered_at": None, "claimed_by": None, "claim_expires_at": None}
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chainlets.errors import ChainrunnerError, PayloadTooLargeError
+from chainlets.errors import ConfigurationError, PayloadTooLargeError
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -81,7 +81,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool)
         value = -1
     if value <= 0:
         kind = "a positive whole number" if integer else "a positive number"
-        raise ChainrunnerError(f"{name}={raw!r} is not valid; set it to {kind} "
+        raise ConfigurationError(f"{name}={raw!r} is not valid; set it to {kind} "
                                f"(default {default:g})")
     return value
 
@@ -108,7 +108,7 @@ class StoreSettings:
             max_chain_bytes=int(_number(env, MAX_CHAIN_ENV, _MIB, integer=True)))
         sync = env.get(SYNC_ENV, "").strip().lower() or None
         if sync is not None and sync not in SYNC_MODES:
-            raise ChainrunnerError(f"{SYNC_ENV}={env[SYNC_ENV]!r} is not valid; set it to "
+            raise ConfigurationError(f"{SYNC_ENV}={env[SYNC_ENV]!r} is not valid; set it to "
                                    "`full` (fsync every commit) or `normal` (survive process "
                                    "crashes, not a power cut), or leave it unset")
         return cls(url=env.get(DATABASE_URL_ENV) or None, limits=limits,

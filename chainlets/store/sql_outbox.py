@@ -91,8 +91,9 @@ class SqlOutbox(SqlBase):
         now = self._clock()
         earlier = events.alias("earlier")
         head = ~sa.exists().where(earlier.c.invocation_id == _ev.invocation_id,
-                                  earlier.c.state == rules.PENDING, earlier.c.seq < _ev.seq)
-        due = sa.and_(_ev.state == rules.PENDING, _ev.next_attempt_at <= now,
+                                  earlier.c.state.in_(rules.UNDELIVERED),
+                                  earlier.c.seq < _ev.seq)
+        due = sa.and_(_ev.state.in_(rules.UNDELIVERED), _ev.next_attempt_at <= now,
                       sa.or_(_ev.claimed_by.is_(None), _ev.claim_expires_at <= now))
         chosen = self._skip_locked(sa.select(_ev.id).where(due, head).order_by(
             _ev.next_attempt_at, _ev.id).limit(limit), events)
@@ -112,7 +113,7 @@ class SqlOutbox(SqlBase):
     @staticmethod
     def _mark(conn: sa.Connection, claim: EventClaim, values: dict[str, Any]) -> None:
         if conn.execute(sa.update(events).where(
-                _ev.id == claim.event.event_id, _ev.state == rules.PENDING,
+                _ev.id == claim.event.event_id, _ev.state.in_(rules.UNDELIVERED),
                 _ev.claimed_by == claim.owner, _ev.claim_attempt == claim.attempt).values(
                 values)).rowcount == 0:
             raise rules.event_claim_lost(claim)
@@ -123,14 +124,15 @@ class SqlOutbox(SqlBase):
 
     async def event_failed(self, claim: EventClaim, *, error: str,
                            retry_at: datetime | None, disable_url: bool = False) -> None:
-        values = rules.attempt_failed({"attempts": claim.event.attempts}, error, retry_at)
+        values = rules.attempt_failed({"attempts": claim.event.attempts}, error, retry_at,
+                                      disable_url, self._clock())
 
         def work(conn: sa.Connection) -> None:
             self._mark(conn, claim, values)
             if disable_url:
                 conn.execute(sa.update(events).where(
-                    _ev.url == claim.event.url, _ev.state == rules.PENDING).values(
-                    rules.given_up(error)))
+                    _ev.url == claim.event.url, _ev.state.in_(rules.UNDELIVERED)).values(
+                    rules.gone(error)))
 
         await self._write(work)
 

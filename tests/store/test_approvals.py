@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from chainlets.engine.models import RunState
-from chainlets.errors import ConflictError, InvalidRequestError, NotFoundError
+from chainlets.errors import ConflictError, NotFoundError, RequestError
 from chainlets.store import ApprovalState, NewEvent, OpenApproval, State, Store
 from tests.store.conftest import LEASE_S, FakeClock
 from tests.store.helpers import CHAIN, URL, at, start, step
@@ -70,7 +70,7 @@ async def test_a_resume_takes_an_output_or_an_error(store: Store, clock: FakeClo
                                                     output: str | None,
                                                     error: str | None) -> None:
     await _waiting(store, clock)
-    with pytest.raises(InvalidRequestError, match="exactly one of `output`"):
+    with pytest.raises(RequestError, match="exactly one of `output`"):
         await store.resume_approval(TOKEN, output=output, error=error)
 
 
@@ -130,7 +130,7 @@ async def test_suspend_refuses_when_an_approval_was_settled_meanwhile(
     assert (await store.heartbeat(lease)).signals == 1
     assert not await store.suspend(lease, ["judge"])
     assert (await store.get_invocation(invocation_id)).state == State.RUNNING
-    with pytest.raises(InvalidRequestError, match="waiting_on: name the approval steps"):
+    with pytest.raises(RequestError, match="waiting_on: name the approval steps"):
         await store.suspend(lease, [])
 
 

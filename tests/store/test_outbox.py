@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from chainlets.engine.models import RunState
-from chainlets.errors import InvalidRequestError, LeaseLostError, NotFoundError
+from chainlets.errors import LeaseLostError, NotFoundError, RequestError
 from chainlets.store import EventClaim, EventState, NewEvent, State, Store
 from tests.store.conftest import LEASE_S, FakeClock, make_store
 from tests.store.helpers import URL, at, finished, start, step
@@ -71,6 +71,8 @@ async def test_a_failed_delivery_blocks_later_events_until_retried(store: Store,
     clock.advance(30)
     [retry] = await store.claim_events("A")
     assert (retry.event.seq, retry.event.attempts, retry.event.last_error) == (1, 1, "HTTP 500")
+    assert (retry.event.state, retry.event.last_attempt_at) == (EventState.RETRYING,
+                                                                at(clock.now - 30))
     assert retry.event.event_id == claim.event.event_id  # the webhook-id is stable
     await store.event_delivered(retry)
     [after] = await store.claim_events("A")
@@ -87,7 +89,7 @@ async def test_a_given_up_event_lets_the_next_one_go(store: Store) -> None:
     [after] = await store.claim_events("A")
     assert after.event.seq == 2
     gave_up = (await store.list_events(invocation_id))[0]
-    assert (gave_up.state, gave_up.last_error) == (EventState.FAILED, "retry period over")
+    assert (gave_up.state, gave_up.last_error) == (EventState.GAVE_UP, "retry period over")
 
 
 async def test_an_expired_delivery_claim_passes_to_another_worker(store: Store,
@@ -109,7 +111,7 @@ async def test_gone_disables_every_pending_event_for_the_url(store: Store) -> No
     claims = {c.event.invocation_id: c for c in await store.claim_events("A", limit=10)}
     await store.event_failed(claims[first], error="HTTP 410 Gone", retry_at=None,
                              disable_url=True)
-    assert {e.state for e in await store.list_events(first)} == {EventState.FAILED}
+    assert {e.state for e in await store.list_events(first)} == {EventState.GONE}
     assert [e.state for e in await store.list_events(other)][1:] == [EventState.PENDING] * 2
 
 
@@ -117,7 +119,7 @@ async def test_events_without_a_callback_url_are_recorded_not_sent(store: Store)
     invocation_id = await _three_events(store, url=None)
     assert {e.state for e in await store.list_events(invocation_id)} == {EventState.RECORDED}
     assert await store.claim_events("A", limit=10) == []
-    with pytest.raises(InvalidRequestError, match="has no callback_url"):
+    with pytest.raises(RequestError, match="has no callback_url"):
         await store.redeliver(invocation_id, (await store.list_events(invocation_id))[0]
                               .event_id)
 

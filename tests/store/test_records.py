@@ -7,10 +7,10 @@ import pytest
 from chainlets.engine.models import RunState
 from chainlets.errors import (
     ConflictError,
-    InvalidRequestError,
     LeaseLostError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestError,
 )
 from chainlets.store import NewInvocation, RerunOf, State, Store
 from tests.store.conftest import FakeClock
@@ -69,7 +69,7 @@ async def test_a_deleted_chain_is_gone_until_stored_again(store: Store) -> None:
 ], ids=["zero", "too-many", "garbage-cursor"])
 async def test_bad_page_arguments_are_named(store: Store, limit: int, cursor: str | None,
                                             message: str) -> None:
-    with pytest.raises(InvalidRequestError, match=message):
+    with pytest.raises(RequestError, match=message):
         await store.list_invocations(limit=limit, cursor=cursor)
 
 
@@ -114,7 +114,7 @@ async def test_the_same_idempotency_key_and_request_is_the_same_invocation(
 
 async def test_an_idempotency_key_needs_a_request_hash(store: Store) -> None:
     stored = await store.create_chain(CHAIN)
-    with pytest.raises(InvalidRequestError, match="request_hash: required"):
+    with pytest.raises(RequestError, match="request_hash: required"):
         await store.create_invocation(NewInvocation(chain_id=stored.chain_id,
                                                     idempotency_key="k"))
 
@@ -158,7 +158,7 @@ async def test_a_finished_invocation_ends_its_lease(store: Store) -> None:
     assert invocation.finished_at is not None
     with pytest.raises(LeaseLostError):
         await store.heartbeat(lease)
-    with pytest.raises(InvalidRequestError, match="through `suspend`"):
+    with pytest.raises(RequestError, match="through `suspend`"):
         await store.update_invocation(lease, state=State.WAITING)
 
 
@@ -176,7 +176,7 @@ async def test_a_rerun_copies_the_committed_outputs_it_reuses(store: Store) -> N
     assert got.rerun_of == RerunOf(invocation_id=source, from_step="judge")
     assert [(s.handle, s.state, s.output) for s in got.steps] == [
         ("tell", State.SUCCEEDED, "out-tell"), ("judge", State.WAITING, None)]
-    with pytest.raises(InvalidRequestError, match=f"reuse: step `judge` of invocation "
+    with pytest.raises(RequestError, match=f"reuse: step `judge` of invocation "
                                                   f"`{source}` did not succeed"):
         await store.create_invocation(NewInvocation(
             chain_id=chain_id, steps=STEPS, reuse=["tell", "judge"],

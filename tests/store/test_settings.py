@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from chainlets import deploy
-from chainlets.errors import ChainrunnerError
+from chainlets.errors import ConfigurationError
 from chainlets.store import (
     Event,
     EventClaim,
@@ -52,7 +52,7 @@ def test_urls_get_an_async_driver(tmp_path: Path, raw: str | None, expected: str
     ("::not a url::", "not a database URL"),
 ], ids=["mysql", "sync-driver", "memory", "memory-named", "garbage"])
 def test_bad_urls_are_explained(tmp_path: Path, raw: str, message: str) -> None:
-    with pytest.raises(ChainrunnerError, match=f"CHAINRUNNER_DATABASE_URL: .*{message}") as info:
+    with pytest.raises(ConfigurationError, match=f"CHAINRUNNER_DATABASE_URL: .*{message}") as info:
         database_url(raw, cwd=tmp_path)
     assert "secret" not in str(info.value)
 
@@ -83,7 +83,7 @@ def test_settings_come_from_the_environment() -> None:
                                       "`full`"),
 ], ids=["lease", "bytes", "retention", "sync"])
 def test_bad_settings_name_the_variable(name: str, value: str, message: str) -> None:
-    with pytest.raises(ChainrunnerError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         StoreSettings.from_env({name: value})
 
 

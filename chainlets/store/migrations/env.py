@@ -3,14 +3,14 @@
 import sqlalchemy as sa
 from alembic import context
 
-from chainlets.errors import ChainrunnerError
+from chainlets.errors import ConfigurationError
 
 # Taken for the migration's transaction on PostgreSQL, so replicas starting together apply
 # each migration once (on SQLite, `BEGIN IMMEDIATE` serializes them).
 _ADVISORY_LOCK = 0x636861696E72756E  # "chainrun"
 
 if context.is_offline_mode():
-    raise ChainrunnerError("the store's migrations run against a database; "
+    raise ConfigurationError("the store's migrations run against a database; "
                            "offline (--sql) mode is not supported")
 
 connection: sa.Connection = context.config.attributes["connection"]

@@ -97,6 +97,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_attempt_at", sa.Double),
         sa.Column("next_attempt_at", sa.Double),
         sa.Column("last_error", sa.Text),
         sa.Column("delivered_at", sa.Double),
