@@ -1,5 +1,6 @@
 """Chains, invocations and step records, on every backend."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from chainlets.errors import (
     RequestError,
 )
 from chainlets.store import NewInvocation, RerunOf, State, Store
-from tests.store.conftest import FakeClock
+from tests.store.conftest import FakeClock, make_store
 from tests.store.helpers import CHAIN, STEPS, at, chain, start, step
 
 
@@ -110,6 +111,26 @@ async def test_the_same_idempotency_key_and_request_is_the_same_invocation(
         await store.create_invocation(NewInvocation(
             chain_id=stored.chain_id, steps=STEPS, idempotency_key="k1", request_hash="h2"))
     assert len((await store.list_invocations()).items) == 1
+
+
+async def test_racing_requests_with_one_idempotency_key_make_one_invocation(
+        backend: str, clock: FakeClock) -> None:
+    """Six requests with the same key on separate connection pools (replicas) at once."""
+    stores = [await make_store(backend, clock) for _ in range(3)]
+    if backend == "memory":
+        stores = [stores[0]] * 3
+    try:
+        chain_id = (await stores[0].create_chain(CHAIN)).chain_id
+        new = NewInvocation(chain_id=chain_id, steps=STEPS, idempotency_key="k",
+                            request_hash="h")
+        answers = await asyncio.gather(*(stores[n % 3].create_invocation(new, owner=f"r{n}")
+                                         for n in range(6)))
+        assert len({a.invocation.invocation_id for a in answers}) == 1
+        assert sum(a.created for a in answers) == 1
+        assert [a.lease is not None for a in answers] == [a.created for a in answers]
+    finally:
+        for opened in {id(s): s for s in stores}.values():
+            await opened.close()
 
 
 async def test_an_idempotency_key_needs_a_request_hash(store: Store) -> None:
