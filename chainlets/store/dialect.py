@@ -71,8 +71,7 @@ def database_url(raw: str | None, *, cwd: Path | None = None) -> URL:
     if driver and driver not in _ACCEPTED[backend]:
         raise _bad_url(shown, f"`{driver}` is not a driver we run; use `{backend}://…` "
                               f"(we pick `{_DRIVERS[backend]}`)")
-    keep = driver if backend == "postgresql" and driver else _DRIVERS[backend]
-    url = url.set(drivername=f"{backend}+{keep}")
+    url = url.set(drivername=f"{backend}+{_DRIVERS[backend]}")
     if backend == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:") or database.startswith("file::memory:"):
@@ -182,7 +181,7 @@ class _AsyncEngine:
 
 
 def transactions(url: URL, sync: str | None = None) -> Transactions:
-    """How the store runs its transactions on the database at `url` (an async URL)."""
+    """How the store runs its transactions on the database at `url` (from `database_url`)."""
     if url.get_backend_name() == "sqlite":
         return _SqliteThreads(url, sync)
     return _AsyncEngine(url, sync)

@@ -1,13 +1,12 @@
 """The store in memory, for unit tests and runs that keep nothing: the same rows and rules as
 the SQL store, each method one uninterrupted step of the event loop (so one transaction)."""
 
-import copy
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import rules
+from chainlets.store import refusals, rules
 from chainlets.store.models import (
     Created,
     Event,
@@ -79,7 +78,7 @@ class MemoryStore:
     def _chain(self, chain_id: str) -> _Row:
         row = self._chains.get(chain_id)
         if row is None or row["deleted_at"] is not None:
-            raise rules.chain_not_found(chain_id)
+            raise refusals.chain_not_found(chain_id)
         return row
 
     # Invocations.
@@ -108,7 +107,7 @@ class MemoryStore:
             return []
         source = new.rerun_of.invocation_id
         if source not in self._invocations:
-            raise rules.invocation_not_found(source)
+            raise refusals.invocation_not_found(source)
         return [r for h, r in self._steps[source].items() if h in set(new.reuse)]
 
     async def get_invocation(self, invocation_id: str) -> Invocation:
@@ -128,14 +127,14 @@ class MemoryStore:
     def _invocation(self, invocation_id: str) -> _Row:
         row = self._invocations.get(invocation_id)
         if row is None:
-            raise rules.invocation_not_found(invocation_id)
+            raise refusals.invocation_not_found(invocation_id)
         return row
 
     def _fenced(self, lease: Lease) -> _Row:
         row = self._invocations.get(lease.invocation_id)
         if row is None or (row["lease_owner"], row["lease_attempt"]) != (lease.owner,
                                                                          lease.attempt):
-            raise rules.lease_lost(lease)
+            raise refusals.lease_lost(lease)
         return row
 
     def _add_events(self, row: _Row, events: Sequence[NewEvent], now: float) -> None:
@@ -151,7 +150,7 @@ class MemoryStore:
         self.limits.check_output(step.handle, step.output)
         row = self._fenced(lease)
         if approval is not None and approval.token_hash in self._tokens:
-            raise rules.token_reused(step.handle)
+            raise refusals.token_reused(step.handle)
         now = self._clock()
         steps = self._steps[row["id"]]
         target = steps.get(step.handle)
@@ -219,7 +218,7 @@ class MemoryStore:
     # Approvals.
     def _token(self, token_hash: str) -> tuple[_Row, _Row]:
         if token_hash not in self._tokens:
-            raise rules.token_not_found()
+            raise refusals.token_not_found()
         invocation_id, handle = self._tokens[token_hash]
         return self._invocations[invocation_id], self._steps[invocation_id][handle]
 
@@ -244,7 +243,7 @@ class MemoryStore:
         row = self._fenced(lease)
         step = self._steps[row["id"]].get(handle)
         if step is None:
-            raise rules.step_not_found(row["id"], handle)
+            raise refusals.step_not_found(row["id"], handle)
         if step["approval_state"] != rules.OPEN:
             return False
         step.update(rules.timed_out_step(message, now := self._clock()))
@@ -267,7 +266,7 @@ class MemoryStore:
     def _claimed_event(self, claim: EventClaim) -> _Row:
         row = self._events.get(claim.event.event_id)
         if row is None or not rules.holds_event(row, claim):
-            raise rules.event_claim_lost(claim)
+            raise refusals.event_claim_lost(claim)
         return row
 
     async def event_delivered(self, claim: EventClaim) -> None:
@@ -324,8 +323,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    def snapshot(self) -> dict[str, Any]:
-        """A deep copy of every row, for tests that compare stores."""
-        return copy.deepcopy({"chains": self._chains, "invocations": self._invocations,
-                              "steps": self._steps, "events": self._events})

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import dialect, rules
+from chainlets.store import dialect, refusals, rules
 from chainlets.store.models import (
     Created,
     Invocation,
@@ -80,7 +80,7 @@ class SqlStore(SqlOutbox):
         row = conn.execute(sa.select(chains).where(
             chains.c.id == chain_id, chains.c.deleted_at.is_(None))).mappings().first()
         if row is None:
-            raise rules.chain_not_found(chain_id)
+            raise refusals.chain_not_found(chain_id)
         return row
 
     async def list_chains(self, *, limit: int = 50,
@@ -96,7 +96,7 @@ class SqlStore(SqlOutbox):
                 chains.c.id == chain_id, chains.c.deleted_at.is_(None)).values(
                 deleted_at=self._clock()))
             if done.rowcount == 0:
-                raise rules.chain_not_found(chain_id)
+                raise refusals.chain_not_found(chain_id)
 
         await self._write(work)
 
@@ -189,7 +189,7 @@ class SqlStore(SqlOutbox):
         except IntegrityError as exc:
             if approval is None:
                 raise
-            raise rules.token_reused(step.handle) from exc
+            raise refusals.token_reused(step.handle) from exc
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
@@ -227,7 +227,7 @@ class SqlStore(SqlOutbox):
             ).returning(invocations)).mappings().first()
             if row is None:
                 rules.check_cancellable(self._invocation(conn, invocation_id))
-                raise rules.invocation_not_found(invocation_id)  # pragma: no cover
+                raise refusals.invocation_not_found(invocation_id)  # pragma: no cover
             conn.execute(sa.update(steps).where(
                 _steps.invocation_id == invocation_id, _steps.state.in_(rules.ACTIVE)).values(
                 state=State.CANCELLED.value, status_message=message, finished_at=now,

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from chainlets.store import dialect, rules
+from chainlets.store import dialect, refusals
 from chainlets.store.models import Lease, NewEvent, Page
 from chainlets.store.rows import Clock, IdFactory, Row, decode_cursor, encode_cursor, event_rows
 from chainlets.store.settings import Limits
@@ -46,7 +46,7 @@ class SqlBase:
         row = conn.execute(sa.select(invocations).where(
             _inv.id == invocation_id)).mappings().first()
         if row is None:
-            raise rules.invocation_not_found(invocation_id)
+            raise refusals.invocation_not_found(invocation_id)
         return row
 
     def _fence(self, conn: sa.Connection, lease: Lease, new_events: Sequence[NewEvent],
@@ -59,7 +59,7 @@ class SqlBase:
             {"updated_at": now, "event_seq": _inv.event_seq + len(new_events), **(values or {})}
         ).returning(invocations)).mappings().first()
         if row is None:
-            raise rules.lease_lost(lease)
+            raise refusals.lease_lost(lease)
         if new_events:
             conn.execute(sa.insert(events), event_rows(
                 new_events, row, row["event_seq"] - len(new_events), now, self._ids))

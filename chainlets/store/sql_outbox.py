@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chainlets.store import rules
+from chainlets.store import refusals, rules
 from chainlets.store.models import (
     Event,
     EventClaim,
@@ -33,7 +33,7 @@ class SqlOutbox(SqlBase):
         row = conn.execute(sa.select(steps).where(
             _steps.token_hash == token_hash)).mappings().first()
         if row is None:
-            raise rules.token_not_found()
+            raise refusals.token_not_found()
         return row
 
     async def get_approval(self, token_hash: str) -> tuple[str, StoredStep]:
@@ -57,7 +57,7 @@ class SqlOutbox(SqlBase):
                 signals=_inv.signals + 1, updated_at=now).returning(invocations)).mappings().first()
             if row is None:
                 rules.check_resumable(self._invocation(conn, invocation_id))
-                raise rules.invocation_not_found(invocation_id)  # pragma: no cover
+                raise refusals.invocation_not_found(invocation_id)  # pragma: no cover
             # Settled by a timeout or a cancel since it was read: the first one wins.
             if conn.execute(sa.update(steps).where(
                     _steps.token_hash == token_hash,
@@ -79,7 +79,7 @@ class SqlOutbox(SqlBase):
             if conn.execute(sa.update(steps).where(key, _steps.approval_state == rules.OPEN)
                             .values(rules.timed_out_step(message, now))).rowcount == 0:
                 if conn.execute(sa.select(_steps.handle).where(key)).first() is None:
-                    raise rules.step_not_found(row["id"], handle)
+                    raise refusals.step_not_found(row["id"], handle)
                 return False
             self._add_events(conn, row, events, now)
             return True
@@ -116,7 +116,7 @@ class SqlOutbox(SqlBase):
                 _ev.id == claim.event.event_id, _ev.state.in_(rules.UNDELIVERED),
                 _ev.claimed_by == claim.owner, _ev.claim_attempt == claim.attempt).values(
                 values)).rowcount == 0:
-            raise rules.event_claim_lost(claim)
+            raise refusals.event_claim_lost(claim)
 
     async def event_delivered(self, claim: EventClaim) -> None:
         values = rules.delivered({"attempts": claim.event.attempts}, self._clock())

@@ -32,7 +32,7 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
     ("postgresql://user@db.example/app", "postgresql+psycopg://user@db.example/app"),
     ("postgres://user:pw@db.example:5433/app", "postgresql+psycopg://user:pw@db.example:5433/app"),
     ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
-    ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
+    ("postgresql+asyncpg://u@h/d", "postgresql+psycopg://u@h/d"),
     (None, "sqlite+pysqlite:///{cwd}/.chainrunner/chainrunner.db"),
 ], ids=["sqlite-relative", "sqlite-absolute", "sqlite-driver-form", "postgresql", "postgres",
         "psycopg-driver-form", "asyncpg-driver-form", "default"])
