@@ -10,8 +10,10 @@ import truss_chains as chains
 
 __all__ = ["SHIP_DIR", "cpu_service", "host_env", "image"]
 
-# The chainlets' own runtime imports, pinned to what this checkout runs and tests with.
-_RUNTIME = ("pydantic", "httpx", "openai", "standardwebhooks")
+# The chainlets' own runtime imports, pinned to what this checkout runs and tests with (the
+# store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic).
+_RUNTIME = ("pydantic", "httpx", "openai", "standardwebhooks", "sqlalchemy", "greenlet",
+            "psycopg", "psycopg-binary", "alembic")
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
 # *contents* of each external package dir. A chainlet gets our whole `chainlets` package, which

@@ -3,13 +3,15 @@
     ChainrunnerError                 base of everything below
     ├── RequestError                 a request is malformed (HTTP 400/422): fix it and resend
     │   ├── ChainDefinitionError     the chain is invalid: fix the JSON/code, nothing ran
-    │   └── InputsError              the chain is fine, the run's inputs are not: fix the inputs
+    │   ├── InputsError              the chain is fine, the run's inputs are not: fix the inputs
+    │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │                                (HTTP 429/5xx, timeout, connection error)
     ├── NotFoundError                an id names nothing stored (HTTP 404)
     ├── ConflictError                the request contradicts the current state (HTTP 409)
-    └── ConfigurationError           a setting (environment variable, secret) is malformed
+    ├── ConfigurationError           a setting (environment variable, secret) is malformed
+    └── LeaseLostError               another worker runs the invocation now: stop working on it
 
 Every class is constructible from one message string: Truss re-raises a remote error in the
 caller as ``cls(message)``.
@@ -24,7 +26,9 @@ __all__ = [
     "ConflictError",
     "GenerationError",
     "InputsError",
+    "LeaseLostError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RequestError",
     "TransientGenerationError",
 ]
@@ -61,6 +65,11 @@ class InputsError(RequestError):
     """Raised when a run's inputs do not satisfy the chain (missing or unknown names)."""
 
 
+class PayloadTooLargeError(RequestError):
+    """Raised when an input, a chain or a step output exceeds its configured size limit; the
+    message names the limit and the variable that sets it."""
+
+
 class GenerationError(ChainrunnerError):
     """Raised when a generator call fails and retrying would not help."""
 
@@ -80,3 +89,9 @@ class NotFoundError(ChainrunnerError):
 class ConfigurationError(ChainrunnerError):
     """Raised when a setting (an environment variable, a secret) is malformed; the message
     names the setting and how to fix it."""
+
+
+class LeaseLostError(ChainrunnerError):
+    """Raised when a worker writes for an invocation whose lease it no longer holds (it expired
+    and another worker claimed it, or the invocation was cancelled): the write was rejected and
+    the worker must stop working on that invocation."""

@@ -106,8 +106,8 @@ def test_json_schema_describes_the_language() -> None:
 def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
     assert sorted(chainlets.errors.__all__) == [
         "ChainDefinitionError", "ChainrunnerError", "ConfigurationError", "ConflictError",
-        "GenerationError", "InputsError", "NotFoundError", "RequestError",
-        "TransientGenerationError"]
+        "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
+        "PayloadTooLargeError", "RequestError", "TransientGenerationError"]
     for name in chainlets.errors.__all__:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"

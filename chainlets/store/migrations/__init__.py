@@ -1,0 +1,1 @@
+"""Alembic migrations of the store; never edit one that was released."""

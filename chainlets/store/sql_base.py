@@ -1,0 +1,96 @@
+"""What every SQL store method builds on: transactions, the lease fence, events, keyset pages.
+
+A method's SQL is a plain function over a `Connection`, run in one transaction by the
+dialect's `Transactions` (a worker thread for SQLite, psycopg's asyncio for PostgreSQL).
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from chainlets.store import dialect, refusals
+from chainlets.store.models import Lease, NewEvent, Page
+from chainlets.store.rows import Clock, IdFactory, Row, decode_cursor, encode_cursor, event_rows
+from chainlets.store.settings import Limits
+from chainlets.store.tables import events, invocations
+
+__all__ = ["SqlBase", "keyset"]
+
+T = TypeVar("T")
+_inv = invocations.c
+
+
+class SqlBase:
+    """The transactions, the seams (clock, ids) and the limits; the fence."""
+
+    def __init__(self, transactions: dialect.Transactions, dialect_name: str, *, limits: Limits,
+                 lease_s: float, clock: Clock, ids: IdFactory) -> None:
+        self.transactions, self.limits, self.lease_s = transactions, limits, lease_s
+        self._clock, self._ids, self._dialect = clock, ids, dialect_name
+
+    async def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        return await self.transactions.run(work, write=False)
+
+    async def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        return await self.transactions.run(work, write=True)
+
+    def _insert(self, table: sa.Table) -> Any:
+        return dialect.insert(table, self._dialect)
+
+    def _skip_locked(self, query: sa.Select[Any], *of: sa.Table) -> sa.Select[Any]:
+        return dialect.skip_locked(query, self._dialect, *of)
+
+    @staticmethod
+    def _invocation(conn: sa.Connection, invocation_id: str) -> sa.RowMapping:
+        row = conn.execute(sa.select(invocations).where(
+            _inv.id == invocation_id)).mappings().first()
+        if row is None:
+            raise refusals.invocation_not_found(invocation_id)
+        return row
+
+    def _fence(self, conn: sa.Connection, lease: Lease, new_events: Sequence[NewEvent],
+               now: float, values: Mapping[str, Any] | None = None) -> sa.RowMapping:
+        """Update the invocation's row only while `lease` holds it (which also locks the row
+        for the rest of the transaction) and append `new_events`."""
+        row: sa.RowMapping | None = conn.execute(sa.update(invocations).where(
+            _inv.id == lease.invocation_id, _inv.lease_owner == lease.owner,
+            _inv.lease_attempt == lease.attempt).values(
+            {"updated_at": now, "event_seq": _inv.event_seq + len(new_events), **(values or {})}
+        ).returning(invocations)).mappings().first()
+        if row is None:
+            raise refusals.lease_lost(lease)
+        if new_events:
+            conn.execute(sa.insert(events), event_rows(
+                new_events, row, row["event_seq"] - len(new_events), now, self._ids))
+        return row
+
+    def _add_events(self, conn: sa.Connection, row: Row, new_events: Sequence[NewEvent],
+                    now: float) -> None:
+        """Append events for an invocation whose row this transaction already wrote."""
+        if not new_events:
+            return
+        last = conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
+            event_seq=_inv.event_seq + len(new_events)).returning(_inv.event_seq)).scalar_one()
+        conn.execute(sa.insert(events), event_rows(
+            new_events, row, last - len(new_events), now, self._ids))
+
+    async def close(self) -> None:
+        await self.transactions.close()
+
+
+def keyset(conn: sa.Connection, table: sa.Table, query: sa.Select[Any], limit: int,
+           cursor: str | None, build: Callable[[Row], T]) -> Page[T]:
+    """Newest first by (created_at, id), strictly after `cursor`; one row more than asked
+    tells whether another page follows."""
+    created, row_id = table.c.created_at, table.c.id
+    if cursor is not None:
+        at, after = decode_cursor(cursor)
+        query = query.where(sa.or_(created < at, sa.and_(created == at, row_id < after)))
+    rows = conn.execute(query.order_by(created.desc(), row_id.desc()).limit(
+        limit + 1)).mappings().all()
+    items = rows[:limit]
+    more = len(rows) > limit
+    return Page(items=[build(r) for r in items],
+                next_cursor=encode_cursor(items[-1]["created_at"], items[-1]["id"])
+                if more else None)
