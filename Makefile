@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The mock answers after DEMO_LATENCY_MS, so that steps running in parallel visibly overlap.
+DEMO_LATENCY_MS ?= 400
+
 demo: $(STAMP)
-	$(BIN)/chainrunner run chains/specs/soundtrack.json --llm mock --input topic=friendship
+	CHAINRUNNER_MOCK_LATENCY_MS=$(DEMO_LATENCY_MS) $(BIN)/chainrunner run \
+		chains/specs/soundtrack.json --llm mock --input topic=friendship
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,4 +43,5 @@ check: lint typecheck test push-dryrun
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine; engine=$$?; \
 	$(BIN)/python -m benchmarks.serve; serve=$$?; \
-	exit $$((engine || serve))
+	$(BIN)/python -m benchmarks.startup; startup=$$?; \
+	exit $$((engine || serve || startup))

@@ -1,61 +1,64 @@
 """`chainrunner` command line: run, validate, graph and schema for JSON chains.
 
 Exit codes: 0 the chain succeeded (or the check passed), 1 it ran and failed (the result is
-still printed), 2 an invalid chain, missing inputs or bad usage (nothing was called).
+still printed), 2 an invalid chain, missing inputs or bad usage (nothing was called; under
+`--json`, one JSON error document on stdout: chainrunner/cli_group.py).
 """
 
-import asyncio
 import contextlib
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import truss_chains as chains
-from rich.console import Console
-from rich.markup import escape
 
-from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.errors import ChainDefinitionError, InputsError
-from chainlets.generators.mock_model import SCRIPT_ENV
-from chainlets.generators.openai_chat import OPENAI_KEY_SECRET
-from chainlets.language.compiler import CompiledChain, compile_chain
-from chainlets.language.plugins import PluginRegistry
-from chainlets.language.spec import chain_json_schema, read_chain_json
+from chainrunner.cli_group import EXIT_INVALID, CommandGroup, CommandRefused, refused
+from chainrunner.cli_help import JSON_HELP, MAIN_EPILOG, MOCK_SCRIPT_ENV, RUN_EPILOG, print_version
 from chainrunner.extensions import Extensions, runner_option
-from chainrunner.mermaid import to_mermaid
-from chainrunner.progress import Progress, result_table
-from chainrunner.serve.command import serve
+
+# Start-up: `--help`, `validate`, `graph` and `schema` must answer in a fraction of a second, so
+# this module imports only click and light modules of our own; the chain language's compiler,
+# rich, truss and the openai SDK are imported by the commands that use them
+# (`python -m benchmarks.startup` measures it; tests/test_startup.py keeps it so).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from chainlets.engine.models import InvocationResult, RunOptions
+    from chainlets.language.compiler import CompiledChain
+    from chainlets.language.plugins import PluginRegistry
 
 __all__ = ["main"]
 
 EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
-def _stderr() -> Console:
+def _stderr() -> "Console":
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
-def _fail(message: str) -> "click.exceptions.Exit":
-    _stderr().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    return click.exceptions.Exit(EXIT_INVALID)
+def _source(path: Path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
 
 
-def _compile(path: Path, plugins: PluginRegistry) -> CompiledChain:
+def _compile(path: Path, plugins: "PluginRegistry") -> "CompiledChain":
     """The chain in `path` (`-`: stdin), every problem reported at once (schema included)."""
-    source = "<stdin>" if str(path) == "-" else str(path)
-    return compile_chain(read_chain_json(path), plugins, source=source)
+    from chainlets.language.compiler import compile_chain
+    from chainlets.language.spec import read_chain_json
+
+    return compile_chain(read_chain_json(path), plugins, source=_source(path))
 
 
-def _compiled_or_exit(path: Path, plugins: PluginRegistry) -> CompiledChain:
+def _compiled_or_exit(path: Path, plugins: "PluginRegistry") -> "CompiledChain":
     try:
         return _compile(path, plugins)
     except ChainDefinitionError as exc:
-        raise _fail(str(exc)) from exc
+        raise refused(exc) from exc
 
 
 def _parse_inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str, str]:
@@ -95,9 +98,14 @@ def _select_backend(llm: str | None) -> str:
     return "mock"
 
 
-async def _run(chain: CompiledChain, inputs: dict[str, str], options: RunOptions,
-               show_progress: bool, extensions: Extensions) -> InvocationResult:
+async def _run(chain: "CompiledChain", inputs: dict[str, str], options: "RunOptions",
+               show_progress: bool, extensions: Extensions) -> "InvocationResult":
+    # Only `run` pays for truss (and the runner's chainlets): the other commands never get here.
+    import truss_chains as chains
+
+    from chainlets.generators.openai_chat import OPENAI_KEY_SECRET
     from chainlets.runner import ChainRunner
+    from chainrunner.progress import Progress
 
     secrets = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", "")}
     # The same chainlet classes that get deployed, wired in-process by truss's run_local.
@@ -116,23 +124,27 @@ def _mock_script(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    before = os.environ.get(SCRIPT_ENV)
-    os.environ[SCRIPT_ENV] = str(path.resolve())
+    before = os.environ.get(MOCK_SCRIPT_ENV)
+    os.environ[MOCK_SCRIPT_ENV] = str(path.resolve())
     try:
         yield
     finally:
         if before is None:
-            del os.environ[SCRIPT_ENV]
+            del os.environ[MOCK_SCRIPT_ENV]
         else:
-            os.environ[SCRIPT_ENV] = before
+            os.environ[MOCK_SCRIPT_ENV] = before
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# `serve` is imported when used: it starts processes, and the other commands need none of it.
+@click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve"},
+             epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=print_version, help="Show the versions of chainrunner, truss, Python.")
 def main() -> None:
     """chainrunner: run prompt chains eagerly, in parallel, locally or as a Truss Chain."""
 
 
-@main.command()
+@main.command(epilog=RUN_EPILOG)
 @click.argument("spec_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--input", "-i", "pairs", multiple=True, metavar="KEY=VALUE",
               help="A chain input; repeat for more.")
@@ -142,27 +154,36 @@ def main() -> None:
               help="Backend for gpt-3/openai steps [env CHAINRUNNER_LLM; default: openai if "
                    "OPENAI_API_KEY is set, else mock].")
 @click.option("--mock-script", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"Pattern → reply rules for the mock model [env {SCRIPT_ENV}].")
+              help=f"Pattern → reply rules for the mock model [env {MOCK_SCRIPT_ENV}].")
 @click.option("--max-concurrency", type=click.IntRange(min=1),
               help="At most this many model calls at once.")
 @click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Attempts per step on transient failures (429/5xx/timeouts).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print exactly one JSON document (the result) on stdout.")
+              help="Print exactly one JSON document on stdout: the result, or on exit 2 the "
+                   'error ({"error", "kind", "problems"}).')
 @runner_option
 def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: str | None,
         mock_script: Path | None, max_concurrency: int | None, max_attempts: int,
         as_json: bool, extensions: Extensions) -> None:
-    """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress."""
+    """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress.
+
+    Then prints every step's state, the wall time against the sum of step times, and the
+    chain's output in full (with --json: the result document instead).
+    """
     compiled = _compiled_or_exit(spec_file, extensions.plugins)
     inputs = _parse_inputs(pairs, inputs_file)
     try:
         compiled.resolve_inputs(inputs)
     except InputsError as exc:
-        raise _fail(str(exc)) from exc
+        raise refused(exc) from exc
     if compiled.spec.callback_url:
         _stderr().print(f"chainrunner: callback_url {compiled.spec.callback_url} is not called by "
                         "`chainrunner run`; the result is printed instead")
+    import asyncio
+
+    from chainlets.engine.models import RunOptions, RunState
+
     options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
                          max_attempts=max_attempts)
     try:
@@ -170,40 +191,85 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
             result = asyncio.run(_run(compiled, inputs, options, show_progress=not as_json
                                       or _stderr().is_terminal, extensions=extensions))
     except ChainDefinitionError as exc:  # e.g. a plugin whose generator this runner lacks
-        raise _fail(str(exc)) from exc
+        raise refused(exc) from exc
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
-        console = Console(highlight=False)
-        console.print(result_table(result))
-        if result.state == RunState.SUCCEEDED:
-            console.print(f"[bold]output[/] ({compiled.output_handle}):")
-            console.print(result.output or "", markup=False)
-        else:
-            console.print(f"[bold red]failed:[/] {escape(result.statusMessage or '')}")
+        _print_result(result, compiled.output_handle)
     if result.state != RunState.SUCCEEDED:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _summary(path: Path, chain: CompiledChain) -> str:
+def _print_result(result: "InvocationResult", output_handle: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from chainlets.engine.models import RunState
+    from chainrunner.progress import result_table, timing_summary
+
+    console = Console(highlight=False)
+    console.print(result_table(result))
+    console.print(timing_summary(result), markup=False)
+    if result.state == RunState.SUCCEEDED:
+        console.print(f"[bold]output[/] ({escape(output_handle)}):")
+        click.echo(result.output or "")  # verbatim: neither wrapped nor styled
+    else:
+        console.print(f"[bold red]failed:[/] {escape(result.statusMessage or '')}")
+
+
+def _summary(path: Path, chain: "CompiledChain") -> str:
     needs = "; ".join(f"{name} ({chain.input_usage(name)})" for name in chain.required_inputs)
-    source = "<stdin>" if str(path) == "-" else str(path)
-    return (f"{source}: chain `{chain.handle}` is valid: {len(chain.steps)} steps, "
+    return (f"{_source(path)}: chain `{chain.handle}` is valid: {len(chain.steps)} steps, "
             f"required inputs: {needs or 'none'}")
+
+
+def _validated(path: Path, plugins: "PluginRegistry") -> dict[str, Any]:
+    """One file's entry in `validate --json`: what a valid chain needs, or every problem."""
+    try:
+        chain = _compile(path, plugins)
+    except ChainDefinitionError as exc:
+        error = refused(exc)
+        return {"file": _source(path), "valid": False, "error": error.summary,
+                "problems": error.problems}
+    return {"file": _source(path), "valid": True, "chain": chain.handle,
+            "steps": len(chain.steps), "required_inputs": list(chain.required_inputs)}
+
+
+def _validate_json(spec_files: tuple[Path, ...], plugins: "PluginRegistry") -> None:
+    """`validate --json`: `{"valid": true, "files": [...]}`, or exit 2 with one error document
+    whose `files` holds every file's entry."""
+    files = [_validated(path, plugins) for path in spec_files]
+    invalid = [entry for entry in files if not entry["valid"]]
+    if not invalid:
+        click.echo(json.dumps({"valid": True, "files": files}, indent=2))
+        return
+    if len(spec_files) == 1:
+        error = CommandRefused(invalid[0]["error"], invalid[0]["problems"], "invalid_chain")
+    else:  # each problem names its file: a problem's own text names only step and field
+        names = ", ".join(entry["file"] for entry in invalid)
+        error = CommandRefused(f"{len(invalid)} of {len(files)} chain files are invalid: {names}",
+                               [f"{entry['file']}: {problem}" for entry in invalid
+                                for problem in entry["problems"]], "invalid_chain")
+    error.details = {"files": files}
+    raise error
 
 
 @main.command()
 @click.argument("spec_files", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @runner_option
-def validate(spec_files: tuple[Path, ...], extensions: Extensions) -> None:
+def validate(spec_files: tuple[Path, ...], as_json: bool, extensions: Extensions) -> None:
     """Check each SPEC_FILE (`-`: stdin) without running it; list every problem of each."""
+    if as_json:
+        _validate_json(spec_files, extensions.plugins)
+        return
     invalid = False
     for spec_file in spec_files:
         try:
             click.echo(_summary(spec_file, _compile(spec_file, extensions.plugins)))
         except ChainDefinitionError as exc:
-            _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            refused(exc).show()
             invalid = True
     if invalid:
         raise click.exceptions.Exit(EXIT_INVALID)
@@ -211,10 +277,17 @@ def validate(spec_files: tuple[Path, ...], extensions: Extensions) -> None:
 
 @main.command()
 @click.argument("spec_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @runner_option
-def graph(spec_file: Path, extensions: Extensions) -> None:
+def graph(spec_file: Path, as_json: bool, extensions: Extensions) -> None:
     """Print a Mermaid diagram of SPEC_FILE's dependencies (`-`: stdin)."""
+    from chainrunner.mermaid import to_mermaid
+
     compiled = _compiled_or_exit(spec_file, extensions.plugins)
+    if as_json:
+        click.echo(json.dumps({"chain": compiled.handle, "mermaid": to_mermaid(compiled)},
+                              indent=2))
+        return
     click.echo(to_mermaid(compiled), nl=False)
 
 
@@ -222,10 +295,10 @@ def graph(spec_file: Path, extensions: Extensions) -> None:
 @runner_option
 def schema(extensions: Extensions) -> None:
     """Print the JSON Schema of the chain language, with every plugin's config."""
+    from chainlets.language.spec import chain_json_schema
+
     click.echo(json.dumps(chain_json_schema(extensions.plugins), indent=2))
 
-
-main.add_command(serve)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -215,7 +215,7 @@ def test_scalar_values_in_the_inputs_file_become_strings(tmp_path: Path) -> None
 def test_missing_inputs_exit_2_listing_every_missing_name(tmp_path: Path) -> None:
     spec = write_json(tmp_path / "chain.json", {"handle": "m", "steps": [
         mock_step("a", "{x} {y}"), mock_step("b", "{a} {z}")]})
-    result = invoke("run", spec, "--input", "y=1", "--llm", "mock", "--json")
+    result = invoke("run", spec, "--input", "y=1", "--llm", "mock")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "missing input `x` (used by step `a`): pass it with --input x=VALUE" \
@@ -238,7 +238,7 @@ def test_missing_inputs_exit_2_listing_every_missing_name(tmp_path: Path) -> Non
          "missing-mock-script"],
 )
 def test_bad_usage_exits_2_before_running(args: tuple[str, ...], message: str) -> None:
-    result = invoke("run", JOKE, "--input", "topic=cats", "--json", *args)
+    result = invoke("run", JOKE, "--input", "topic=cats", *args)
     assert result.exit_code == 2
     assert result.stdout == ""
     assert message in one_line(result.stderr)
@@ -257,7 +257,7 @@ def test_bad_usage_exits_2_before_running(args: tuple[str, ...], message: str) -
 def test_bad_inputs_file_exits_2(tmp_path: Path, content: str, message: str) -> None:
     inputs = tmp_path / "inputs.json"
     inputs.write_text(content, encoding="utf-8")
-    result = invoke("run", JOKE, "--inputs-file", inputs, "--llm", "mock", "--json")
+    result = invoke("run", JOKE, "--inputs-file", inputs, "--llm", "mock")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert message in one_line(result.stderr)
@@ -265,7 +265,7 @@ def test_bad_inputs_file_exits_2(tmp_path: Path, content: str, message: str) -> 
 
 def test_invalid_mock_script_exits_2_naming_the_file(tmp_path: Path) -> None:
     script = write_json(tmp_path / "script.json", {"rules": [{"stepp": "judge-joke"}]})
-    result = run_joke("--json", "--mock-script", script)
+    result = run_joke("--mock-script", script)
     assert result.exit_code == 2
     assert result.stdout == ""
     assert f"mock script {script} is invalid" in one_line(result.stderr)
@@ -351,7 +351,7 @@ def _write_spec(tmp_path: Path, spec: dict[str, Any] | str) -> Path:
 @pytest.mark.parametrize(("spec", "messages"), INVALID_CHAINS)
 def test_run_of_an_invalid_chain_exits_2_with_every_problem_on_stderr(
         tmp_path: Path, spec: dict[str, Any] | str, messages: list[str]) -> None:
-    result = invoke("run", _write_spec(tmp_path, spec), "--llm", "mock", "--json")
+    result = invoke("run", _write_spec(tmp_path, spec), "--llm", "mock")
     assert result.exit_code == 2
     assert result.stdout == ""
     for message in messages:

@@ -1,14 +1,21 @@
 """The openai generator chainlet: chat completions on any OpenAI-compatible endpoint."""
 
 import os
+from typing import TYPE_CHECKING
 
-import openai
 import truss_chains as chains
 
 from chainlets import deploy
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
+
+# The openai SDK is imported where it is used, not here: the runner chainlet depends on this
+# class, so a module-level import would cost every `chainrunner run` on the mock backend ~0.25 s
+# (its import, and truss's stack walks over its modules in run_local). It is loaded with the
+# client, when a key is configured: deployed, at start rather than on the first request.
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
            "translate_error"]
@@ -22,8 +29,10 @@ DEFAULT_MODEL = "gpt-4o-mini"
 REQUEST_TIMEOUT_S = 120.0
 
 
-def translate_error(exc: openai.OpenAIError, step: str) -> GenerationError:
+def translate_error(exc: "openai.OpenAIError", step: str) -> GenerationError:
     """Map an SDK error to ours: 429, 5xx, timeouts and connection errors are transient."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return TransientGenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIStatusError):
@@ -36,6 +45,13 @@ def translate_error(exc: openai.OpenAIError, step: str) -> GenerationError:
             return TransientGenerationError(message)
         return GenerationError(message)
     return GenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+
+
+def _client(key: str) -> "openai.AsyncOpenAI":
+    import openai
+
+    # The SDK retries on its own by default; the engine's retry policy owns retries.
+    return openai.AsyncOpenAI(api_key=key, max_retries=0, timeout=REQUEST_TIMEOUT_S)
 
 
 class OpenAIGenerator(chains.ChainletBase):
@@ -58,9 +74,7 @@ class OpenAIGenerator(chains.ChainletBase):
         if secret == chains.public_types.SECRET_DUMMY:  # truss's placeholder: no secret was set
             secret = None
         key = secret or os.environ.get("OPENAI_API_KEY")
-        # The SDK retries on its own by default; the engine's retry policy owns retries.
-        self._client = openai.AsyncOpenAI(api_key=key, max_retries=0,
-                                          timeout=REQUEST_TIMEOUT_S) if key else None
+        self._client = _client(key) if key else None
         self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
 
     async def run_remote(self, request: GenerationRequest) -> Generation:
@@ -68,6 +82,8 @@ class OpenAIGenerator(chains.ChainletBase):
             raise GenerationError(
                 f"step `{request.step}`: no OpenAI API key: set $OPENAI_API_KEY (or the truss "
                 f"secret `{OPENAI_KEY_SECRET}`), or run with --llm mock")
+        import openai  # loaded with the client: this is a lookup in sys.modules
+
         params = request.params
         try:
             completion = await self._client.chat.completions.create(

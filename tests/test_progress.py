@@ -1,0 +1,36 @@
+"""The run summary: wall time against the sum of step times."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chainlets.engine.models import InvocationResult, RunState, StepRecord
+from chainrunner.progress import timing_summary
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def step(handle: str, start_s: float, end_s: float | None) -> StepRecord:
+    return StepRecord(handle=handle, state=RunState.SUCCEEDED,
+                      started_at=T0 + timedelta(seconds=start_s),
+                      finished_at=None if end_s is None else T0 + timedelta(seconds=end_s))
+
+
+@pytest.mark.parametrize(("steps", "summary"), [
+    ([step("a", 0, 0.5), step("b", 0.5, 1.0), step("c", 0.5, 1.0), step("d", 0.5, 1.0)],
+     "wall 1.00 s vs 2.00 s of step time: 2.0\N{MULTIPLICATION SIGN} from running steps in "
+     "parallel"),
+    ([step("a", 0, 0.4), step("b", 0.4, 0.8)],
+     "wall 0.80 s vs 0.80 s of step time: the steps did not overlap"),
+    ([step("a", 0, 0.001), step("b", 0.001, 0.002)], "wall 0.00 s vs 0.00 s of step time"),
+    ([StepRecord(handle="a", state=RunState.SKIPPED)], "no step ran"),
+], ids=["fan-out", "sequence", "instant", "none-ran"])
+def test_timing_summary_compares_wall_time_with_step_time(steps: list[StepRecord],
+                                                          summary: str) -> None:
+    result = InvocationResult(chain="c", state=RunState.SUCCEEDED, steps=steps)
+    assert timing_summary(result) == summary
+
+
+def test_a_step_still_running_does_not_count() -> None:
+    result = InvocationResult(chain="c", steps=[step("a", 0, 1.0), step("b", 0, None)])
+    assert timing_summary(result).startswith("wall 1.00 s vs 1.00 s of step time")
