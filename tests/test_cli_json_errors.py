@@ -121,6 +121,13 @@ def test_a_bad_inputs_file_is_a_json_usage_refusal(tmp_path: Path, content: str,
     assert mentions(doc, "--inputs-file") and mentions(doc, message)
 
 
+def test_an_unreadable_inputs_file_is_a_json_usage_refusal(tmp_path: Path) -> None:
+    missing = tmp_path / "inputs.json"
+    result = invoke("run", JOKE, "--inputs-file", missing, "--llm", "mock", "--json")
+    doc = refusal(result, "usage")
+    assert mentions(doc, f"Invalid value for --inputs-file: {missing}: [Errno 2] No such file")
+
+
 # --- click's own usage errors ---------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,18 +18,19 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 
-try:
+def _chainlet_connection_error(exc: BaseException) -> bool:
     # Deployed, truss calls dependency chainlets with aiohttp; its connection errors (refused,
-    # server disconnected) are not ConnectionErrors.
-    from aiohttp import ClientConnectionError as _ChainletConnectionError
-except ImportError:  # aiohttp ships with truss's server, not with every CLI install
-    _ChainletConnectionError = ConnectionError  # type: ignore[misc,assignment]
+    # server disconnected) are not ConnectionErrors. An aiohttp error exists only once aiohttp
+    # is imported, so it is looked up, not imported: that would cost every process that loads
+    # the engine (`chainrunner run` included) 60 ms, and aiohttp is not installed everywhere.
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Failures worth another attempt: rate limits, server errors, timeouts, lost connections."""
     return isinstance(exc, TransientGenerationError | TimeoutError | httpx.TransportError
-                      | ConnectionError | _ChainletConnectionError)
+                      | ConnectionError) or _chainlet_connection_error(exc)
 
 
 def describe_error(exc: BaseException) -> str:
