@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.compiler import compile_chain
-from chainlets.language.spec import load_chain
+from chainlets.language.spec import read_chain_json
+from chainrunner.cli import main
 from tests.test_cli import (
     INVALID_CHAINS,
     JOKE,
     REPO,
+    SOUNDTRACK,
     _write_spec,
     clean_env,  # noqa: F401  # autouse here too: no backend or mock variables leak in
     invoke,
@@ -26,12 +28,12 @@ from tests.test_cli import (
 ERROR_KEYS = {"error", "kind", "problems"}
 
 
-def refusal(result: Result, kind: str) -> dict[str, Any]:
+def refusal(result: Result, kind: str, *more_keys: str) -> dict[str, Any]:
     """The one JSON document on stdout of a refused command (exit 2, nothing on stderr)."""
     assert result.exit_code == 2, result.output
     assert result.stderr == ""
     doc = json.loads(result.stdout)  # exactly one document: trailing text would not parse
-    assert isinstance(doc, dict) and doc.keys() == ERROR_KEYS
+    assert isinstance(doc, dict) and doc.keys() == ERROR_KEYS | set(more_keys)
     assert doc["kind"] == kind
     assert isinstance(doc["error"], str) and "\n" not in doc["error"]
     assert doc["problems"] and all(isinstance(p, str) for p in doc["problems"])
@@ -42,6 +44,11 @@ def mentions(doc: dict[str, Any], message: str) -> bool:
     return any(message in text for text in [doc["error"], *doc["problems"]])
 
 
+def more_keys(command: str) -> tuple[str, ...]:
+    """validate's error document also holds every file's entry."""
+    return ("files",) if command == "validate" else ()
+
+
 # --- invalid chains ------------------------------------------------------------------------------
 
 
@@ -50,19 +57,20 @@ def mentions(doc: dict[str, Any], message: str) -> bool:
 def test_an_invalid_chain_is_one_json_document_listing_every_problem(
         tmp_path: Path, command: str, spec: dict[str, Any] | str, messages: list[str]) -> None:
     path = _write_spec(tmp_path, spec)
-    doc = refusal(invoke(command, path, "--json"), "invalid_chain")
+    doc = refusal(invoke(command, path, "--json"), "invalid_chain", *more_keys(command))
     for message in messages:
         assert mentions(doc, message), message
     with pytest.raises(ChainDefinitionError) as raised:
-        compile_chain(load_chain(path))
+        compile_chain(read_chain_json(path), source=str(path))
     assert doc["problems"] == raised.value.problems
+    assert doc["error"] == str(raised.value).split("\n")[0].rstrip(":")
 
 
 def test_the_error_is_the_summary_and_the_problems_are_one_each(tmp_path: Path) -> None:
     spec = _write_spec(tmp_path, {"handle": "c", "steps": [
         mock_step("a", "{b}"), mock_step("b", "{a}"), mock_step("d", "x"), mock_step("d", "y")]})
-    doc = refusal(invoke("validate", spec, "--json"), "invalid_chain")
-    assert doc["error"] == "chain `c` is invalid (2 problems)"
+    doc = refusal(invoke("graph", spec, "--json"), "invalid_chain")
+    assert doc["error"] == f"{spec}: chain `c` is invalid (2 problems)"
     assert doc["problems"] == [
         "step `d`: duplicate handle `d`; handles must be unique, rename one of them",
         "dependency cycle `a` → `b` → `a`; remove one of these references",
@@ -72,7 +80,7 @@ def test_the_error_is_the_summary_and_the_problems_are_one_each(tmp_path: Path) 
 @pytest.mark.parametrize("command", ["run", "validate", "graph"])
 def test_an_unreadable_chain_file_is_a_json_refusal(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "nope.json"
-    doc = refusal(invoke(command, missing, "--json"), "invalid_chain")
+    doc = refusal(invoke(command, missing, "--json"), "invalid_chain", *more_keys(command))
     assert doc["problems"] == [f"cannot read chain file {missing}: No such file or directory"]
 
 
@@ -99,8 +107,9 @@ def test_missing_inputs_are_one_json_document_naming_each(tmp_path: Path) -> Non
     doc = refusal(invoke("run", spec, "--input", "y=1", "--llm", "mock", "--json"),
                   "invalid_inputs")
     assert doc["error"] == "chain `m` cannot run with these inputs (2 problems)"
-    assert doc["problems"] == ["missing input `x`: pass it with --input x=VALUE",
-                               "missing input `z`: pass it with --input z=VALUE"]
+    assert doc["problems"] == [
+        "missing input `x` (used by step `a`): pass it with --input x=VALUE",
+        "missing input `z` (used by step `b`): pass it with --input z=VALUE"]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +150,7 @@ def test_an_unreadable_inputs_file_is_a_json_usage_refusal(tmp_path: Path) -> No
         (("run", JOKE, "--mock-script", "no-such-script.json"), "does not exist"),
         (("run", JOKE, "--no-such-option"), "No such option '--no-such-option'"),
         (("run",), "Missing argument 'SPEC_FILE'"),
-        (("validate",), "Missing argument 'SPEC_FILE'"),
+        (("validate",), "Missing argument 'SPEC_FILES...'"),
         (("graph", JOKE, "extra.json"), "Got unexpected extra argument (extra.json)"),
     ],
     ids=["input-without-equals", "unknown-llm", "zero-attempts", "missing-mock-script",
@@ -165,17 +174,44 @@ def test_without_json_a_refusal_is_text_on_stderr(tmp_path: Path) -> None:
     result = invoke("validate", spec)
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("error: chain `c` is invalid (1 problem):\n  - step `a`")
+    assert result.stderr.startswith(f"error: {spec}: chain `c` is invalid (1 problem):\n"
+                                    "  - step `a`")
 
 
 # --- success under --json, and the real process ---------------------------------------------------
 
 
-def test_validate_json_describes_the_valid_chain() -> None:
-    result = invoke("validate", JOKE, "--json")
+def test_validate_json_describes_each_valid_chain() -> None:
+    result = invoke("validate", JOKE, SOUNDTRACK, "--json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"file": str(JOKE), "chain": "single-prompt",
-                                         "valid": True, "steps": 2, "required_inputs": ["topic"]}
+    assert json.loads(result.stdout) == {"valid": True, "files": [
+        {"file": str(JOKE), "valid": True, "chain": "single-prompt", "steps": 2,
+         "required_inputs": ["topic"]},
+        {"file": str(SOUNDTRACK), "valid": True, "chain": "soundtrack", "steps": 9,
+         "required_inputs": []}]}
+
+
+def test_validate_json_of_several_files_names_each_problems_file(tmp_path: Path) -> None:
+    cycle = write_json(tmp_path / "cycle.json", {"handle": "c", "steps": [
+        mock_step("a", "{b}"), mock_step("b", "{a}")]})
+    missing = tmp_path / "missing.json"
+    doc = refusal(invoke("validate", cycle, JOKE, missing, "--json"), "invalid_chain", "files")
+    assert doc["error"] == f"2 of 3 chain files are invalid: {cycle}, {missing}"
+    assert doc["problems"] == [
+        f"{cycle}: dependency cycle `a` → `b` → `a`; remove one of these references",
+        f"{missing}: cannot read chain file {missing}: No such file or directory"]
+    assert [(entry["file"], entry["valid"]) for entry in doc["files"]] == [
+        (str(cycle), False), (str(JOKE), True), (str(missing), False)]
+    assert doc["files"][0]["problems"] == [
+        "dependency cycle `a` → `b` → `a`; remove one of these references"]
+    assert doc["files"][1]["chain"] == "single-prompt"
+
+
+def test_validate_json_reads_a_chain_from_stdin() -> None:
+    result = CliRunner().invoke(main, ["validate", "-", "--json"],
+                                input=JOKE.read_text(encoding="utf-8"))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["files"][0]["file"] == "<stdin>"
 
 
 def test_graph_json_holds_the_mermaid_text() -> None:
