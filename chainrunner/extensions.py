@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from chainlets.errors import ChainrunnerError
-from chainlets.language.plugins import DEFAULT_PLUGINS, Plugin, PluginRegistry
 
+# The chain language's models (pydantic) are imported when a command resolves its plugins, not
+# when the CLI defines its options: `chainrunner --help` needs none of them.
 if TYPE_CHECKING:
+    from chainlets.language.plugins import Plugin, PluginRegistry
     from chainlets.runner import ChainRunner
 
 __all__ = [
@@ -47,7 +49,7 @@ class Extensions:
     """What a command validates against and runs with."""
 
     runner: "type[ChainRunner] | None"  # None: the built-in ChainRunner
-    plugins: PluginRegistry
+    plugins: "PluginRegistry"
 
 
 def _raised(what: str, exc: BaseException) -> ExtensionError:
@@ -91,7 +93,9 @@ def load_runner(reference: str) -> "type[ChainRunner]":
                          "chainlets.runner.ChainRunner")
 
 
-def _entry_point_plugins(entry_point: EntryPoint) -> list[Plugin]:
+def _entry_point_plugins(entry_point: EntryPoint) -> "list[Plugin]":
+    from chainlets.language.plugins import Plugin
+
     package = f" of package `{entry_point.dist.name}`" if entry_point.dist else ""
     where = f"entry point `{entry_point.name} = {entry_point.value}`{package}"
     try:
@@ -108,9 +112,11 @@ def _entry_point_plugins(entry_point: EntryPoint) -> list[Plugin]:
     return plugins
 
 
-def plugins_for(runner: "type[ChainRunner] | None") -> PluginRegistry:
+def plugins_for(runner: "type[ChainRunner] | None") -> "PluginRegistry":
     """The runner's plugins (the built-in ones without a runner) plus every installed
     `chainrunner.plugins` entry point's; a name may be registered once only."""
+    from chainlets.language.plugins import DEFAULT_PLUGINS, Plugin
+
     plugins = runner.plugins if runner is not None else DEFAULT_PLUGINS
     added: dict[str, tuple[Plugin, str]] = {}
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
