@@ -152,9 +152,12 @@ def test_an_unreadable_inputs_file_is_a_json_usage_refusal(tmp_path: Path) -> No
         (("run",), "Missing argument 'SPEC_FILE'"),
         (("validate",), "Missing argument 'SPEC_FILES...'"),
         (("graph", JOKE, "extra.json"), "Got unexpected extra argument (extra.json)"),
+        (("validate", JOKE, "--runner", "no_such_module:Runner"),
+         "cannot import module `no_such_module`"),
     ],
     ids=["input-without-equals", "unknown-llm", "zero-attempts", "missing-mock-script",
-         "unknown-option", "run-without-file", "validate-without-file", "graph-extra-argument"],
+         "unknown-option", "run-without-file", "validate-without-file", "graph-extra-argument",
+         "unknown-runner"],
 )
 def test_bad_usage_is_one_json_document(args: tuple[str | Path, ...], message: str) -> None:
     doc = refusal(invoke(*args, "--json"), "usage")
