@@ -101,20 +101,14 @@ def _select_backend(llm: str | None) -> str:
 async def _run(chain: "CompiledChain", inputs: dict[str, str], options: "RunOptions",
                show_progress: bool, extensions: Extensions) -> "InvocationResult":
     # Only `run` pays for truss (and the runner's chainlets): the other commands never get here.
-    import truss_chains as chains
-
-    from chainlets.generators.openai_chat import OPENAI_KEY_SECRET
-    from chainlets.runner import ChainRunner
+    from chainrunner.local import run_compiled
     from chainrunner.progress import Progress
 
-    secrets = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", "")}
-    # The same chainlet classes that get deployed, wired in-process by truss's run_local.
-    with chains.run_local(secrets=secrets):
-        runner = (extensions.runner or ChainRunner)()
-        if not show_progress:
-            return await runner.execute(chain, inputs, options)
-        with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
-            return await runner.execute(chain, inputs, options, observer=progress)
+    if not show_progress:
+        return await run_compiled(chain, inputs, options, runner=extensions.runner)
+    with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
+        return await run_compiled(chain, inputs, options, runner=extensions.runner,
+                                  observer=progress)
 
 
 @contextlib.contextmanager
