@@ -44,4 +44,6 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine; engine=$$?; \
 	$(BIN)/python -m benchmarks.serve; serve=$$?; \
 	$(BIN)/python -m benchmarks.startup; startup=$$?; \
-	exit $$((engine || serve || startup))
+	$(BIN)/python -m benchmarks.validate; validate=$$?; \
+	$(BIN)/python -m benchmarks.store; store=$$?; \
+	exit $$((engine || serve || startup || validate || store))
