@@ -14,8 +14,8 @@ from chainlets.engine.models import InvocationResult, RunState, StepRecord
 
 __all__ = ["Progress", "result_table", "timing_summary"]
 
-_STYLE = {RunState.WAITING: "dim", RunState.RUNNING: "yellow", RunState.SUCCEEDED: "green",
-          RunState.FAILED: "bold red", RunState.SKIPPED: "magenta"}
+_STYLE = {RunState.WAITING: "dim", RunState.QUEUED: "cyan", RunState.RUNNING: "yellow",
+          RunState.SUCCEEDED: "green", RunState.FAILED: "bold red", RunState.SKIPPED: "magenta"}
 
 
 def _preview(text: str | None, width: int = 60) -> str:

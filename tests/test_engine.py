@@ -2,12 +2,17 @@
 
 import asyncio
 import itertools
+import logging
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
+from chainlets.engine.failures import Failure
 from chainlets.engine.models import (
+    AttemptRecord,
+    ErrorKind,
     Generation,
     GenerationRequest,
     InvocationResult,
@@ -16,6 +21,7 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.engine.scheduler import _Execution, run_chain
+from chainlets.engine.state import check_transition
 from chainlets.errors import (
     ChainDefinitionError,
     ConflictError,
@@ -358,7 +364,7 @@ async def test_steps_can_join_a_run_under_way() -> None:
         if record.handle == "a" and record.state == RunState.SUCCEEDED:
             a_done.set()
 
-    ex = _Execution.new(base, {}, {"mock": fake}, FAST, observe)
+    ex = _Execution(base, {}, {"mock": fake}, FAST, observe)
     running = asyncio.create_task(ex.run({}))
     await asyncio.sleep(0)
     assert not a_done.is_set()
@@ -375,7 +381,7 @@ async def test_steps_can_join_a_run_under_way() -> None:
 
 
 async def test_a_step_joining_a_run_must_depend_on_steps_of_the_run() -> None:
-    ex = _Execution.new(chain(step("a")), {}, {"mock": FakeGenerator()}, FAST, None)
+    ex = _Execution(chain(step("a")), {}, {"mock": FakeGenerator()}, FAST, None)
     stray = chain(step("x"), step("y", "{x}")).steps["y"]
     with pytest.raises(ChainDefinitionError, match="depends on x, not steps of this run"):
         ex.add_step(stray)
@@ -392,7 +398,7 @@ async def test_a_step_joining_after_its_dependency_failed_is_skipped() -> None:
 
     generator = _HangsOn("b")  # keeps the run going
     generator.failures["a"] = GenerationError("boom")
-    ex = _Execution.new(chain(step("a"), step("b")), {}, {"mock": generator}, FAST, observe)
+    ex = _Execution(chain(step("a"), step("b")), {}, {"mock": generator}, FAST, observe)
     running = asyncio.create_task(ex.run({}))
     await a_failed.wait()
     late = chain(step("a"), step("c", "{a}")).steps["c"]
@@ -405,3 +411,146 @@ async def test_a_step_joining_after_its_dependency_failed_is_skipped() -> None:
     assert generator.started == ["a", "b"]
     with pytest.raises(ConflictError, match="cannot add step `c`: the run is over"):
         ex.add_step(late)
+
+
+async def test_steps_waiting_for_a_slot_are_queued_and_hold_no_task() -> None:
+    seen: list[tuple[str, RunState]] = []
+    tasks_when_queued: list[int] = []
+    generator = _HangsOn("none")
+
+    def observe(record: StepRecord) -> None:
+        seen.append((record.handle, record.state))
+        if record.state == RunState.QUEUED:
+            tasks_when_queued.append(len(step_tasks()))
+
+    options = FAST.model_copy(update={"max_concurrency": 1})
+    result = await run_chain(chain(step("a"), step("b"), step("c", "{a}")), {},
+                             {"mock": generator}, options, observer=observe)
+    assert result.state == RunState.SUCCEEDED
+    assert seen == [("a", RunState.RUNNING), ("b", RunState.QUEUED),
+                    ("a", RunState.SUCCEEDED), ("b", RunState.RUNNING), ("c", RunState.QUEUED),
+                    ("b", RunState.SUCCEEDED), ("c", RunState.RUNNING),
+                    ("c", RunState.SUCCEEDED)]
+    assert tasks_when_queued == [1, 1]  # only the running step's
+    b, a = result.step("b"), result.step("a")
+    assert b.started_at is not None and a.finished_at is not None
+    assert b.started_at >= a.finished_at  # its time counts from the slot, not from the queue
+
+
+async def test_a_failed_step_frees_its_slot_for_a_queued_one() -> None:
+    generator = _HangsOn("none")
+    generator.failures["a"] = GenerationError("boom")
+    options = FAST.model_copy(update={"max_concurrency": 1})
+    result = await run_chain(chain(step("a"), step("b"), step("c", "{a}")), {},
+                             {"mock": generator}, options)
+    assert [(r.handle, r.state) for r in result.steps] == [
+        ("a", RunState.FAILED), ("b", RunState.SUCCEEDED), ("c", RunState.SKIPPED)]
+    assert generator.started == ["a", "b"]
+
+
+async def test_a_step_joining_a_run_with_every_slot_taken_is_queued() -> None:
+    seen: list[tuple[str, RunState]] = []
+    generator = _HangsOn("a")
+    options = FAST.model_copy(update={"max_concurrency": 1})
+    ex = _Execution(chain(step("a")), {}, {"mock": generator}, options,
+                    lambda r: seen.append((r.handle, r.state)))
+    running = asyncio.create_task(ex.run({}))
+    await generator.hanging.wait()
+    ex.add_step(chain(step("x")).steps["x"])
+    assert seen == [("a", RunState.RUNNING), ("x", RunState.QUEUED)]
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert generator.started == ["a"]
+    assert step_tasks() == []
+
+
+class _Bug(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("error", "kind", "message", "calls"), [
+    (GenerationError("400 bad request"), ErrorKind.MODEL, "GenerationError: 400 bad request", 1),
+    (TransientGenerationError("503"), ErrorKind.MODEL, "TransientGenerationError: 503", 3),
+    (TimeoutError(), ErrorKind.TIMEOUT, "TimeoutError", 3),
+    (httpx.ReadTimeout("read timed out"), ErrorKind.TIMEOUT, "ReadTimeout: read timed out", 3),
+    (ConnectionRefusedError("refused"), ErrorKind.CONNECTION, "ConnectionRefusedError: refused",
+     3),
+    (aiohttp.ServerDisconnectedError(), ErrorKind.CONNECTION,
+     "ServerDisconnectedError: Server disconnected", 3),
+    (ZeroDivisionError("division by zero"), ErrorKind.INTERNAL,
+     "internal error in generator `mock`: ZeroDivisionError: division by zero", 1),
+    (_Bug(), ErrorKind.INTERNAL, "internal error in generator `mock`: _Bug", 1),
+], ids=["model", "transient", "timeout", "httpx-timeout", "refused", "disconnected",
+        "zero-division", "empty-message"])
+async def test_a_failed_step_says_what_kind_of_failure_ended_it(
+        error: Exception, kind: ErrorKind, message: str, calls: int) -> None:
+    fake = FakeGenerator(replies={"a": error})
+    result = await run(chain(step("a"), step("b", "{a}")), fake)
+    record = result.step("a")
+    assert (record.state, record.error_kind, record.statusMessage) == \
+        (RunState.FAILED, kind, message)
+    assert [(a.error_kind, a.error) for a in record.attempts] == [(kind, message)] * calls
+    assert result.statusMessage == f"step `a` failed: {message}"
+    assert result.step("b").error_kind is None
+
+
+async def test_a_bug_in_a_generator_is_logged_with_its_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def divide(_: GenerationRequest) -> str:
+        return str(1 / 0)
+
+    result = await run(chain(step("a")), FakeGenerator(replies={"a": divide}))
+    assert result.step("a").statusMessage == \
+        "internal error in generator `mock`: ZeroDivisionError: division by zero"
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == \
+        "step `a`: internal error in generator `mock`: ZeroDivisionError: division by zero"
+    assert logged.exc_info is not None and logged.exc_info[0] is ZeroDivisionError
+    assert "in divide" in caplog.text  # the traceback, down to the generator's own frame
+
+
+async def test_a_generator_that_returns_no_generation_is_an_internal_error() -> None:
+    class Wrong:
+        async def run_remote(self, request: GenerationRequest) -> Any:
+            return "text"
+
+    result = await run_chain(chain(step("a")), {}, {"mock": Wrong()}, FAST)
+    record = result.step("a")
+    assert (record.error_kind, record.statusMessage) == (
+        ErrorKind.INTERNAL, "internal error in generator `mock`: TypeError: run_remote returned "
+        "str, not a Generation")
+
+
+async def test_a_cancelled_step_says_so() -> None:
+    generator = _HangsOn("a")
+    seen: list[StepRecord] = []
+    task = asyncio.create_task(run_chain(chain(step("a")), {}, {"mock": generator}, FAST,
+                                         observer=seen.append))
+    await generator.hanging.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(r.state, r.error_kind, r.statusMessage) for r in seen] == [
+        (RunState.RUNNING, None, None), (RunState.FAILED, ErrorKind.CANCELLED, "cancelled")]
+
+
+async def test_a_bug_in_the_engine_ends_the_run_with_it() -> None:
+    class Broken(_Execution):
+        def finish(self, handle: str, attempts: list[AttemptRecord],
+                   outcome: Generation | Failure) -> None:
+            raise RuntimeError("engine bug")
+
+    ex = Broken(chain(step("a"), step("b")), {}, {"mock": FakeGenerator(latency_s=0.01)}, FAST,
+                None)
+    with pytest.raises(RuntimeError, match="engine bug"):
+        await ex.run({})
+    assert step_tasks() == []
+
+
+def test_a_step_cannot_move_back_or_skip_running() -> None:
+    done = StepRecord(handle="a", state=RunState.SUCCEEDED)
+    with pytest.raises(ConflictError, match="step `a` cannot go from succeeded to running"):
+        check_transition(done, StepRecord(handle="a", state=RunState.RUNNING))
+    with pytest.raises(ConflictError, match="step `a` cannot go from waiting to succeeded"):
+        check_transition(None, done)

@@ -3,7 +3,8 @@
 Each example is a chain whose steps interpolate some earlier steps, a set of steps that fail,
 a latency per step, an optional concurrency limit and an optional observer; every run must
 call each step at most once, only after all its dependencies succeeded and with their outputs,
-skip exactly the steps behind a failure, and leave no step task behind.
+skip exactly the steps behind a failure, queue a step only while every slot is taken, and
+leave no step task behind.
 """
 
 import asyncio
@@ -77,16 +78,29 @@ class ScriptedGenerator:
 _: type[GeneratorProtocol] = ScriptedGenerator
 
 
-async def _run(case: Case) -> tuple[InvocationResult, ScriptedGenerator, list[StepRecord]]:
+@dataclass
+class Observed:
+    """Each record the observer got, with how many steps were running just after it."""
+
+    records: list[tuple[StepRecord, int]] = field(default_factory=list)
+    states: dict[str, RunState] = field(default_factory=dict)
+
+    def __call__(self, record: StepRecord) -> None:
+        self.states[record.handle] = record.state
+        running = sum(state == RunState.RUNNING for state in self.states.values())
+        self.records.append((record, running))
+
+
+async def _run(case: Case) -> tuple[InvocationResult, ScriptedGenerator, Observed]:
     spec = parse_chain({"handle": "generated", "steps": [
         {"handle": case.handle(i), "plugin": "mock",
          "prompt": "".join(f"{{{case.handle(d)}}}" for d in deps) or "start"}
         for i, deps in enumerate(case.deps)]})
     generator = ScriptedGenerator(case)
-    seen: list[StepRecord] = []
+    seen = Observed()
     result = await run_chain(compile_chain(spec), {}, {"mock": generator},
                              RunOptions(max_concurrency=case.max_concurrency),
-                             observer=seen.append if case.observed else None)
+                             observer=seen if case.observed else None)
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("step:")] == []
     return result, generator, seen
 
@@ -131,6 +145,15 @@ def test_generated_chains_keep_the_engines_guarantees(case: Case) -> None:
     if case.max_concurrency is not None:
         assert generator.max_in_flight <= case.max_concurrency
     if case.observed:  # every step's transitions, in order, ending in its final record
+        queues = case.max_concurrency is not None
         for handle, final in records.items():
-            states = [r.state for r in seen if r.handle == handle]
-            assert states in ([RunState.SKIPPED], [RunState.RUNNING, final.state]), states
+            mine = [r for r, _running in seen.records if r.handle == handle]
+            states = [r.state for r in mine]
+            assert states in ([RunState.SKIPPED], [RunState.RUNNING, final.state],
+                              *([[RunState.QUEUED, RunState.RUNNING, final.state]] * queues)), \
+                states
+            assert mine[-1] is final
+        for record, running in seen.records:  # a step waits for a slot only while none is free
+            if record.state == RunState.QUEUED:
+                assert running == case.max_concurrency
+            assert running <= (case.max_concurrency or len(case.deps))

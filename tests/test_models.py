@@ -10,6 +10,7 @@ from pydantic import BaseModel, RootModel
 import chainlets.errors
 from chainlets.engine.models import (
     AttemptRecord,
+    ErrorKind,
     Generation,
     GenerationRequest,
     InvocationResult,
@@ -54,9 +55,11 @@ SAMPLES: list[BaseModel] = [
         statusMessage="step `a` failed: x",
         steps=[StepRecord(handle="a", state=RunState.FAILED, statusMessage="x",
                           attempts=[AttemptRecord(number=1, started_at=NOW, finished_at=NOW,
-                                                  error="x")],
-                          started_at=NOW, finished_at=NOW, usage=Usage()),
-               StepRecord(handle="b", state=RunState.SKIPPED, statusMessage="not run")]),
+                                                  error="x", error_kind=ErrorKind.TIMEOUT)],
+                          started_at=NOW, finished_at=NOW, usage=Usage(),
+                          error_kind=ErrorKind.INTERNAL),
+               StepRecord(handle="b", state=RunState.SKIPPED, statusMessage="not run"),
+               StepRecord(handle="c", state=RunState.QUEUED)]),
     MockScript(latency_ms=5, rules=[MockRule(match="a+", step="s", reply="r", times=2),
                                     MockRule(error="transient")]),
     OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
@@ -80,7 +83,7 @@ def test_result_uses_steamship_field_names() -> None:
     data = json.loads(result.model_dump_json())
     assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
     assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
-                                     "started_at", "finished_at", "usage"}
+                                     "started_at", "finished_at", "usage", "error_kind"}
     assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
 
 

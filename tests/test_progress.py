@@ -1,11 +1,18 @@
-"""The run summary: wall time against the sum of step times."""
+"""Progress display and run summary: every step's state as the engine reports it (queued
+included), and wall time against the sum of step times."""
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.console import Console
 
-from chainlets.engine.models import InvocationResult, RunState, StepRecord
-from chainrunner.progress import timing_summary
+from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.engine.scheduler import run_chain
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import parse_chain
+from chainrunner.progress import Progress, result_table, timing_summary
+from mocks.fake_generator import FakeGenerator
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -34,3 +41,26 @@ def test_timing_summary_compares_wall_time_with_step_time(steps: list[StepRecord
 def test_a_step_still_running_does_not_count() -> None:
     result = InvocationResult(chain="c", steps=[step("a", 0, 1.0), step("b", 0, None)])
     assert timing_summary(result).startswith("wall 1.00 s vs 1.00 s of step time")
+
+
+async def test_off_a_terminal_each_change_is_one_line_queued_included() -> None:
+    compiled = compile_chain(parse_chain({"handle": "c", "steps": [
+        {"handle": h, "prompt": "go", "plugin": "mock"} for h in ("first", "second")]}))
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=120)
+    with Progress(console, compiled.handle, list(compiled.steps)) as progress:
+        result = await run_chain(compiled, {}, {"mock": FakeGenerator()},
+                                 RunOptions(max_concurrency=1), observer=progress)
+    assert result.state == RunState.SUCCEEDED
+    changes = [line.split()[2:4] for line in out.getvalue().splitlines()]
+    assert changes == [["first", "running"], ["second", "queued"], ["first", "succeeded"],
+                       ["second", "running"], ["second", "succeeded"]]
+
+
+def test_the_table_shows_queued_steps() -> None:
+    out = io.StringIO()
+    Console(file=out, width=120).print(result_table(InvocationResult(
+        chain="c", state=RunState.RUNNING,
+        steps=[StepRecord(handle="waits-for-a-slot", state=RunState.QUEUED)])))
+    (row,) = [line for line in out.getvalue().splitlines() if "waits-for-a-slot" in line]
+    assert row.split("│")[2].strip() == "queued"

@@ -1,8 +1,9 @@
 """Wire models: what crosses chainlet boundaries and what a run returns."""
 
 import enum
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +12,7 @@ from chainlets.language.spec import ChatMessage
 
 __all__ = [
     "AttemptRecord",
+    "ErrorKind",
     "Generation",
     "GenerationRequest",
     "InvocationResult",
@@ -22,17 +24,34 @@ __all__ = [
 
 
 class RunState(enum.StrEnum):
-    """State of a step or a whole invocation (Steamship's states plus `skipped`)."""
+    """State of a step or a whole invocation (Steamship's states plus `queued` and `skipped`).
 
-    WAITING = "waiting"
+    A step goes `waiting` → (`queued` →) `running` → `succeeded` | `failed`, or `waiting` →
+    `skipped`; `chainlets.engine.state` holds the transitions.
+    """
+
+    WAITING = "waiting"  # for its dependencies
+    QUEUED = "queued"  # ready, for a slot under `max_concurrency`
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    SKIPPED = "skipped"
+    SKIPPED = "skipped"  # a dependency failed or was skipped
 
     @property
     def finished(self) -> bool:
         return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED)
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an attempt or a step failed, for programs: what the caller does about it differs."""
+
+    MODEL = "model"  # the generator reported the call failed (GenerationError, or another
+    # chainrunner error raised on purpose): the backend refused or failed the request
+    TIMEOUT = "timeout"  # the call took too long (retried)
+    CONNECTION = "connection"  # the generator chainlet or its backend was not reachable (retried)
+    INTERNAL = "internal"  # a bug: an exception of no kind above, in a generator or the engine;
+    # logged with its traceback
+    CANCELLED = "cancelled"  # the run was cancelled while the step ran
 
 
 class GenerationRequest(BaseModel):
@@ -70,7 +89,8 @@ class RunOptions(BaseModel):
     llm: Literal["mock", "openai"] = Field(
         default="mock", description="Backend for `openai`/`gpt-3` steps.")
     max_concurrency: int | None = Field(
-        default=None, ge=1, description="At most this many model calls in flight at once.")
+        default=None, ge=1, description="At most this many steps running (model calls in "
+        "flight, retries included) at once; the others are `queued`.")
     max_attempts: int = Field(default=3, ge=1, le=20,
                               description="Attempts per step for transient failures.")
     initial_backoff_s: float = Field(default=0.5, ge=0,
@@ -78,30 +98,45 @@ class RunOptions(BaseModel):
     max_backoff_s: float = Field(default=8.0, ge=0, description="Cap on one retry delay.")
 
 
-class AttemptRecord(BaseModel):
+# A step's and an attempt's records are stdlib dataclasses, not pydantic models: the engine
+# makes one at every transition, live, and the result carries those very objects (pydantic
+# validates and serializes dataclasses, and does not validate an instance again). Slotted, one
+# costs a tenth of validating a model. The engine never changes a record it has made: an
+# observer or a store may keep it as it is. `statusMessage` is Steamship's camelCase name, kept
+# as the field name itself (not an alias): truss serializes a chainlet's output through its
+# own wrapper model, which ignores aliases.
+
+
+@dataclass(slots=True, kw_only=True)
+class AttemptRecord:
     """One try of a step's model call."""
 
     number: int
     started_at: datetime
     finished_at: datetime
-    error: str | None = Field(default=None, description="Why it failed; null when it succeeded.")
+    error: Annotated[str | None, Field(
+        description="Why it failed (the error's type and message); null when it succeeded.")
+    ] = None
+    error_kind: Annotated[ErrorKind | None, Field(
+        description="What kind of failure `error` is; null when it succeeded.")] = None
 
 
-# `statusMessage` is Steamship's camelCase name, kept as the field name itself (not an alias):
-# truss serializes a chainlet's output through its own wrapper model, which ignores aliases.
-
-
-class StepRecord(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class StepRecord:
     """Status of one step (Steamship's step status, extended)."""
 
     handle: str
     state: RunState = RunState.WAITING
-    statusMessage: str | None = None
+    statusMessage: Annotated[str | None, Field(
+        description="Why it failed or was skipped: an error's type and message, never a "
+        "traceback.")] = None
     output: str | None = None
-    attempts: list[AttemptRecord] = Field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     usage: Usage | None = None
+    error_kind: Annotated[ErrorKind | None, Field(
+        description="What kind of failure ended the step; null unless it failed.")] = None
 
 
 class InvocationResult(BaseModel):

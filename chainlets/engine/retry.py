@@ -2,52 +2,18 @@
 
 import asyncio
 import random
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from datetime import UTC, datetime
+from typing import TypeVar
 
-import httpx
+from chainlets.engine.failures import describe_failure, is_transient
+from chainlets.engine.models import AttemptRecord
 
-from chainlets.errors import TransientGenerationError
-
-__all__ = ["Attempt", "RetryPolicy", "describe_error", "is_transient"]
+__all__ = ["RetryPolicy"]
 
 T = TypeVar("T")
 A = TypeVar("A")
-
-
-def _chainlet_connection_error(exc: BaseException) -> bool:
-    # Deployed, truss calls dependency chainlets with aiohttp; its connection errors (refused,
-    # server disconnected) are not ConnectionErrors. An aiohttp error exists only once aiohttp
-    # is imported, so it is looked up, not imported: that would cost every process that loads
-    # the engine (`chainrunner run` included) 60 ms, and aiohttp is not installed everywhere.
-    aiohttp = sys.modules.get("aiohttp")
-    return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures worth another attempt: rate limits, server errors, timeouts, lost connections."""
-    return isinstance(exc, TransientGenerationError | TimeoutError | httpx.TransportError
-                      | ConnectionError) or _chainlet_connection_error(exc)
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class Attempt(NamedTuple):
-    """One try, as the policy records it (plain data: the hot path builds no models).
-
-    Its fields are AttemptRecord's, with times as POSIX timestamps (`time.time()`): reading the
-    clock that way costs a tenth of `datetime.now`, and the engine converts once per record.
-    """
-
-    number: int
-    started_at: float
-    finished_at: float
-    error: str | None
 
 
 @dataclass(frozen=True)
@@ -69,24 +35,28 @@ class RetryPolicy:
             + random.uniform(0, self.initial_backoff_s / 2)
         return min(delay, self.max_backoff_s)
 
-    async def call(self, fn: Callable[[A], Awaitable[T]], arg: A,
-                   attempts: list[Attempt]) -> T:
-        """Run `fn(arg)` under the policy, appending one Attempt per try to `attempts`.
+    async def call(self, fn: Callable[[A], Awaitable[T]], arg: A, attempts: list[AttemptRecord],
+                   generator: str) -> T:
+        """Run `fn(arg)`, a call to `generator`, under the policy, appending one record per
+        try to `attempts`.
 
         Re-raises the last error when it is not transient or the attempts are used up.
         """
         number = 0
         while True:
             number += 1
-            started = time.time()
+            started = datetime.now(UTC)
             try:
                 result = await fn(arg)
             except Exception as exc:
-                attempts.append(Attempt(len(attempts) + 1, started, time.time(),
-                                        describe_error(exc)))
+                failure = describe_failure(exc, f"generator `{generator}`")
+                attempts.append(AttemptRecord(
+                    number=len(attempts) + 1, started_at=started, finished_at=datetime.now(UTC),
+                    error=failure.message, error_kind=failure.kind))
                 if number >= self.max_attempts or not is_transient(exc):
                     raise
             else:
-                attempts.append(Attempt(len(attempts) + 1, started, time.time(), None))
+                attempts.append(AttemptRecord(number=len(attempts) + 1, started_at=started,
+                                              finished_at=datetime.now(UTC)))
                 return result
             await asyncio.sleep(self.backoff_s(number))

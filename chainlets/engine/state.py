@@ -1,88 +1,94 @@
-"""A step's live state during a run, and the typed records and result built from it.
+"""A step's states and the transitions between them, and the run's result built from them.
 
-The engine keeps plain Python on its hot path (`StepRun`, timestamps as `time.time()` floats);
-pydantic records are built from it when someone needs them: the observer, a batch while later
-steps run, or the result at the end (benchmarks/engine.py measures the difference).
+Each transition makes the step's next record (records are values: an observer or a store may
+keep one); the engine checks every move against `NEXT_STATES`, so a new state (a step paused
+for approval, say) is one entry here and the functions that make it.
 """
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
-from chainlets.engine.models import InvocationResult, RunState, StepRecord, Usage
-from chainlets.engine.retry import Attempt
+from chainlets.engine.failures import Failure
+from chainlets.engine.models import (
+    AttemptRecord,
+    ErrorKind,
+    Generation,
+    InvocationResult,
+    RunState,
+    StepRecord,
+)
+from chainlets.errors import ConflictError
 
-__all__ = ["StepRun", "build_result", "not_run"]
+__all__ = ["CANCELLED", "NEXT_STATES", "build_result", "check_transition", "failed", "queued",
+           "running", "skipped", "succeeded"]
 
+NEXT_STATES: Mapping[RunState, frozenset[RunState]] = {
+    RunState.WAITING: frozenset({RunState.QUEUED, RunState.RUNNING, RunState.SKIPPED}),
+    RunState.QUEUED: frozenset({RunState.RUNNING}),
+    RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED}),
+    RunState.SUCCEEDED: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.SKIPPED: frozenset(),
+}
 
-def not_run(cause: str, state: RunState) -> str:
-    """Why a step was skipped: `cause`, one of its dependencies, failed or was skipped."""
-    return f"not run: depends on `{cause}`, which " \
-        f"{'failed' if state == RunState.FAILED else 'was skipped'}"
+CANCELLED = Failure(ErrorKind.CANCELLED, "cancelled")
 
-
-def _timestamp(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
-def _datetime(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-
-
-class StepRun:
-    """A step's live state during a run."""
-
-    __slots__ = ("attempts", "finished", "handle", "message", "output", "started", "state",
-                 "usage")
-
-    def __init__(self, handle: str) -> None:
-        self.handle = handle
-        self.state = RunState.WAITING
-        self.message: str | None = None
-        self.output: str | None = None
-        self.started: float | None = None  # POSIX timestamps, as Attempt's
-        self.finished: float | None = None
-        self.attempts: list[Attempt] = []
-        self.usage: Usage | None = None
-
-    @classmethod
-    def from_record(cls, record: StepRecord) -> "StepRun":
-        run = cls(record.handle)
-        run.state, run.message, run.output = record.state, record.statusMessage, record.output
-        run.started, run.finished = _timestamp(record.started_at), _timestamp(record.finished_at)
-        run.attempts = [Attempt(a.number, a.started_at.timestamp(), a.finished_at.timestamp(),
-                                a.error) for a in record.attempts]
-        run.usage = record.usage
-        return run
-
-    def as_dict(self) -> dict[str, Any]:
-        """The StepRecord's fields, for one validation of many records at once."""
-        return {"handle": self.handle, "state": self.state, "statusMessage": self.message,
-                "output": self.output, "started_at": _datetime(self.started),
-                "finished_at": _datetime(self.finished),
-                "attempts": [{"number": a.number, "started_at": _datetime(a.started_at),
-                              "finished_at": _datetime(a.finished_at), "error": a.error}
-                             for a in self.attempts],
-                "usage": self.usage}
-
-    def to_record(self) -> StepRecord:
-        return StepRecord.model_validate(self.as_dict())
+# Python 3.11 looks an enum member up in ~70 ns, a module global in a few: every step makes
+# two records (benchmarks/engine.py).
+_WAITING, _RUNNING, _SUCCEEDED = RunState.WAITING, RunState.RUNNING, RunState.SUCCEEDED
 
 
-def build_result(chain: str, inputs: Mapping[str, str], runs: list[StepRun],
+def check_transition(current: StepRecord | None, new: StepRecord) -> None:
+    """Raises ConflictError unless a step may go from `current` (None: waiting) to `new`."""
+    state = _WAITING if current is None else current.state
+    if new.state not in NEXT_STATES[state]:
+        raise ConflictError(f"step `{new.handle}` cannot go from {state} to {new.state}")
+
+
+def queued(handle: str) -> StepRecord:
+    """Ready, waiting for a slot under `max_concurrency`."""
+    return StepRecord(handle=handle, state=RunState.QUEUED)
+
+
+def running(handle: str, now: datetime) -> StepRecord:
+    return StepRecord(handle=handle, state=_RUNNING, started_at=now)
+
+
+def succeeded(current: StepRecord, generation: Generation, attempts: list[AttemptRecord],
+              now: datetime) -> StepRecord:
+    return StepRecord(handle=current.handle, state=_SUCCEEDED, output=generation.text,
+                      attempts=attempts, started_at=current.started_at, finished_at=now,
+                      usage=generation.usage)
+
+
+def failed(current: StepRecord, failure: Failure, attempts: list[AttemptRecord],
+           now: datetime) -> StepRecord:
+    return StepRecord(handle=current.handle, state=RunState.FAILED, statusMessage=failure.message,
+                      error_kind=failure.kind, attempts=attempts, started_at=current.started_at,
+                      finished_at=now)
+
+
+def skipped(handle: str, cause: StepRecord) -> StepRecord:
+    """Not run: `cause`, one of its dependencies, failed or was skipped."""
+    why = "failed" if cause.state == RunState.FAILED else "was skipped"
+    return StepRecord(handle=handle, state=RunState.SKIPPED,
+                      statusMessage=f"not run: depends on `{cause.handle}`, which {why}")
+
+
+def build_result(chain: str, inputs: Mapping[str, str], handles: Iterable[str],
                  records: Mapping[str, StepRecord], output: str | None,
                  first_failure: str | None) -> InvocationResult:
-    """The run's result from its steps' states (in definition order), reusing `records`
-    already built: the chain failed if a step did, naming `first_failure` (the first to fail
-    in time) and counting the others."""
-    failed = [r for r in runs if r.state == RunState.FAILED]
+    """The run's result from its steps' records (in `handles`' order; a step without one is
+    waiting): the chain failed if a step did, naming `first_failure` (the first to fail in
+    time) and counting the others."""
+    steps = [records.get(h) or StepRecord(handle=h) for h in handles]
+    failed_steps = [r for r in steps if r.state == RunState.FAILED]
     state, message = RunState.SUCCEEDED, None
-    if failed:
-        first = next((r for r in failed if r.handle == first_failure), failed[0])
-        others = f" ({len(failed) - 1} more step(s) failed)" if len(failed) > 1 else ""
+    if failed_steps:
+        first = next((r for r in failed_steps if r.handle == first_failure), failed_steps[0])
+        others = f" ({len(failed_steps) - 1} more step(s) failed)" \
+            if len(failed_steps) > 1 else ""
         state, output = RunState.FAILED, None
-        message = f"step `{first.handle}` failed: {first.message}{others}"
-    return InvocationResult.model_validate({
-        "chain": chain, "input": inputs, "output": output, "state": state,
-        "statusMessage": message,
-        "steps": [records.get(r.handle) or r.as_dict() for r in runs]})
+        message = f"step `{first.handle}` failed: {first.statusMessage}{others}"
+    return InvocationResult(chain=chain, input=dict(inputs), output=output, state=state,
+                            statusMessage=message, steps=steps)
