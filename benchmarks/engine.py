@@ -8,8 +8,8 @@ The floor is hand-written asyncio driving the same generator fake: one task per 
 its dependencies, then one `run_remote` with a GenerationRequest, so the ratio is the engine's
 own cost: scheduling, templating, records, the retry policy. The table also shows the bare
 floor, whose steps only sleep (no request, no reply model), for reference. The floors create
-every task up front, before the first step starts; the engine creates a fan-out's tasks while
-its source step runs, and runs a sequence in one task.
+every task up front, before the first step starts; the engine creates a step's task when the
+step starts.
 `diamond-skew` puts Y1…Y10 in sequence (a 100 ms branch beside the 200 ms X), the reading under
 which peers.md §4 finds a level-by-level scheduler at 1.44x; root and join take 10 ms each.
 """

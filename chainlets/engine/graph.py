@@ -3,7 +3,7 @@
 Plain bookkeeping, no tasks and no records: the scheduler asks it what is ready.
 """
 
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Collection, Container
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.compiler import CompiledChain, CompiledStep
@@ -18,18 +18,12 @@ class StepGraph:
     __slots__ = ("dependents", "pending", "steps")
 
     def __init__(self, chain: CompiledChain, succeeded: Collection[str]) -> None:
-        """The chain's graph, with the steps in `succeeded` done already (a resumed run).
-
-        The compiled chain's mappings are shared, not rebuilt: rebuilding cost ~5 µs a step
-        before the first model call (benchmarks/engine.py). A step added during the run turns
-        its dependencies' entries into lists of their own (`add`).
-        """
+        """The chain's graph, with the steps in `succeeded` done already (a resumed run)."""
         self.steps: dict[str, CompiledStep] = dict(chain.steps)
-        self.dependents: dict[str, Sequence[str]] = dict(chain.dependents)
-        self.pending: dict[str, int] = {
-            handle: sum(d not in succeeded for d in step.deps)
-            for handle, step in self.steps.items() if handle not in succeeded} if succeeded \
-            else {handle: len(step.deps) for handle, step in self.steps.items()}
+        self.dependents = {handle: list(children)
+                           for handle, children in chain.dependents.items()}
+        self.pending = {handle: sum(d not in succeeded for d in step.deps)
+                        for handle, step in self.steps.items() if handle not in succeeded}
 
     def ready(self) -> list[str]:
         """The waiting steps that wait for nothing, taken out of `pending`."""
@@ -52,10 +46,7 @@ class StepGraph:
         self.steps[handle] = step
         self.dependents[handle] = []
         for dep in step.deps:
-            children = self.dependents[dep]
-            if not isinstance(children, list):
-                self.dependents[dep] = children = list(children)
-            children.append(handle)
+            self.dependents[dep].append(handle)
         waiting_on = sum(d not in succeeded for d in step.deps)
         if blocked or waiting_on == 0:
             return not blocked
@@ -88,8 +79,3 @@ class StepGraph:
             blocked.append((child, cause))
             stack.extend((grandchild, child) for grandchild in reversed(self.dependents[child]))
         return blocked
-
-    def held_by(self, holder: str) -> list[str]:
-        """The dependents of `holder` that wait for it alone."""
-        pending = self.pending
-        return [child for child in self.dependents[holder] if pending.get(child) == 1]

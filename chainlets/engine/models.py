@@ -98,13 +98,14 @@ class RunOptions(BaseModel):
     max_backoff_s: float = Field(default=8.0, ge=0, description="Cap on one retry delay.")
 
 
-# A step's and an attempt's records are stdlib dataclasses, not pydantic models: the engine
-# makes one at every transition, live, and the result carries those very objects (pydantic
-# validates and serializes dataclasses, and does not validate an instance again). Slotted, one
-# costs a tenth of validating a model. The engine never changes a record it has made: an
-# observer or a store may keep it as it is. `statusMessage` is Steamship's camelCase name, kept
-# as the field name itself (not an alias): truss serializes a chainlet's output through its
-# own wrapper model, which ignores aliases.
+# A step's and an attempt's records are slotted stdlib dataclasses, not pydantic models: the
+# engine makes one at every transition, live, and the result carries those very objects
+# (pydantic validates and serializes dataclasses from JSON, and passes an instance through), so
+# a record is defined once. Making a finished step's records costs ~0.6 µs, validating them as
+# a model ~2.7 µs. The engine never changes a record it has made: an observer or a store may
+# keep it as it is. `statusMessage` is Steamship's camelCase name, kept as the field name
+# itself (not an alias): truss serializes a chainlet's output through its own wrapper model,
+# which ignores aliases.
 
 
 @dataclass(slots=True, kw_only=True)

@@ -6,16 +6,16 @@ Step tasks share no mutable state: a task gets its input values and hands one ou
 dependency succeeds. Every change of a step's state goes through `_Execution.set`, which
 checks it, keeps the step's new record and shows it to the observer.
 
-The pieces: `StepGraph` (graph.py) knows which steps wait for which, and is the execution's
-own, so steps can be added while a run is under way (`add_step`; maps and loops build on
-that); `Slots` (slots.py) holds the steps queued under `max_concurrency`, with no task; `FanOut`
-(fanout.py) holds tasks prepared for a running step's dependents; state.py makes each record.
+`StepGraph` (graph.py) knows which steps wait for which, and is the execution's own, so steps
+can be added while a run is under way (`add_step`; maps and loops build on that); `Slots`
+(slots.py) holds the steps queued under `max_concurrency`, with no task; state.py makes each
+record. A step that runs has a task of its own, created when it starts.
 
-What a step costs the critical path is kept to plain Python, each choice measured by
-benchmarks/engine.py against hand-written asyncio:
-- the task whose step just finished goes on with the first step it started, instead of
-  creating a task and giving up an event-loop turn (a sequence runs in one task; shape `deep`);
-- a wide fan-out's tasks are created while its source step runs (fanout.py; shape `wide`).
+Kept plain on purpose, measured by benchmarks/engine.py against hand-written asyncio: each step
+makes two small records (no pydantic validation on the hot path) and creates its task when it
+starts. Three tricks of the previous engine (a finished step's task going on with the step it
+freed, a fan-out's tasks created ahead at a gate, the run's state freed a loop turn late) no
+longer showed in any shape (each within ±0.4% over 60-300 interleaved runs), so they went.
 """
 
 import asyncio
@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from chainlets.engine.failures import Failure, describe_failure
-from chainlets.engine.fanout import FanOut, GateFuture, Values
 from chainlets.engine.graph import StepGraph
 from chainlets.engine.models import (
     AttemptRecord,
@@ -62,11 +61,6 @@ log = logging.getLogger(__name__)
 # block. Progress displays, persistence and callbacks hang off it.
 StepObserver = Callable[[StepRecord], None]
 
-# A running step with at least this many dependents prepares their tasks (fanout.py).
-_PREPARE_AT = 2
-
-_Next = tuple[CompiledStep, Values]  # a step for the current task to run next
-
 
 def _generator_key(step: CompiledStep, options: RunOptions) -> str:
     """Which of the runner's generators serves `step`: the chosen LLM backend for model
@@ -92,8 +86,6 @@ class _Execution:
         self.outputs: dict[str, str] = {}  # of the steps that succeeded
         self.tasks: dict[str, asyncio.Task[None]] = {}  # of the running steps
         self.slots = None if options.max_concurrency is None else Slots(options.max_concurrency)
-        # Under a concurrency limit, a step's dependents may not start when it ends.
-        self.fanout = FanOut(self.loop) if self.slots is None else None
         self.first_failure: str | None = None
 
     async def run(self, prior: Mapping[str, StepRecord]) -> InvocationResult:
@@ -108,12 +100,14 @@ class _Execution:
         try:
             await self.done
         finally:
-            pending = [*self.tasks.values(), *(self.fanout.tasks() if self.fanout else ())]
+            pending = list(self.tasks.values())
             for task in pending:
                 task.cancel()
             if pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.gather(*pending, return_exceptions=True)
+            for handle in list(self.tasks):  # cancelled before it ran a line: never recorded
+                self.finish(handle, [], CANCELLED)
         return build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
                             self.outputs.get(self.chain.output_handle), self.first_failure)
 
@@ -143,137 +137,80 @@ class _Execution:
             except Exception:  # an observer bug must not corrupt the run; logged, not hidden
                 log.exception("step observer failed on step %s", record.handle)
 
-    def start(self, ready: list[str], now: datetime, task: "asyncio.Task[None] | None" = None,
-              ) -> _Next | None:
-        """Start the `ready` steps at `now`, or queue those no slot is free for; given `task`
-        (the one whose step just finished), returns the first started that has no task waiting
-        for it, for `task` to run next."""
+    def start(self, ready: list[str], now: datetime) -> None:
+        """Start the `ready` steps at `now`, each in a task of its own, or queue those no slot
+        is free for."""
         waiting: list[str] = []
         if self.slots is not None:
             ready, waiting = self.slots.admit(ready)
-        following: _Next | None = None
         for handle in ready:
-            if following is None and task is not None and (
-                    self.fanout is None or handle not in self.fanout.prepared):
-                following = self.graph.steps[handle], self.launch(handle, now, task)
-            else:
-                self.launch(handle, now)
+            step = self.graph.steps[handle]
+            self.set(running(handle, now))
+            values = dict(self.inputs)
+            for dep in step.deps:
+                values[dep] = self.outputs[dep]
+            if step.literals:
+                values.update(step.literals)
+            self.tasks[handle] = self.loop.create_task(self.execute(step, values),
+                                                       name=f"step:{handle}")
         for handle in waiting:
             self.set(queued(handle))
-        return following
 
-    def launch(self, handle: str, now: datetime, task: "asyncio.Task[None] | None" = None,
-               ) -> Values:
-        """Run `handle` in `task` next, in its prepared task, or in a task of its own;
-        returns the step's input values."""
-        step = self.graph.steps[handle]
-        self.set(running(handle, now))
-        values = dict(self.inputs)
-        outputs = self.outputs
-        for dep in step.deps:
-            values[dep] = outputs[dep]
-        if step.literals:
-            values.update(step.literals)
-        fanout = self.fanout
-        if task is not None:
-            task.set_name(f"step:{handle}")
+    async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> None:
+        """A step's task: values in, one outcome handed to `finish` (no other shared state)."""
+        handle = step.handle
+        key = _generator_key(step, self.options)
+        attempts: list[AttemptRecord] = []
+        try:
+            request = GenerationRequest.model_validate({
+                "step": handle, "plugin": step.spec.plugin, "params": step.params,
+                "messages": step.render_messages(values)})
+            generation = await self.policy.call(self.generators[key].run_remote, request,
+                                                attempts, key)
+            if not isinstance(generation, Generation):  # in process, nothing checked it
+                raise TypeError(f"run_remote returned {type(generation).__name__}, "
+                                "not a Generation")
+        except asyncio.CancelledError:
+            self.settle(handle, attempts, CANCELLED)
+            raise
+        except Exception as exc:  # recorded on the step and propagated to the chain's state
+            # With attempts, the call raised it; else the engine, preparing the call.
+            failure = describe_failure(exc, f"generator `{key}`" if attempts else "the engine")
+            if failure.kind is ErrorKind.INTERNAL:
+                log.error("step `%s`: %s", handle, failure.message, exc_info=exc)
+            self.settle(handle, attempts, failure)
         else:
-            task = None if fanout is None else fanout.claim(handle, values)
-            if task is None:
-                task = self.loop.create_task(self.execute(step, values), name=f"step:{handle}")
-        self.tasks[handle] = task
-        if fanout is not None and len(self.graph.dependents[handle]) >= _PREPARE_AT:
-            # Queued behind this step's own start: runs while its model call is under way.
-            self.loop.call_soon(self.prepare, handle)
-        return values
-
-    def prepare(self, holder: str) -> None:
-        if holder not in self.tasks or self.fanout is None or self.done.done():
-            return  # already over: its dependents start, or not, the ordinary way
-        self.fanout.prepare(holder, self.graph.held_by(holder), self.spawn_at_gate)
-
-    def spawn_at_gate(self, handle: str, gate: GateFuture) -> "asyncio.Task[None]":
-        return self.loop.create_task(self.execute(self.graph.steps[handle], gate),
-                                     name=f"step:{handle}")
-
-    async def execute(self, step: CompiledStep, values: Values | GateFuture) -> None:
-        """A step's task: values in, one outcome handed to `finish` (no other shared state);
-        then, if `finish` hands it a step its outcome started, that step.
-
-        A prepared step's task gets its values at its gate, and ends there if it does not
-        start. Recording from inside the task rather than from a done-callback, and going on
-        with a step the outcome started rather than creating a task for it, each save an
-        event-loop turn per step: most of what a chain of short steps pays (benchmarks/).
-        """
-        while True:
-            handle = step.handle
-            key = _generator_key(step, self.options)
-            attempts: list[AttemptRecord] = []
-            try:
-                if isinstance(values, asyncio.Future):
-                    values = (await values)[handle]  # a gate opens for all it holds
-                request = GenerationRequest.model_validate({
-                    "step": handle, "plugin": step.spec.plugin, "params": step.params,
-                    "messages": step.render_messages(values)})
-                generation = await self.policy.call(self.generators[key].run_remote, request,
-                                                    attempts, key)
-                if not isinstance(generation, Generation):  # in process, nothing checked it
-                    raise TypeError(f"run_remote returned {type(generation).__name__}, "
-                                    "not a Generation")
-            except asyncio.CancelledError:
-                if handle in self.tasks:  # else a gate closed on a step that never started
-                    self.settle(handle, attempts, CANCELLED)
-                raise
-            except Exception as exc:  # recorded on the step and propagated to the chain's state
-                # With attempts, the call raised it; else the engine, preparing the call.
-                failure = describe_failure(exc, f"generator `{key}`" if attempts else "the engine")
-                if failure.kind is ErrorKind.INTERNAL:
-                    log.error("step `%s`: %s", handle, failure.message, exc_info=exc)
-                following = self.settle(handle, attempts, failure)
-            else:
-                following = self.settle(handle, attempts, generation)
-            if following is None:
-                return
-            step, values = following
+            self.settle(handle, attempts, generation)
 
     def settle(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> _Next | None:
+               outcome: Generation | Failure) -> None:
         """`finish`, where a bug of the engine's own ends the run with it instead of hanging."""
         try:
-            return self.finish(handle, attempts, outcome)
+            self.finish(handle, attempts, outcome)
         except Exception as exc:
             if not self.done.done():
                 self.done.set_exception(exc)
-            return None
 
     def finish(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> _Next | None:
-        """The one place a step's end is recorded and the steps it frees are started.
-
-        Called by the step's own task, which is about to end: the first step started that has
-        no task waiting for it is returned for that task to run next.
-        """
-        task = self.tasks.pop(handle)
+               outcome: Generation | Failure) -> None:
+        """The one place a step's end is recorded and the steps it frees are started."""
+        del self.tasks[handle]
         current = self.records[handle]
         now = datetime.now(UTC)  # also when the steps it frees start
         if self.slots is not None:
             self.slots.release()
-        following: _Next | None = None
         if isinstance(outcome, Generation):
             self.set(succeeded(current, outcome, attempts, now))
             self.outputs[handle] = outcome.text
-            following = self.start(self.graph.succeed(handle), now, task)
+            self.start(self.graph.succeed(handle), now)
         else:
             self.set(failed(current, outcome, attempts, now))
             if outcome is not CANCELLED:  # a run being cancelled starts and skips nothing more
                 self.first_failure = self.first_failure or handle
                 for child, cause in self.graph.block(handle):
                     self.set(skipped(child, self.records[cause]))
-                following = self.start([], now, task)  # a queued step may take the slot
-        if self.fanout is not None:
-            self.fanout.open(handle)
+                self.start([], now)  # a queued step may take the slot
         self.maybe_finish()
-        return following
 
     def maybe_finish(self) -> None:
         if not self.tasks and not self.done.done():
@@ -301,13 +238,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
 
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
-    execution = _Execution(chain, values, generators, options, observer)
-    result = await execution.run(prior)
-    # The run's scratch state (a few objects per step) is freed on the loop's next turn, after
-    # the caller has its result: tearing it down here cost ~2 µs a step of result latency.
-    execution.loop.call_soon(_release, execution)
-    return result
-
-
-def _release(_execution: _Execution) -> None:
-    """Drops the last reference to a finished execution (see `run_chain`)."""
+    return await _Execution(chain, values, generators, options, observer).run(prior)
