@@ -36,6 +36,7 @@ class State(enum.StrEnum):
     """State of an invocation or a step: the engine's states plus `cancelled`."""
 
     WAITING = "waiting"
+    QUEUED = "queued"  # steps only: ready, waiting for a slot under `max_concurrency`
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -49,7 +50,7 @@ class State(enum.StrEnum):
 
 # An invocation in one of these has work left: `running` while a step can run, `waiting`
 # while only approvals remain (it then holds no lease until resumed or a deadline passes).
-ACTIVE_STATES = frozenset({State.WAITING, State.RUNNING})
+ACTIVE_STATES = frozenset({State.WAITING, State.QUEUED, State.RUNNING})
 
 
 class StoredChain(BaseModel):

@@ -224,6 +224,17 @@ async def test_payloads_over_their_limit_are_refused_naming_it(store: Store) -> 
     assert (await store.get_invocation(invocation_id)).steps[0].state == State.WAITING
 
 
+async def test_a_queued_step_is_stored_queued_and_ends_with_a_cancel(store: Store) -> None:
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    await store.record_step(lease, step("tell", RunState.RUNNING))
+    await store.record_step(lease, step("judge", RunState.QUEUED))
+    assert [s.state for s in (await store.get_invocation(invocation_id)).steps] == [
+        State.RUNNING, State.QUEUED]
+    cancelled = await store.cancel_invocation(invocation_id, message="cancelled by the caller")
+    assert [s.state for s in cancelled.steps] == [State.CANCELLED, State.CANCELLED]
+
+
 async def test_cancel_ends_the_invocation_and_its_unfinished_steps(store: Store) -> None:
     invocation_id, lease = await start(store)
     assert lease is not None
