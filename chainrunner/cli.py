@@ -61,14 +61,21 @@ def _compiled_or_exit(path: Path, plugins: "PluginRegistry") -> "CompiledChain":
         raise refused(exc) from exc
 
 
+def _inputs_file_error(message: str) -> click.BadParameter:
+    return click.BadParameter(message, param_hint="--inputs-file")
+
+
 def _parse_inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str, str]:
     values: dict[str, str] = {}
     if inputs_file is not None:
+        from chainlets.language.jsontext import decode_json
+
         try:
-            data: Any = json.loads(inputs_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise click.BadParameter(f"{inputs_file}: {exc}", param_hint="--inputs-file") \
-                from exc
+            raw = inputs_file.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {inputs_file}: {exc.strerror}",
+                                     param_hint="--inputs-file") from exc
+        data: Any = decode_json(raw, str(inputs_file), _inputs_file_error)
         if not isinstance(data, dict):
             raise click.BadParameter(f"{inputs_file} must hold a JSON object of input names to "
                                      "values", param_hint="--inputs-file")

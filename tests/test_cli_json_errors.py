@@ -134,7 +134,8 @@ def test_an_unreadable_inputs_file_is_a_json_usage_refusal(tmp_path: Path) -> No
     missing = tmp_path / "inputs.json"
     result = invoke("run", JOKE, "--inputs-file", missing, "--llm", "mock", "--json")
     doc = refusal(result, "usage")
-    assert mentions(doc, f"Invalid value for --inputs-file: {missing}: [Errno 2] No such file")
+    assert mentions(doc, f"Invalid value for --inputs-file: cannot read {missing}: No such file "
+                         "or directory")
 
 
 # --- click's own usage errors ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ earlier ones could read, so schema and semantic problems are reported together.
 """
 
 import functools
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,10 +113,16 @@ def compile_chain(chain: ChainSpec | Any, plugins: PluginRegistry = DEFAULT_PLUG
     `source` (e.g. a file name) starts the error's first line.
     """
     problems = Problems()
-    draft = ChainDraft.of(chain) if isinstance(chain, ChainSpec) else read_draft(chain, problems)
     analysis = Analysis(plugins=plugins)
-    for check in PASSES:
-        check(draft, analysis, problems)
+    try:
+        draft = ChainDraft.of(chain) if isinstance(chain, ChainSpec) \
+            else read_draft(chain, problems)
+        for check in PASSES:
+            check(draft, analysis, problems)
+    except RecursionError:  # data built in code: a file or body is refused when parsed
+        raise ChainDefinitionError(
+            f"{invalid(source, None)}: it is nested deeper than Python's recursion limit "
+            f"({sys.getrecursionlimit():,} levels); flatten it") from None
     if problems or draft.spec is None:
         raise ChainDefinitionError.from_problems(invalid(source, draft.handle),
                                                  problems.messages())

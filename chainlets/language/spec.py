@@ -1,6 +1,5 @@
 """The chain definition language: a superset of Steamship's JSON chain format."""
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from pydantic.json_schema import WithJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails
 
 from chainlets.errors import ChainDefinitionError
+from chainlets.language.jsontext import decode_json
 from chainlets.language.messages import invalid, schema_problem, show, without_misspelt
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
@@ -170,19 +170,24 @@ def parse_chain(data: Any, source: str | None = None) -> ChainSpec:
             invalid(source, handle if isinstance(handle, str) else None), problems) from exc
 
 
+def _stdin() -> bytes | str:
+    """Standard input's bytes, decoded by us (a text stream without bytes: its text)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    return stream.read() if stream is not None else sys.stdin.read()
+
+
 def read_chain_json(path: str | Path) -> Any:
-    """The JSON data of a chain file (`-`: standard input), not yet validated."""
+    """The JSON data of a chain file (`-`: standard input), not yet validated.
+
+    Strict (jsontext.py): a file that is not UTF-8, repeats a key in an object or nests
+    deeper than the parser goes raises ChainDefinitionError saying so.
+    """
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
-        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+        data = _stdin() if str(path) == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise ChainDefinitionError(f"cannot read chain file {name}: {exc.strerror}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ChainDefinitionError(
-            f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from exc
+    return decode_json(data, name, ChainDefinitionError)
 
 
 def load_chain(path: str | Path) -> ChainSpec:

@@ -3,7 +3,9 @@
 `POST /run_remote` takes a JSON object whose keys are the entrypoint's `run_remote` argument
 names and answers with its return value; an error comes back with the entrypoint's status as
 `{"error": message}` (`"problems": [...]` too for an invalid chain or inputs), no stack
-frames (replies.py). `GET /ready` answers 200 once every chainlet is ready (503 before), with
+frames (replies.py). A JSON body that is not UTF-8 or repeats a key in an object is answered
+400 by the gateway itself, naming the problem (truss's parser would keep the last of duplicate
+keys). `GET /ready` answers 200 once every chainlet is ready (503 before), with
 each chainlet's state, and its pid and port only to a caller with the API key. With an API
 key set, `/run_remote` wants `Authorization: Api-Key <key>` (401 otherwise), as a deployed
 chain does; the gateway calls the entrypoint with serve's internal key.
@@ -19,11 +21,19 @@ import asyncio
 import contextlib
 import errno
 import hmac
+import json
 from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
+from chainlets.errors import RequestError
+from chainlets.language.jsontext import (
+    DuplicateKeyError,
+    duplicate_key_message,
+    text_of,
+    unique_keys,
+)
 from chainrunner.serve.errors import ChainletUnavailableError, PortInUseError
 from chainrunner.serve.processes import PREDICT_PATH
 from chainrunner.serve.replies import error_reply
@@ -31,6 +41,9 @@ from chainrunner.serve.replies import error_reply
 __all__ = ["STOPPING", "Gateway", "Router"]
 
 _FORWARDED_HEADERS = ("Content-Type", "X-Baseten-Request-Id")
+_BINARY = "application/octet-stream"
+_PARSE_INLINE_BYTES = 64 * 1024
+_BODY = "the request body"
 STOPPING = "chainrunner serve is stopping: it takes no new requests"
 
 
@@ -64,6 +77,30 @@ class Router(Protocol):
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _json_problem(request: web.Request, body: bytes) -> str | None:
+    """Why a JSON body is refused (400) before it reaches the entrypoint, whose parser would
+    keep the last of duplicate keys: not UTF-8, or a key twice in one object. A body that is
+    not JSON or nests too deep goes on: the entrypoint answers 400 for it."""
+    if request.content_type == _BINARY:  # truss's msgpack form
+        return None
+    try:
+        json.loads(text_of(body, _BODY, RequestError), object_pairs_hook=unique_keys)
+    except RequestError as exc:
+        return str(exc)
+    except DuplicateKeyError as exc:
+        return duplicate_key_message(_BODY, exc)
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+async def _checked(request: web.Request, body: bytes) -> str | None:
+    if len(body) < _PARSE_INLINE_BYTES:
+        return _json_problem(request, body)
+    # A large body is parsed off the loop, so that it stalls no other request.
+    return await asyncio.to_thread(_json_problem, request, body)
 
 
 class Gateway:
@@ -155,15 +192,18 @@ class Gateway:
         self._inflight += 1
         self._idle.clear()
         try:
-            return await self._forward(request, self.router, self._http)
+            body = await request.read()
+            problem = await _checked(request, body)
+            if problem is not None:
+                return web.json_response({"error": problem, "problems": [problem]}, status=400)
+            return await self._forward(request, body, self.router, self._http)
         finally:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
 
-    async def _forward(self, request: web.Request, router: Router,
+    async def _forward(self, request: web.Request, body: bytes, router: Router,
                        http: aiohttp.ClientSession) -> web.StreamResponse:
-        body = await request.read()
         headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
         headers.setdefault("Content-Type", "application/json")
         headers.update(self._upstream_auth)

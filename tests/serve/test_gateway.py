@@ -288,3 +288,27 @@ async def test_a_taken_port_is_named_with_the_fix(gateway: tuple[Gateway, FakeRo
     with pytest.raises(PortInUseError, match=f"port {taken} on 127.0.0.1 is already in use "
                                              r"\(another `chainrunner serve`\?\): stop that"):
         await Gateway().bind(taken or 0)
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b'{"chain": {"handle": "a", "handle": "b"}, "inputs": {}}',
+     "the request body: key `handle` appears more than once in the JSON object with keys "
+     "`handle`; a key may appear once: keep the one you mean"),
+    ('{"inputs": {"topic": "café"}}'.encode("latin-1"),
+     "the request body is not UTF-8 text: byte 0xe9 at line 1, column 26 is not valid UTF-8; "
+     "save it as UTF-8"),
+], ids=["duplicate-key", "not-utf8"])
+async def test_a_body_the_entrypoint_would_misread_is_400_from_the_gateway(
+        gateway: tuple[Gateway, FakeRouter], upstream: Upstream, body: bytes,
+        error: str) -> None:
+    assert await _post(gateway[0], body) == (400, {"error": error, "problems": [error]})
+    assert upstream.headers == []  # it never reached the entrypoint
+
+
+async def test_a_large_body_is_checked_off_the_loop_and_forwarded(
+        gateway: tuple[Gateway, FakeRouter]) -> None:
+    body = json.dumps({"names": ["x" * 100] * 2_000}).encode()
+    status, reply = await _post(gateway[0], body)
+    assert status == 200 and reply == f"echo:{body.decode()}"
+    duplicate = b'{"a": 1, ' + b" " * 100_000 + b'"a": 2}'
+    assert (await _post(gateway[0], duplicate))[0] == 400
