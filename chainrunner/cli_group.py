@@ -18,7 +18,7 @@ from typing import IO, Any, Literal, NoReturn
 
 import click
 
-from chainlets.errors import ChainDefinitionError, InputsError
+from chainlets.errors import ChainDefinitionError, ConfigurationError, InputsError
 
 __all__ = ["EXIT_INVALID", "CommandGroup", "CommandRefused", "refused"]
 
@@ -122,7 +122,10 @@ class CommandGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ConfigurationError as exc:  # a malformed setting: nothing was called
+                raise CommandRefused(str(exc), kind="usage") from exc
         except click.ClickException as exc:
             if not ctx.meta.get(_META_KEY):
                 raise

@@ -137,3 +137,103 @@ def test_a_valid_chain_still_runs(tmp_path: Path) -> None:
     result = invoke("run", write_json(tmp_path / "ok.json", json.loads(chain_text())), "--llm",
                     "mock", "--json")
     assert result.exit_code == 0, result.output
+
+
+# --- limits: max_tokens, max_words, the prompt's length; callback_url --------------------------
+
+
+def one_step(plugin: str, plugin_config: dict[str, Any]) -> dict[str, Any]:
+    return {"handle": "c", "steps": [
+        {"handle": "a", "plugin": plugin, "prompt": "x", "plugin_config": plugin_config}]}
+
+
+@pytest.mark.parametrize(("plugin", "config", "message"), [
+    ("gpt-3", {"max_words": 1e30}, "step `a`: plugin_config.max_words = 1e+30 is invalid for "
+     "plugin `gpt-3`: 1e+30 is over the limit of 50,000 words set by CHAINRUNNER_MAX_WORDS; "
+     "lower it or raise CHAINRUNNER_MAX_WORDS"),
+    ("mock", {"max_words": 50_001}, "50,001 is over the limit of 50,000 words set by "
+     "CHAINRUNNER_MAX_WORDS"),
+    ("openai", {"max_tokens": 10**6}, "step `a`: plugin_config.max_tokens = 1000000 is invalid "
+     "for plugin `openai`: 1,000,000 is over the limit of 128,000 tokens set by "
+     "CHAINRUNNER_MAX_TOKENS; lower it or raise CHAINRUNNER_MAX_TOKENS"),
+], ids=["gpt-3-max-words-1e30", "mock-max-words", "openai-max-tokens"])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_max_words_and_max_tokens_have_an_upper_bound(tmp_path: Path, plugin: str,
+                                                      config: dict[str, Any], message: str,
+                                                      command: str) -> None:
+    spec = write_json(tmp_path / "c.json", one_step(plugin, config))
+    backend = ("--llm", "mock") if command == "run" else ()
+    assert_refused((command, spec, *backend), message)
+
+
+def test_the_bounds_are_raised_by_their_variables(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_MAX_WORDS", "100000")
+    monkeypatch.setenv("CHAINRUNNER_MAX_TOKENS", "1_000_000")
+    for plugin, config in (("gpt-3", {"max_words": 60_000}), ("openai", {"max_tokens": 10**6})):
+        result = invoke("validate", write_json(tmp_path / "c.json", one_step(plugin, config)))
+        assert result.exit_code == 0, result.output
+
+
+def test_a_malformed_limit_variable_is_a_usage_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_MAX_WORDS", "lots")
+    assert_refused(("validate", JOKE), "CHAINRUNNER_MAX_WORDS='lots' is not valid; set it to a "
+                                       "positive whole number of words (default 50,000)",
+                   kind="usage")
+
+
+def test_an_input_that_makes_a_prompt_too_long_is_refused_before_any_call(
+        tmp_path: Path) -> None:
+    inputs = write_json(tmp_path / "inputs.json", {"topic": "x" * 1_000_000})
+    assert_refused(("run", JOKE, "--llm", "mock", "--inputs-file", inputs),
+                   "step `tell-joke`: the prompt with these inputs is 1,000,021 characters, over "
+                   "the limit of 1,000,000 characters set by CHAINRUNNER_MAX_PROMPT_CHARS; "
+                   "shorten it or raise CHAINRUNNER_MAX_PROMPT_CHARS", kind="invalid_inputs")
+
+
+def test_a_prompt_template_over_the_limit_is_an_invalid_chain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_MAX_PROMPT_CHARS", "20")
+    spec = write_json(tmp_path / "c.json", {"handle": "c", "steps": [
+        {"handle": "a", "plugin": "mock", "prompt": "y" * 15, "system_prompt": "z" * 15}]})
+    assert_refused(("validate", spec), "step `a`: the prompt's own text (its messages' "
+                                       "templates together) is 30 characters, over the limit "
+                                       "of 20 characters set by CHAINRUNNER_MAX_PROMPT_CHARS")
+
+
+def test_a_prompt_an_earlier_output_makes_too_long_fails_its_step_without_a_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_MAX_PROMPT_CHARS", "100")
+    spec = write_json(tmp_path / "c.json", {"handle": "c", "steps": [
+        {"handle": "a", "plugin": "mock", "prompt": "talk"},
+        {"handle": "b", "plugin": "mock", "prompt": "Summarize: {a}"}]})
+    script = write_json(tmp_path / "script.json",
+                        {"rules": [{"step": "a", "reply": " ".join(["word"] * 30)}]})
+    result = invoke("run", spec, "--llm", "mock", "--mock-script", script, "--json")
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    b = next(step for step in document["steps"] if step["handle"] == "b")
+    assert b["state"] == "failed"
+    assert b["statusMessage"] == (
+        "PayloadTooLargeError: step `b`: the rendered prompt is 160 characters, over the limit "
+        "of 100 characters set by CHAINRUNNER_MAX_PROMPT_CHARS; shorten it or raise "
+        "CHAINRUNNER_MAX_PROMPT_CHARS")
+    assert b["attempts"] == []  # refused before its call
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "example.com/hook", "https://",
+                                 "javascript:alert(1)"])
+def test_a_callback_url_that_is_not_http_is_refused(tmp_path: Path, url: str) -> None:
+    spec = write_json(tmp_path / "c.json", {**one_step("mock", {}), "callback_url": url})
+    assert_refused(("validate", spec), f"chain: `callback_url` = {json.dumps(url)} is invalid: "
+                                       "not an http(s) URL; write it as https://host/path (or "
+                                       "http://)")
+
+
+@pytest.mark.parametrize("url", ["https://example.com/hook?x=1", "http://127.0.0.1:8080/cb",
+                                 "HTTPS://Example.com"])
+def test_an_http_callback_url_is_accepted_as_written(url: str) -> None:
+    import chainrunner
+
+    chain = chainrunner.validate({**one_step("mock", {}), "callback_url": url})
+    assert chain.spec.callback_url == url

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chainlets.errors import ChainDefinitionError, InputsError
+from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
 from chainlets.language.draft import ChainDraft, read_draft
+from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
@@ -39,17 +40,39 @@ class CompiledStep:
     def handle(self) -> str:
         return self.spec.handle
 
+    @property
+    def templates(self) -> tuple[Template, ...]:
+        """Every template sent: the system prompt, earlier messages, the prompt."""
+        system = () if self.system is None else (self.system,)
+        return (*system, *(template for _, template in self.history), self.prompt)
+
+    def prompt_chars(self, values: Mapping[str, str]) -> int:
+        """The prompt's length (its messages together) with `values`; values still unknown,
+        such as other steps' outputs, count as empty."""
+        return sum(template.length(values) for template in self.templates)
+
     def render_messages(self, values: Mapping[str, str]) -> list[dict[str, str]]:
-        """The chat messages, rendered: system prompt, earlier messages, then the prompt."""
+        """The chat messages, rendered: system prompt, earlier messages, then the prompt.
+
+        Raises PayloadTooLargeError when they are longer than CHAINRUNNER_MAX_PROMPT_CHARS
+        together: the step fails before its call.
+        """
         prompt = {"role": "user", "content": self.prompt.render(values)}
         if self.system is None and not self.history:
+            self._check_size(len(prompt["content"]))
             return [prompt]
         messages = []
         if self.system is not None:
             messages.append({"role": "system", "content": self.system.render(values)})
         messages.extend({"role": role, "content": t.render(values)} for role, t in self.history)
         messages.append(prompt)
+        self._check_size(sum(len(message["content"]) for message in messages))
         return messages
+
+    def _check_size(self, chars: int) -> None:
+        problem = prompt_problem(f"step `{self.handle}`", chars, "the rendered prompt")
+        if problem is not None:
+            raise PayloadTooLargeError(problem)
 
 
 @dataclass(frozen=True)
@@ -94,10 +117,19 @@ class CompiledChain:
                 if name not in declared:
                     problems.append(f"unknown input `{name}`: this chain declares "
                                     f"{_declared(sorted(declared))}{suggest(name, declared)}")
+        if not problems:  # with every input known, a prompt too long already is refused now
+            problems = [problem for step in self.steps.values()
+                        if (problem := prompt_problem(
+                            f"step `{step.handle}`", step.prompt_chars(values),
+                            _AT_LEAST if step.deps else _RENDERED))]
         if problems:
             raise InputsError.from_problems(f"chain `{self.handle}` cannot run with these inputs",
                                             problems)
         return values
+
+
+_RENDERED = "the prompt with these inputs"
+_AT_LEAST = "the prompt with these inputs, before the outputs it interpolates,"
 
 
 def _declared(names: list[str]) -> str:

@@ -9,6 +9,7 @@ import pydantic
 from pydantic_core import ErrorDetails
 
 from chainlets.language.draft import ChainDraft, StepDraft
+from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import (
     Problems,
     Suggestions,
@@ -163,6 +164,11 @@ def check_templates(draft: ChainDraft, analysis: Analysis, problems: Problems) -
                 facts.names[name] = found.names
             else:
                 facts.templates[name], facts.names[name] = found
+        # The templates' own text already over the limit fails every run: refused now.
+        problem = prompt_problem(step.where, sum(t.length({}) for t in facts.templates.values()),
+                                 "the prompt's own text (its messages' templates together)")
+        if problem is not None:
+            problems.step(step.index, problem)
 
 
 def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) -> None:

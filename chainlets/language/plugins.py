@@ -4,7 +4,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from chainlets.language.limits import MAX_TOKENS, MAX_WORDS, MaxTokens, MaxWords
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -36,6 +38,10 @@ class ModelParams(BaseModel):
                                   description="Hard cap on the output's word count.")
 
 
+_MAX_WORDS_HELP = (f"The output never exceeds this many words; at most {MAX_WORDS.default:,} "
+                   f"unless {MAX_WORDS.env} says otherwise.")
+
+
 class OpenAIConfig(BaseModel):
     """`plugin_config` of the `openai` plugin: OpenAI chat-completions parameters."""
 
@@ -46,8 +52,10 @@ class OpenAIConfig(BaseModel):
                                           "or gpt-4o-mini).")
     temperature: float | None = Field(default=None, ge=0, le=2, examples=[0.7],
                                       description="Sampling temperature, 0 to 2.")
-    max_tokens: PositiveInt | None = Field(default=None, examples=[256],
-                                           description="Most tokens to generate.")
+    max_tokens: MaxTokens | None = Field(
+        default=None, examples=[256],
+        description=f"Most tokens to generate; at most {MAX_TOKENS.default:,} unless "
+                    f"{MAX_TOKENS.env} says otherwise.")
     top_p: float | None = Field(default=None, ge=0, le=1,
                                 description="Nucleus sampling probability mass, 0 to 1.")
     stop: str | list[str] | None = Field(default=None,
@@ -60,8 +68,7 @@ class Gpt3Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_words: PositiveInt = Field(description="The output never exceeds this many words.",
-                                   examples=[50])
+    max_words: MaxWords = Field(description=_MAX_WORDS_HELP, examples=[50])
 
 
 class MockConfig(BaseModel):
@@ -69,8 +76,8 @@ class MockConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_words: PositiveInt | None = Field(default=None, examples=[50],
-                                          description="The output never exceeds this many words.")
+    max_words: MaxWords | None = Field(default=None, examples=[50],
+                                       description=_MAX_WORDS_HELP)
 
 
 def _openai_params(config: BaseModel) -> ModelParams:

@@ -4,11 +4,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.json_schema import WithJsonSchema, models_json_schema
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.jsontext import decode_json
@@ -25,6 +26,21 @@ Scalar = str | int | float | bool
 # A handle or input name. The pattern is for editors only: the compiler checks it, with a
 # message that says how prompts reference the name, rather than pydantic's bare regex error.
 Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        # No `{` in the message: pydantic would read it as a placeholder.
+        raise PydanticCustomError("url_scheme", "not an http(s) URL; write it as "
+                                  "https://host/path (or http://)")
+    return value
+
+
+# Kept as the text written (pydantic's URL types rewrite it: a `/` added, case changed).
+HttpUrlText = Annotated[str, AfterValidator(_http_url),
+                        WithJsonSchema({"type": "string", "format": "uri",
+                                        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 
 
 class ChatMessage(BaseModel):
@@ -95,8 +111,8 @@ class ChainSpec(BaseModel):
     output: Name | None = Field(default=None,
                                description="Handle whose output is the chain's output "
                                            "(default: the last step).")
-    callback_url: str | None = Field(default=None,
-                                     description="URL notified when steps and the chain finish.")
+    callback_url: HttpUrlText | None = Field(
+        default=None, description="http(s) URL notified when steps and the chain finish.")
 
 
 def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, Any]:

@@ -40,6 +40,12 @@ class Template:
                 seen.setdefault(name)
         return tuple(seen)
 
+    def length(self, values: Mapping[str, str]) -> int:
+        """Characters `render(values)` would return, a name missing from `values` counted as
+        empty: a lower bound before every value is known."""
+        return sum(len(literal) + (len(values.get(name, "")) if name is not None else 0)
+                   for literal, name in self.parts)
+
     def render(self, values: Mapping[str, object]) -> str:
         """Substitute every placeholder; the caller guarantees every name is present."""
         out: list[str] = []

@@ -198,6 +198,46 @@ def test_a_client_error_is_422_with_the_cli_s_problems_and_no_server_path(
     assert str(REPO) not in response.text and "user_stack_trace" not in response.text
 
 
+def _hostile_bodies() -> list[tuple[bytes, int, str]]:
+    """Bodies a careless or hostile client sends: (body, status, text the error holds)."""
+    chain = json.dumps(ECHO_CHAIN)
+    deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+
+    def with_chain(step: dict[str, object] | None = None, **changes: object) -> bytes:
+        steps = [{"handle": "answer", "plugin": "gpt-3", "plugin_config": {"max_words": 12},
+                  "prompt": "ping {topic}", **(step or {})}]
+        return json.dumps({"chain": {**ECHO_CHAIN, "steps": steps, **changes},
+                           "inputs": {"topic": "x"}}).encode()
+
+    return [
+        (f'{{"chain": {chain}, "inputs": {{"topic": "a", "topic": "b"}}}}'.encode(), 400,
+         "the request body: key `topic` appears more than once in the JSON object"),
+        (f'{{"chain": {chain}, "inputs": {{"topic": "café"}}}}'.encode("latin-1"), 400,
+         "the request body is not UTF-8 text: byte 0xe9"),
+        (f'{{"chain": {deep}, "inputs": {{}}}}'.encode(), 400,
+         "nested deeper than the server's JSON parser goes"),
+        (with_chain(step={"plugin_config": {"max_words": 1e30}}), 422,
+         "1e+30 is over the limit of 50,000 words set by CHAINRUNNER_MAX_WORDS"),
+        # The body's `chain` is parsed by truss into a ChainSpec first: its own 400.
+        (with_chain(callback_url="ftp://example.com/x"), 400,
+         "`chain.callback_url`: not an http(s) URL; write it as https://host/path"),
+        (json.dumps({"chain": ECHO_CHAIN, "inputs": {"topic": "x" * 1_000_000}}).encode(),
+         422,
+         "the prompt with these inputs is 1,000,005 characters, over the limit of 1,000,000 "
+         "characters set by CHAINRUNNER_MAX_PROMPT_CHARS"),
+    ]
+
+
+def test_hostile_bodies_are_4xx_naming_the_problem(served: dict[str, ServeProcess]) -> None:
+    with httpx.Client(base_url=served["runner"].url, timeout=60,
+                      headers={**AUTH, "Content-Type": "application/json"}) as client:
+        for body, status, text in _hostile_bodies():
+            response = client.post("/run_remote", content=body)
+            assert response.status_code == status, (text, response.text[:500])
+            assert text in response.text, response.text[:500]
+            assert "Traceback" not in response.text and str(REPO) not in response.text
+
+
 @pytest.mark.parametrize("headers", [None, {"Authorization": "Api-Key wrong"},
                                      {"Authorization": f"Bearer {API_KEY}"}],
                          ids=["no-key", "wrong-key", "wrong-scheme"])
