@@ -46,6 +46,9 @@ class FakeOpenAIServer:
     """
 
     statuses: list[int] = field(default_factory=list)
+    # Scripted 200 replies, consumed in order before the normal ones: a raw body with its
+    # content type, or (None, content) for a completion whose message content is `content`.
+    replies: list[tuple[str | None, bytes | str | None]] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
     delay_s: float = 0.0
     in_flight: int = 0
@@ -64,11 +67,20 @@ class FakeOpenAIServer:
     def reply_text(self, number: int) -> str:
         return " ".join(f"r{number}w{i}" for i in range(COMPLETION_WORDS))
 
-    def answer(self, received: Received) -> tuple[int, dict[str, Any]]:
+    def answer(self, received: Received) -> tuple[int, dict[str, Any] | tuple[str, bytes]]:
         with self._lock:
             self.requests.append(received)
             number = len(self.requests)
             status = self.statuses.pop(0) if self.statuses else 200
+            scripted = self.replies.pop(0) if self.replies and status == 200 else None
+        content: str | None = self.reply_text(number)
+        if scripted is not None:
+            content_type, raw = scripted
+            if content_type is not None:
+                assert isinstance(raw, bytes)
+                return 200, (content_type, raw)
+            assert not isinstance(raw, bytes)
+            content = raw
         if received.path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {received.path}", "type": "invalid"}}
         if status != 200:
@@ -78,7 +90,7 @@ class FakeOpenAIServer:
             "id": f"chatcmpl-{number}", "object": "chat.completion", "created": 1_700_000_000,
             "model": received.body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": self.reply_text(number)}}],
+                         "message": {"role": "assistant", "content": content}}],
             "usage": USAGE,
         }
 
@@ -95,9 +107,10 @@ class FakeOpenAIServer:
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 finally:
                     fake.leave()
-                data = json.dumps(payload).encode()
+                content_type, data = payload if isinstance(payload, tuple) \
+                    else ("application/json", json.dumps(payload).encode())
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -1,5 +1,6 @@
 """The openai generator chainlet: chat completions on any OpenAI-compatible endpoint."""
 
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -99,12 +100,44 @@ class OpenAIGenerator(chains.ChainletBase):
             )
         except openai.OpenAIError as exc:
             raise translate_error(exc, request.step) from exc
+        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: not the API
+            raise GenerationError(self._not_the_api(
+                request.step, f"a body that is not JSON ({exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno})")) from None
+        return self._generation(request, completion)
+
+    def _not_the_api(self, step: str, what: str) -> str:
+        assert self._client is not None
+        return (f"step `{step}`: the openai backend at {self._client.base_url} answered HTTP "
+                f"200 with {what}; check that {BASE_URL_ENV} names an OpenAI-compatible API")
+
+    def _generation(self, request: GenerationRequest, completion: object) -> Generation:
+        """The reply as a Generation; a reply without text is an error, never `""`."""
+        import openai.types.chat
+
+        step = request.step
+        if not isinstance(completion, openai.types.chat.ChatCompletion):
+            # The SDK hands back the text of a reply that is not declared JSON (an HTML page).
+            raise GenerationError(self._not_the_api(step, f"a body that is not JSON "
+                                                          f"({str(completion)[:80]!r})"))
         if not completion.choices:
-            raise GenerationError(f"step `{request.step}`: the model returned no choices")
-        text = completion.choices[0].message.content or ""
+            raise GenerationError(f"step `{step}`: the openai backend (model "
+                                  f"`{completion.model}`) returned no choices")
+        choice = completion.choices[0]
+        message = choice.message
+        if message is None or not message.content:
+            if message is not None and message.refusal:
+                raise GenerationError(f"step `{step}`: the model `{completion.model}` refused: "
+                                      f"{message.refusal}")
+            # Worth another attempt: models do now and then end a reply before any text.
+            content = "null" if message is None or message.content is None else '""'
+            raise TransientGenerationError(
+                f"step `{step}`: the openai backend (model `{completion.model}`) returned no "
+                f"text (content {content}, finish_reason `{choice.finish_reason}`)")
         usage = completion.usage
         return Generation(
-            text=truncate_words(text, params.max_words), model=completion.model,
+            text=truncate_words(message.content, request.params.max_words),
+            model=completion.model,
             usage=Usage(prompt_tokens=usage.prompt_tokens,
                         completion_tokens=usage.completion_tokens,
                         total_tokens=usage.total_tokens) if usage is not None else None)
