@@ -184,9 +184,11 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
     import asyncio
 
     from chainlets.engine.models import RunOptions, RunState
+    from chainrunner.local import check_backend
 
     options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
                          max_attempts=max_attempts)
+    check_backend(compiled, options)  # before the progress display: nothing is called
     try:
         with _mock_script(mock_script):
             result = asyncio.run(_run(compiled, inputs, options, show_progress=not as_json

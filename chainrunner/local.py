@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from chainlets.engine.models import InvocationResult, RunOptions, StepRecord
-from chainlets.errors import ChainDefinitionError, InputsError
+from chainlets.errors import ChainDefinitionError, ConfigurationError, InputsError
 from chainlets.language.compiler import CompiledChain, compile_chain
+from chainlets.language.messages import listing
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.spec import ChainSpec, load_chain, parse_chain, read_chain_json
 
 if TYPE_CHECKING:
     from chainlets.runner import ChainRunner
 
-__all__ = ["Backend", "ChainSource", "default_backend", "load", "make_options", "run",
-           "run_compiled", "run_sync", "validate"]
+__all__ = ["Backend", "ChainSource", "check_backend", "default_backend", "load", "make_options",
+           "run", "run_compiled", "run_sync", "validate"]
 
 Backend = Literal["mock", "openai"]
 # A chain as the API takes it: a model, the JSON data of one, or the path of a JSON file.
@@ -110,6 +111,25 @@ def _runner_class(runner: "type[ChainRunner] | None") -> "type[ChainRunner]":
     return runner
 
 
+def check_backend(chain: CompiledChain, options: RunOptions,
+                  secrets: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigurationError, before any call, when the openai backend would serve a step
+    of `chain` and there is no key for it (`secrets`' `openai_api_key`, else $OPENAI_API_KEY)."""
+    from chainlets.language.plugins import LLM_BACKEND
+
+    if options.llm != "openai":
+        return
+    key = (secrets or {}).get("openai_api_key") or os.environ.get("OPENAI_API_KEY")
+    users = [handle for handle, step in chain.steps.items()
+             if step.plugin.generator in (LLM_BACKEND, "openai")]
+    if users and not key:
+        raise ConfigurationError(
+            f"the openai backend (--llm openai) would serve step{'s' if len(users) > 1 else ''} "
+            f"{listing(users, limit=3)}, and OPENAI_API_KEY is not set: export "
+            "OPENAI_API_KEY=sk-… (any value for a local OpenAI-compatible server at "
+            "OPENAI_BASE_URL), or run with --llm mock for the offline mock")
+
+
 async def run_compiled(chain: CompiledChain, inputs: Mapping[str, str], options: RunOptions,
                        *, runner: "type[ChainRunner] | None" = None,
                        observer: Callable[[StepRecord], None] | None = None,
@@ -125,6 +145,7 @@ async def run_compiled(chain: CompiledChain, inputs: Mapping[str, str], options:
 
     runner_cls = _runner_class(runner)
     given = {OPENAI_KEY_SECRET: os.environ.get("OPENAI_API_KEY", ""), **(secrets or {})}
+    check_backend(chain, options, given)
     # run_local patches how every chainlet class is constructed while it is entered: build the
     # runner and its generators inside it without awaiting, so that no other run's coroutine
     # interleaves, and run outside it.

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chainlets.errors import ConfigurationError
 from tests.test_cli import JOKE, clean_env, invoke, one_line, write_json
 
 __all__ = ["clean_env"]  # the autouse fixture: each test starts without backend variables
@@ -237,3 +238,33 @@ def test_an_http_callback_url_is_accepted_as_written(url: str) -> None:
 
     chain = chainrunner.validate({**one_step("mock", {}), "callback_url": url})
     assert chain.spec.callback_url == url
+
+
+# --- configuration found before any call --------------------------------------------------------
+
+NO_KEY = ("the openai backend (--llm openai) would serve steps `tell-joke`, `judge-joke`, and "
+          "OPENAI_API_KEY is not set: export OPENAI_API_KEY=sk-… (any value for a local "
+          "OpenAI-compatible server at OPENAI_BASE_URL), or run with --llm mock for the offline "
+          "mock")
+
+
+def test_llm_openai_without_a_key_exits_2_before_any_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that would fail the test if called: nothing may reach it.
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert_refused(("run", JOKE, "-i", "topic=x", "--llm", "openai"), NO_KEY, kind="usage")
+    monkeypatch.setenv("CHAINRUNNER_LLM", "openai")
+    assert_refused(("run", JOKE, "-i", "topic=x"), NO_KEY, kind="usage")
+
+
+def test_llm_openai_without_a_key_is_fine_when_no_step_uses_it(tmp_path: Path) -> None:
+    spec = write_json(tmp_path / "c.json", one_step("mock", {}))
+    result = invoke("run", spec, "--llm", "openai", "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_the_python_api_raises_for_openai_without_a_key() -> None:
+    import chainrunner
+
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY is not set"):
+        chainrunner.run_sync(JOKE, {"topic": "x"}, llm="openai")
