@@ -114,8 +114,12 @@ async def _serve(options: "ServeOptions", zygote: Zygote, started: float) -> Non
 @click.option("--restart-wait", type=click.FloatRange(min=0), default=10, show_default=True,
               metavar="SECONDS",
               help="How long a request waits for a restarting entrypoint before a 503.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=660,
+              show_default=True, metavar="SECONDS",
+              help="How long the gateway waits for the chain's answer before a 504 (a run's "
+                   "own deadline_s, default 600, ends it sooner with a result).")
 def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild: bool,
-          grace: float, restart_wait: float) -> None:
+          grace: float, restart_wait: float, request_timeout: float) -> None:
     """Serve CHAIN_FILE locally, one process per chainlet, as deployed.
 
     Each chainlet runs the truss that `truss chains push` would upload, with truss's own
@@ -147,7 +151,8 @@ def serve(chain_file: Path, port: int, api_key: str | None, watch: bool, rebuild
 
         options = ServeOptions(source=chain_file, port=port, api_key=api_key or None,
                                watch=watch, rebuild=rebuild, grace_s=grace,
-                               restart_wait_s=restart_wait)
+                               restart_wait_s=restart_wait,
+                               request_timeout_s=request_timeout)
         asyncio.run(_serve(options, zygote, started))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from exc

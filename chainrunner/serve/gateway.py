@@ -13,7 +13,8 @@ chain does; the gateway calls the entrypoint with serve's internal key.
 While the entrypoint restarts (it refuses connections, or is not ready yet), a request is
 held up to `restart_wait` seconds, then sent to the new process: a request that never reached
 the entrypoint does not fail because it died. One the entrypoint was serving when it died
-cannot be replayed safely: it is answered 503. `drain` (serve stopping) refuses new requests
+cannot be replayed safely: it is answered 503. A request the entrypoint has not answered after
+`request_timeout` seconds is answered 504. `drain` (serve stopping) refuses new requests
 and waits for those in flight.
 """
 
@@ -38,12 +39,15 @@ from chainrunner.serve.errors import ChainletUnavailableError, PortInUseError
 from chainrunner.serve.processes import PREDICT_PATH
 from chainrunner.serve.replies import error_reply
 
-__all__ = ["STOPPING", "Gateway", "Router"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "STOPPING", "Gateway", "Router"]
 
 _FORWARDED_HEADERS = ("Content-Type", "X-Baseten-Request-Id")
 _BINARY = "application/octet-stream"
 _PARSE_INLINE_BYTES = 64 * 1024
 _BODY = "the request body"
+# Longer than a run's default deadline (RunOptions.deadline_s, 600 s): a run ends by its own
+# deadline, with its result, before the gateway gives up on it.
+DEFAULT_REQUEST_TIMEOUT_S = 660.0
 STOPPING = "chainrunner serve is stopping: it takes no new requests"
 
 
@@ -107,12 +111,14 @@ class Gateway:
     """An aiohttp server on 127.0.0.1 that forwards `/run_remote` to the current entrypoint."""
 
     def __init__(self, router: Router | None = None, api_key: str | None = None, *,
-                 internal_key: str | None = None, restart_wait: float = 10.0) -> None:
+                 internal_key: str | None = None, restart_wait: float = 10.0,
+                 request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.router = router
         self._api_key = api_key
         self._upstream_auth = {"Authorization": f"Api-Key {internal_key}"} if internal_key \
             else {}
         self._restart_wait = restart_wait
+        self._request_timeout = request_timeout
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -226,8 +232,9 @@ class Gateway:
             # count at once.
             member.enter()
             try:
-                async with http.post(member.url + PREDICT_PATH, data=body,
-                                     headers=headers) as upstream:
+                async with http.post(member.url + PREDICT_PATH, data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(
+                                         total=self._request_timeout)) as upstream:
                     if upstream.content_length is None:
                         return await self._stream(request, upstream)
                     reply = await upstream.read()
@@ -237,6 +244,10 @@ class Gateway:
                                         content_type=upstream.content_type)
             except aiohttp.ClientConnectorError:  # nothing was sent: safe to send again
                 refused_by = member.pid
+            except TimeoutError:  # aiohttp's own timeouts derive from it
+                return _error(504, f"the chain did not answer within {self._request_timeout:g}"
+                                   " s (serve's --request-timeout); a run's `deadline_s` option "
+                                   "ends it sooner, with the steps done so far")
             except aiohttp.ClientConnectionError:
                 if self._grace is not None:
                     return _error(503, f"chainrunner serve stopped while this request was in "

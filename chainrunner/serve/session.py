@@ -15,7 +15,7 @@ import aiohttp
 
 from chainrunner.serve.artifacts import Builder, ChainArtifacts
 from chainrunner.serve.errors import ServeError
-from chainrunner.serve.gateway import Gateway
+from chainrunner.serve.gateway import DEFAULT_REQUEST_TIMEOUT_S, Gateway
 from chainrunner.serve.leases import hold, remove_stale_runs
 from chainrunner.serve.supervisor import Supervisor
 from chainrunner.serve.watch import watch_and_reload
@@ -36,6 +36,7 @@ class ServeOptions:
     startup_timeout: float = 60.0
     grace_s: float = 30.0  # for requests in flight when serve stops
     restart_wait_s: float = 10.0  # a request waits this long for a restarting entrypoint
+    request_timeout_s: float | None = DEFAULT_REQUEST_TIMEOUT_S  # then the gateway answers 504
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ async def serve_chain(options: ServeOptions, out: Output, stop: asyncio.Event,
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(zygote.close)
         gateway = Gateway(api_key=options.api_key, internal_key=token,
-                          restart_wait=options.restart_wait_s)
+                          restart_wait=options.restart_wait_s,
+                          request_timeout=options.request_timeout_s)
         port = await gateway.bind(options.port)
         stack.push_async_callback(gateway.close)
         builder = Builder(options.source, log=out.log)

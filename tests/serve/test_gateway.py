@@ -312,3 +312,18 @@ async def test_a_large_body_is_checked_off_the_loop_and_forwarded(
     assert status == 200 and reply == f"echo:{body.decode()}"
     duplicate = b'{"a": 1, ' + b" " * 100_000 + b'"a": 2}'
     assert (await _post(gateway[0], duplicate))[0] == 400
+
+
+async def test_a_request_past_the_request_timeout_is_504_saying_so(upstream: Upstream) -> None:
+    router = FakeRouter(FakeMember(upstream.url))
+    gate = Gateway(router, api_key=KEY, internal_key=INTERNAL, request_timeout=0.2)
+    await gate.bind(0)
+    try:
+        assert await _post(gate, b'"slow"') == (504, {"error": (
+            "the chain did not answer within 0.2 s (serve's --request-timeout); a run's "
+            "`deadline_s` option ends it sooner, with the steps done so far")})
+        assert router.member.inflight == 0
+        upstream.release.set()
+        assert await _post(gate, b'"fast"') == (200, 'echo:"fast"')
+    finally:
+        await gate.close()
