@@ -7,7 +7,9 @@
     │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   └── TransientGenerationError a generator call failed in a way worth retrying
-    │                                (HTTP 429/5xx, timeout, connection error)
+    │       │                        (HTTP 429/5xx, timeout, connection error)
+    │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
+    │                                connections: every call to it backs off together
     ├── NotFoundError                an id names nothing stored (HTTP 404)
     ├── ConflictError                the request contradicts the current state (HTTP 409)
     ├── ConfigurationError           a setting (environment variable, secret) is malformed
@@ -20,6 +22,7 @@ caller as ``cls(message)``.
 from collections.abc import Sequence
 
 __all__ = [
+    "BackendOverloadedError",
     "ChainDefinitionError",
     "ChainrunnerError",
     "ConfigurationError",
@@ -76,6 +79,11 @@ class GenerationError(ChainrunnerError):
 
 class TransientGenerationError(GenerationError):
     """Raised when a generator call fails in a way that a later attempt may not."""
+
+
+class BackendOverloadedError(TransientGenerationError):
+    """Raised when the backend says it is overloaded (HTTP 429) or refuses the connection:
+    the engine retries it, and holds back every call to that backend for the backoff."""
 
 
 class ConflictError(ChainrunnerError):

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from chainlets.engine.models import InvocationResult, RunOptions
     from chainlets.language.compiler import CompiledChain
     from chainlets.language.plugins import PluginRegistry
+    from chainrunner.interrupted import Recorder
 
 __all__ = ["main"]
 
@@ -106,16 +107,19 @@ def _select_backend(llm: str | None) -> str:
 
 
 async def _run(chain: "CompiledChain", inputs: dict[str, str], options: "RunOptions",
-               show_progress: bool, extensions: Extensions) -> "InvocationResult":
+               show_progress: bool, extensions: Extensions,
+               recorder: "Recorder") -> "InvocationResult":
     # Only `run` pays for truss (and the runner's chainlets): the other commands never get here.
     from chainrunner.local import run_compiled
     from chainrunner.progress import Progress
 
     if not show_progress:
-        return await run_compiled(chain, inputs, options, runner=extensions.runner)
-    with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
         return await run_compiled(chain, inputs, options, runner=extensions.runner,
-                                  observer=progress)
+                                  observer=recorder)
+    with Progress(_stderr(), chain.handle, list(chain.steps)) as progress:
+        recorder.then = progress
+        return await run_compiled(chain, inputs, options, runner=extensions.runner,
+                                  observer=recorder)
 
 
 @contextlib.contextmanager
@@ -160,18 +164,29 @@ def main() -> None:
               help="At most this many model calls at once.")
 @click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Attempts per step on transient failures (429/5xx/timeouts).")
+@click.option("--step-timeout", type=click.FloatRange(0, 3600, min_open=True), default=120,
+              show_default=True, metavar="SECONDS",
+              help="Most time one attempt of a step may take; then it is retried.")
+@click.option("--deadline", type=click.FloatRange(0, 86_400, min_open=True), default=600,
+              show_default=True, metavar="SECONDS",
+              help="Most time the whole run may take; then its unfinished steps fail.")
+@click.option("--max-backend-calls", type=click.IntRange(1, 10_000), default=64,
+              show_default=True, help="At most this many calls in flight to one backend.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print exactly one JSON document on stdout: the result, or on exit 2 the "
                    'error ({"error", "kind", "problems"}).')
 @runner_option
 def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: str | None,
         mock_script: Path | None, max_concurrency: int | None, max_attempts: int,
-        as_json: bool, extensions: Extensions) -> None:
+        step_timeout: float, deadline: float, max_backend_calls: int, as_json: bool,
+        extensions: Extensions) -> None:
     """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress.
 
     Then prints every step's state, the wall time against the sum of step times, and the
     chain's output in full (with --json: the result document instead).
     """
+    timing = {"step_timeout_s": step_timeout, "deadline_s": deadline,
+              "max_backend_calls": max_backend_calls}
     compiled = _compiled_or_exit(spec_file, extensions.plugins)
     inputs = _parse_inputs(pairs, inputs_file)
     try:
@@ -184,21 +199,29 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
     import asyncio
 
     from chainlets.engine.models import RunOptions, RunState
+    from chainrunner.interrupted import EXIT_INTERRUPTED, Recorder, partial_result
     from chainrunner.local import check_backend
 
     options = RunOptions(llm=_select_backend(llm), max_concurrency=max_concurrency,
-                         max_attempts=max_attempts)
+                         max_attempts=max_attempts, **timing)
     check_backend(compiled, options)  # before the progress display: nothing is called
+    recorder = Recorder()
+    interrupted = False
     try:
         with _mock_script(mock_script):
             result = asyncio.run(_run(compiled, inputs, options, show_progress=not as_json
-                                      or _stderr().is_terminal, extensions=extensions))
+                                      or _stderr().is_terminal, extensions=extensions,
+                                      recorder=recorder))
     except ChainDefinitionError as exc:  # e.g. a plugin whose generator this runner lacks
         raise refused(exc) from exc
+    except KeyboardInterrupt:  # asyncio.run cancelled the run: its steps recorded that
+        result, interrupted = partial_result(compiled, inputs, recorder.records), True
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
         _print_result(result, compiled.output_handle)
+    if interrupted:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
     if result.state != RunState.SUCCEEDED:
         raise click.exceptions.Exit(EXIT_FAILED)
 

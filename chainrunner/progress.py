@@ -15,7 +15,8 @@ from chainlets.engine.models import InvocationResult, RunState, StepRecord
 __all__ = ["Progress", "result_table", "timing_summary"]
 
 _STYLE = {RunState.WAITING: "dim", RunState.QUEUED: "cyan", RunState.RUNNING: "yellow",
-          RunState.SUCCEEDED: "green", RunState.FAILED: "bold red", RunState.SKIPPED: "magenta"}
+          RunState.SUCCEEDED: "green", RunState.FAILED: "bold red", RunState.SKIPPED: "magenta",
+          RunState.CANCELLED: "red"}
 
 
 def _preview(text: str | None, width: int = 60) -> str:
@@ -96,7 +97,8 @@ class Progress:
         self._records[record.handle] = record
         if self._live is None:
             detail = record.statusMessage if record.state in (
-                RunState.FAILED, RunState.SKIPPED) else _preview(record.output, 50)
+                RunState.FAILED, RunState.SKIPPED, RunState.CANCELLED) \
+                else _preview(record.output, 50)
             self._console.print(
                 f"[{time.monotonic() - self._start:6.2f}s] {record.handle:<24} "
                 f"[{_STYLE[record.state]}]{record.state.value:<9}[/] {escape(detail or '')}",

@@ -305,9 +305,12 @@ async def test_a_step_cancelled_before_its_task_ran_is_recorded_cancelled() -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == [("a", RunState.RUNNING, None), ("a", RunState.SUCCEEDED, None),
-                    ("b", RunState.RUNNING, None), ("b", RunState.FAILED, ErrorKind.CANCELLED)]
+                    ("b", RunState.RUNNING, None), ("b", RunState.CANCELLED, ErrorKind.CANCELLED)]
     assert [r.step for r in fake.requests] == ["a"]
     assert step_tasks() == []
+
+
+CANCELLED_MESSAGE = "cancelled: the run was cancelled before the step finished"
 
 
 class _HangsOn:
@@ -342,7 +345,7 @@ async def test_cancelling_a_sequence_records_the_step_that_was_running() -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == [("a", RunState.RUNNING, None), ("a", RunState.SUCCEEDED, None),
-                    ("b", RunState.RUNNING, None), ("b", RunState.FAILED, "cancelled")]
+                    ("b", RunState.RUNNING, None), ("b", RunState.CANCELLED, CANCELLED_MESSAGE)]
     assert step_tasks() == []
 
 
@@ -536,7 +539,8 @@ async def test_a_cancelled_step_says_so() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(r.state, r.error_kind, r.statusMessage) for r in seen] == [
-        (RunState.RUNNING, None, None), (RunState.FAILED, ErrorKind.CANCELLED, "cancelled")]
+        (RunState.RUNNING, None, None),
+        (RunState.CANCELLED, ErrorKind.CANCELLED, CANCELLED_MESSAGE)]
 
 
 async def test_a_bug_in_the_engine_ends_the_run_with_it() -> None:

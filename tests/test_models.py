@@ -83,7 +83,8 @@ def test_result_uses_steamship_field_names() -> None:
     data = json.loads(result.model_dump_json())
     assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
     assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
-                                     "started_at", "finished_at", "usage", "error_kind"}
+                                     "started_at", "finished_at", "usage", "error_kind",
+                                     "backend", "model"}
     assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
 
 
@@ -108,7 +109,8 @@ def test_json_schema_describes_the_language() -> None:
 
 def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
     assert sorted(chainlets.errors.__all__) == [
-        "ChainDefinitionError", "ChainrunnerError", "ConfigurationError", "ConflictError",
+        "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
+        "ConfigurationError", "ConflictError",
         "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
         "PayloadTooLargeError", "RequestError", "TransientGenerationError"]
     for name in chainlets.errors.__all__:

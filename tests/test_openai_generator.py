@@ -196,7 +196,7 @@ async def test_rate_limits_are_retried_until_the_call_succeeds(server: FakeOpenA
     record = result.step("ask")
     assert result.state == record.state == RunState.SUCCEEDED
     assert record.output == server.reply_text(3)
-    error = ("TransientGenerationError: step `ask`: OpenAI API returned HTTP 429: "
+    error = ("BackendOverloadedError: step `ask`: OpenAI API returned HTTP 429: "
              "scripted 429")
     assert [(a.number, a.error) for a in record.attempts] == [(1, error), (2, error), (3, None)]
     assert len(server.requests) == 3

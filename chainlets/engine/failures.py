@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import httpx
 
 from chainlets.engine.models import ErrorKind
-from chainlets.errors import ChainrunnerError, TransientGenerationError
+from chainlets.errors import BackendOverloadedError, ChainrunnerError, TransientGenerationError
 
-__all__ = ["Failure", "describe_failure", "is_transient"]
+__all__ = ["Failure", "StepTimeoutError", "describe_failure", "is_overload", "is_transient"]
 
 
 _REMOTE_HEADER = "(showing chained remote errors, root error at the bottom)"
@@ -49,6 +49,22 @@ def _chainlet_connection_error(exc: BaseException) -> bool:
     # the engine (`chainrunner run` included) 60 ms, and aiohttp is not installed everywhere.
     aiohttp = sys.modules.get("aiohttp")
     return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError)
+
+
+class StepTimeoutError(TimeoutError):
+    """Raised in the engine when one attempt of a step takes longer than `step_timeout_s`."""
+
+
+def is_overload(exc: BaseException) -> bool:
+    """Failures that say the backend is overloaded or not taking connections: every call to
+    it should wait, not only the one that failed."""
+    return isinstance(exc, BackendOverloadedError | ConnectionRefusedError | httpx.ConnectError) \
+        or _chainlet_refused(exc)
+
+
+def _chainlet_refused(exc: BaseException) -> bool:
+    aiohttp = sys.modules.get("aiohttp")  # looked up, not imported: see above
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from chainlets.language.plugins import ModelParams
 from chainlets.language.spec import ChatMessage
@@ -36,10 +37,12 @@ class RunState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"  # a dependency failed or was skipped
+    CANCELLED = "cancelled"  # the run was interrupted before the step finished
 
     @property
     def finished(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED)
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED,
+                        RunState.CANCELLED)
 
 
 class ErrorKind(enum.StrEnum):
@@ -63,6 +66,10 @@ class GenerationRequest(BaseModel):
     plugin: str = Field(description="Plugin named by the step.")
     messages: list[ChatMessage] = Field(min_length=1)
     params: ModelParams = Field(default_factory=ModelParams)
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="The attempt's time limit (`step_timeout_s`): a "
+        "generator passes it to its client, so that the call ends no later than the engine "
+        "gives up on it.")
 
 
 class Usage(BaseModel):
@@ -81,21 +88,45 @@ class Generation(BaseModel):
     usage: Usage | None = None
 
 
+MAX_BACKOFF_LIMIT_S = 60.0
+
+
 class RunOptions(BaseModel):
-    """Per-invocation settings."""
+    """Per-invocation settings. Every duration is bounded, so no request can wait forever."""
 
     model_config = ConfigDict(extra="forbid")
 
-    llm: Literal["mock", "openai"] = Field(
-        default="mock", description="Backend for `openai`/`gpt-3` steps.")
+    llm: Literal["mock", "openai"] | None = Field(
+        default=None, description="Backend for `openai`/`gpt-3` steps (default: the "
+        "deployment's, $CHAINRUNNER_LLM where the runner was pushed or served, else `openai`).")
     max_concurrency: int | None = Field(
         default=None, ge=1, description="At most this many steps running (model calls in "
         "flight, retries included) at once; the others are `queued`.")
+    max_backend_calls: int = Field(
+        default=64, ge=1, le=10_000, description="At most this many calls in flight to one "
+        "backend (generator) at once, per run; the others wait for a free slot.")
     max_attempts: int = Field(default=3, ge=1, le=20,
                               description="Attempts per step for transient failures.")
-    initial_backoff_s: float = Field(default=0.5, ge=0,
-                                     description="First retry delay; doubles each attempt.")
-    max_backoff_s: float = Field(default=8.0, ge=0, description="Cap on one retry delay.")
+    initial_backoff_s: float = Field(
+        default=0.5, ge=0, le=MAX_BACKOFF_LIMIT_S,
+        description="First retry delay; doubles each attempt. At most `max_backoff_s`.")
+    max_backoff_s: float = Field(default=8.0, ge=0, le=MAX_BACKOFF_LIMIT_S,
+                                 description="Cap on one retry delay, at most 60.")
+    step_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Most seconds one attempt of a step may "
+        "take; a slower one is recorded as a timeout and retried.")
+    deadline_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="Most seconds the whole run may take; "
+        "then it ends, its unfinished steps failed and named.")
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> "RunOptions":
+        if self.initial_backoff_s > self.max_backoff_s:
+            raise PydanticCustomError(
+                "backoff_order", f"initial_backoff_s ({self.initial_backoff_s:g}) must be at "
+                f"most max_backoff_s ({self.max_backoff_s:g}); lower it or raise max_backoff_s "
+                f"(at most {MAX_BACKOFF_LIMIT_S:g})")
+        return self
 
 
 # A step's and an attempt's records are slotted stdlib dataclasses, not pydantic models: the
@@ -138,6 +169,12 @@ class StepRecord:
     usage: Usage | None = None
     error_kind: Annotated[ErrorKind | None, Field(
         description="What kind of failure ended the step; null unless it failed.")] = None
+    backend: Annotated[str | None, Field(
+        description="The generator that served (or was to serve) the step: `openai`, `mock`, "
+        "or a runner's own; null while it waits.")] = None
+    model: Annotated[str | None, Field(
+        description="The model that answered, as the backend names it; else the one asked "
+        "for; null when neither is known.")] = None
 
 
 class InvocationResult(BaseModel):

@@ -1,13 +1,15 @@
 """Retry policy for generator calls: exponential backoff on transient failures only."""
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from chainlets.engine.failures import describe_failure, is_transient
+from chainlets.engine.backends import BackendGate
+from chainlets.engine.failures import StepTimeoutError, describe_failure, is_overload, is_transient
 from chainlets.engine.models import AttemptRecord
 
 __all__ = ["RetryPolicy"]
@@ -36,10 +38,15 @@ class RetryPolicy:
         return min(delay, self.max_backoff_s)
 
     async def call(self, fn: Callable[[A], Awaitable[T]], arg: A, attempts: list[AttemptRecord],
-                   generator: str) -> T:
+                   generator: str, *, gate: BackendGate | None = None,
+                   timeout_s: float | None = None) -> T:
         """Run `fn(arg)`, a call to `generator`, under the policy, appending one record per
         try to `attempts`.
 
+        Each try waits for `gate` (the backend's cap on calls in flight, closed while its
+        backends back off) and may take at most `timeout_s` seconds: one that takes longer
+        is recorded as a timeout and retried. An overload (HTTP 429, a refused connection)
+        closes `gate` for the backoff, so every call to that backend waits it out together.
         Re-raises the last error when it is not transient or the attempts are used up.
         """
         number = 0
@@ -47,7 +54,9 @@ class RetryPolicy:
             number += 1
             started = datetime.now(UTC)
             try:
-                result = await fn(arg)
+                async with gate.call() if gate is not None else contextlib.nullcontext():
+                    started = datetime.now(UTC)  # waiting for the gate is no part of the try
+                    result = await _within(fn, arg, timeout_s, generator)
             except Exception as exc:
                 failure = describe_failure(exc, f"generator `{generator}`")
                 attempts.append(AttemptRecord(
@@ -55,8 +64,26 @@ class RetryPolicy:
                     error=failure.message, error_kind=failure.kind))
                 if number >= self.max_attempts or not is_transient(exc):
                     raise
+                delay = self.backoff_s(number)
+                if gate is not None and is_overload(exc):
+                    gate.back_off(delay)
             else:
                 attempts.append(AttemptRecord(number=len(attempts) + 1, started_at=started,
                                               finished_at=datetime.now(UTC)))
                 return result
-            await asyncio.sleep(self.backoff_s(number))
+            await asyncio.sleep(delay)
+
+
+async def _within(fn: Callable[[A], Awaitable[T]], arg: A, timeout_s: float | None,
+                  generator: str) -> T:
+    """`fn(arg)`, or StepTimeoutError once `timeout_s` has passed."""
+    if timeout_s is None:
+        return await fn(arg)
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            return await fn(arg)
+    except TimeoutError:
+        if not scope.expired():
+            raise  # the call's own timeout, not ours
+        raise StepTimeoutError(f"generator `{generator}` gave no answer within step_timeout_s="
+                               f"{timeout_s:g} s; the attempt was abandoned") from None

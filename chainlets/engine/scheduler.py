@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from chainlets.engine.backends import BackendGate
 from chainlets.engine.failures import Failure, describe_failure
 from chainlets.engine.graph import StepGraph
 from chainlets.engine.models import (
@@ -42,8 +43,11 @@ from chainlets.engine.slots import Slots
 from chainlets.engine.state import (
     CANCELLED,
     build_result,
+    cancelled,
     check_transition,
+    deadline_failure,
     failed,
+    past_deadline,
     queued,
     running,
     skipped,
@@ -51,6 +55,7 @@ from chainlets.engine.state import (
 )
 from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.language.compiler import CompiledChain, CompiledStep
+from chainlets.language.messages import listing
 from chainlets.language.plugins import LLM_BACKEND
 
 __all__ = ["StepObserver", "run_chain"]
@@ -64,9 +69,9 @@ StepObserver = Callable[[StepRecord], None]
 
 def _generator_key(step: CompiledStep, options: RunOptions) -> str:
     """Which of the runner's generators serves `step`: the chosen LLM backend for model
-    plugins, else the plugin's own generator."""
+    plugins (unset: `openai`; a runner sets its deployment's), else the plugin's own."""
     generator = step.plugin.generator
-    return options.llm if generator == LLM_BACKEND else generator
+    return (options.llm or "openai") if generator == LLM_BACKEND else generator
 
 
 class _Execution:
@@ -87,6 +92,10 @@ class _Execution:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # of the running steps
         self.slots = None if options.max_concurrency is None else Slots(options.max_concurrency)
         self.first_failure: str | None = None
+        self.gates: dict[str, BackendGate] = {}  # per backend, made on its first call
+        # How a step still running when the run ends is recorded: cancelled, unless the
+        # deadline ended it.
+        self.ending: Failure = CANCELLED
 
     async def run(self, prior: Mapping[str, StepRecord]) -> InvocationResult:
         """Start the chain, keeping `prior`'s succeeded steps, and return its result once no
@@ -97,8 +106,16 @@ class _Execution:
             self.graph = StepGraph(self.chain, succeeded=prior)
         self.start(self.graph.ready(), datetime.now(UTC))
         self.maybe_finish()
+        deadline = self.options.deadline_s
+        scope = asyncio.timeout(deadline)
         try:
-            await self.done
+            try:
+                async with scope:
+                    await self.done
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                self.ending = deadline_failure(deadline)
         finally:
             pending = list(self.tasks.values())
             for task in pending:
@@ -107,9 +124,32 @@ class _Execution:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.gather(*pending, return_exceptions=True)
             for handle in list(self.tasks):  # cancelled before it ran a line: never recorded
-                self.finish(handle, [], CANCELLED)
-        return build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
-                            self.outputs.get(self.chain.output_handle), self.first_failure)
+                self.finish(handle, [], self.ending)
+        result = build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
+                              self.outputs.get(self.chain.output_handle), self.first_failure)
+        return result if self.ending is CANCELLED else self.expire(result, deadline)
+
+    def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
+        """The deadline passed: every step not finished fails, and the run says which."""
+        now = datetime.now(UTC)
+        for handle in self.graph.steps:
+            record = self.records.get(handle) or StepRecord(handle=handle)
+            if not record.state.finished:
+                self.set(past_deadline(record, [], now, deadline_s))
+        result = build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
+                              None, self.first_failure)
+        unfinished = [r.handle for r in result.steps
+                      if r.statusMessage == self.ending.message]
+        result.statusMessage = (f"the run's deadline (deadline_s={deadline_s:g} s) passed: "
+                                f"{len(unfinished)} unfinished step(s) failed: "
+                                f"{listing(unfinished, limit=10)}")
+        return result
+
+    def gate(self, backend: str) -> BackendGate:
+        gate = self.gates.get(backend)
+        if gate is None:
+            gate = self.gates[backend] = BackendGate(backend, self.options.max_backend_calls)
+        return gate
 
     def add_step(self, step: CompiledStep) -> None:
         """Add `step` to the run under way: it starts once every dependency has succeeded,
@@ -145,7 +185,8 @@ class _Execution:
             ready, waiting = self.slots.admit(ready)
         for handle in ready:
             step = self.graph.steps[handle]
-            self.set(running(handle, now))
+            self.set(running(handle, now, _generator_key(step, self.options),
+                             step.params.model))
             values = dict(self.inputs)
             for dep in step.deps:
                 values[dep] = self.outputs[dep]
@@ -162,16 +203,18 @@ class _Execution:
         key = _generator_key(step, self.options)
         attempts: list[AttemptRecord] = []
         try:
+            timeout_s = self.options.step_timeout_s
             request = GenerationRequest.model_validate({
                 "step": handle, "plugin": step.spec.plugin, "params": step.params,
-                "messages": step.render_messages(values)})
+                "messages": step.render_messages(values), "timeout_s": timeout_s})
             generation = await self.policy.call(self.generators[key].run_remote, request,
-                                                attempts, key)
+                                                attempts, key, gate=self.gate(key),
+                                                timeout_s=timeout_s)
             if not isinstance(generation, Generation):  # in process, nothing checked it
                 raise TypeError(f"run_remote returned {type(generation).__name__}, "
                                 "not a Generation")
         except asyncio.CancelledError:
-            self.settle(handle, attempts, CANCELLED)
+            self.settle(handle, attempts, self.ending)
             raise
         except Exception as exc:  # recorded on the step and propagated to the chain's state
             # With attempts, the call raised it; else the engine, preparing the call.
@@ -203,9 +246,11 @@ class _Execution:
             self.set(succeeded(current, outcome, attempts, now))
             self.outputs[handle] = outcome.text
             self.start(self.graph.succeed(handle), now)
+        elif outcome is CANCELLED:  # a run being cancelled starts and skips nothing more
+            self.set(cancelled(current, attempts, now))
         else:
             self.set(failed(current, outcome, attempts, now))
-            if outcome is not CANCELLED:  # a run being cancelled starts and skips nothing more
+            if outcome is not self.ending:  # nor does one past its deadline
                 self.first_failure = self.first_failure or handle
                 for child, cause in self.graph.block(handle):
                     self.set(skipped(child, self.records[cause]))

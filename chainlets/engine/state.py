@@ -19,16 +19,19 @@ from chainlets.engine.models import (
 )
 from chainlets.errors import ConflictError
 
-__all__ = ["CANCELLED", "NEXT_STATES", "build_result", "check_transition", "failed", "queued",
-           "running", "skipped", "succeeded"]
+__all__ = ["CANCELLED", "NEXT_STATES", "build_result", "cancelled", "check_transition",
+           "deadline_failure", "failed", "past_deadline", "queued", "running", "skipped",
+           "succeeded"]
 
+_ENDED = frozenset({RunState.FAILED, RunState.CANCELLED})  # by the deadline, or cancelled
 NEXT_STATES: Mapping[RunState, frozenset[RunState]] = {
-    RunState.WAITING: frozenset({RunState.QUEUED, RunState.RUNNING, RunState.SKIPPED}),
-    RunState.QUEUED: frozenset({RunState.RUNNING}),
-    RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED}),
+    RunState.WAITING: frozenset({RunState.QUEUED, RunState.RUNNING, RunState.SKIPPED}) | _ENDED,
+    RunState.QUEUED: frozenset({RunState.RUNNING}) | _ENDED,
+    RunState.RUNNING: frozenset({RunState.SUCCEEDED}) | _ENDED,
     RunState.SUCCEEDED: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.SKIPPED: frozenset(),
+    RunState.CANCELLED: frozenset(),
 }
 
 CANCELLED = Failure(ErrorKind.CANCELLED, "cancelled")
@@ -46,22 +49,47 @@ def queued(handle: str) -> StepRecord:
     return StepRecord(handle=handle, state=RunState.QUEUED)
 
 
-def running(handle: str, now: datetime) -> StepRecord:
-    return StepRecord(handle=handle, state=RunState.RUNNING, started_at=now)
+def running(handle: str, now: datetime, backend: str | None = None,
+            model: str | None = None) -> StepRecord:
+    """Its call under way, to `backend` asking for `model` (None: the backend's default)."""
+    return StepRecord(handle=handle, state=RunState.RUNNING, started_at=now, backend=backend,
+                      model=model)
 
 
 def succeeded(current: StepRecord, generation: Generation, attempts: list[AttemptRecord],
               now: datetime) -> StepRecord:
     return StepRecord(handle=current.handle, state=RunState.SUCCEEDED, output=generation.text,
                       attempts=attempts, started_at=current.started_at, finished_at=now,
-                      usage=generation.usage)
+                      usage=generation.usage, backend=current.backend,
+                      model=generation.model or current.model)
 
 
 def failed(current: StepRecord, failure: Failure, attempts: list[AttemptRecord],
            now: datetime) -> StepRecord:
     return StepRecord(handle=current.handle, state=RunState.FAILED, statusMessage=failure.message,
                       error_kind=failure.kind, attempts=attempts, started_at=current.started_at,
-                      finished_at=now)
+                      finished_at=now, backend=current.backend, model=current.model)
+
+
+def cancelled(current: StepRecord, attempts: list[AttemptRecord], now: datetime,
+              why: str = "the run was cancelled before the step finished") -> StepRecord:
+    """Interrupted: running (its attempts so far kept), or not started yet."""
+    return StepRecord(handle=current.handle, state=RunState.CANCELLED,
+                      statusMessage=f"cancelled: {why}", error_kind=ErrorKind.CANCELLED,
+                      attempts=attempts, started_at=current.started_at,
+                      finished_at=now if current.started_at else None,
+                      backend=current.backend, model=current.model)
+
+
+def past_deadline(current: StepRecord, attempts: list[AttemptRecord], now: datetime,
+                  deadline_s: float) -> StepRecord:
+    """Failed because the run's deadline passed before the step finished (or started)."""
+    return failed(current, deadline_failure(deadline_s), attempts, now)
+
+
+def deadline_failure(deadline_s: float) -> Failure:
+    return Failure(ErrorKind.TIMEOUT, f"DeadlineExceeded: the run's deadline (deadline_s="
+                                      f"{deadline_s:g} s) passed before the step finished")
 
 
 def skipped(handle: str, cause: StepRecord) -> StepRecord:

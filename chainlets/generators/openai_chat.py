@@ -8,7 +8,7 @@ import truss_chains as chains
 
 from chainlets import deploy
 from chainlets.engine.models import Generation, GenerationRequest, Usage
-from chainlets.errors import GenerationError, TransientGenerationError
+from chainlets.errors import BackendOverloadedError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
 
 # The openai SDK is imported where it is used, not here: the runner chainlet depends on this
@@ -26,7 +26,8 @@ OPENAI_KEY_SECRET = "openai_api_key"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 MODEL_ENV = "CHAINRUNNER_OPENAI_MODEL"
 DEFAULT_MODEL = "gpt-4o-mini"
-# A call hung this long is a transient failure (retried), not a step stuck for the SDK's 10 min.
+# A call hung this long is a transient failure (retried), not a step stuck for the SDK's 10 min;
+# a request's own `timeout_s` (the run's step_timeout_s) replaces it.
 REQUEST_TIMEOUT_S = 120.0
 
 
@@ -34,15 +35,19 @@ def translate_error(exc: "openai.OpenAIError", step: str) -> GenerationError:
     """Map an SDK error to ours: 429, 5xx, timeouts and connection errors are transient."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+    if isinstance(exc, openai.APITimeoutError):
         return TransientGenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.APIConnectionError):  # refused, reset: the server is not taking it
+        return BackendOverloadedError(f"step `{step}`: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIStatusError):
         # The SDK's own message repeats the status ("Error code: 500 - …"); the server's words
         # alone read better after ours.
         detail = exc.body.get("message") if isinstance(exc.body, dict) else None
         message = (f"step `{step}`: OpenAI API returned HTTP {exc.status_code}: "
                    f"{detail or exc.message}")
-        if exc.status_code == 429 or exc.status_code >= 500:
+        if exc.status_code == 429:
+            return BackendOverloadedError(message)
+        if exc.status_code >= 500:
             return TransientGenerationError(message)
         return GenerationError(message)
     return GenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
@@ -97,6 +102,10 @@ class OpenAIGenerator(chains.ChainletBase):
                 top_p=params.top_p if params.top_p is not None else openai.omit,
                 stop=params.stop if params.stop is not None else openai.omit,
                 seed=params.seed if params.seed is not None else openai.omit,
+                # The engine's per-attempt limit bounds the SDK's own, so the call ends no
+                # later than the engine gives up on it.
+                timeout=request.timeout_s if request.timeout_s is not None
+                else openai.NOT_GIVEN,
             )
         except openai.OpenAIError as exc:
             raise translate_error(exc, request.step) from exc

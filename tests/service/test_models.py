@@ -183,8 +183,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], list[str]]] = [
     ({"op": "resume", "task_token": "t", "output": "a", "error": "b"},
      ["give exactly one of `output` or `error` (completes the step, or fails it); got both"]),
     ({"op": "list_invocations", "state": "done", "since": "2026-12-01T09:00:00"},
-     ["state: Input should be 'waiting', 'queued', 'running', 'succeeded', 'failed' or "
-      "'skipped'",
+     ["state: Input should be 'waiting', 'queued', 'running', 'succeeded', 'failed', "
+      "'skipped' or 'cancelled'",
       "since: Input should have timezone info (add a UTC offset, e.g. 2026-12-01T09:00:00Z)"]),
     ({"op": "list_chains", "limit": 0}, ["limit: Input should be greater than or equal to 1"]),
 ]
@@ -277,6 +277,6 @@ def test_status_keeps_the_steamship_shape() -> None:
     assert status["steps"][1] == {"handle": "judge-joke", "state": "waiting",
                                   "statusMessage": None, "output": None, "attempts": [],
                                   "started_at": None, "finished_at": None, "usage": None,
-                                  "error_kind": None}
+                                  "error_kind": None, "backend": None, "model": None}
     assert status["rerun_of"] == {"invocation_id": "inv_1", "from_step": "judge-joke"}
     assert status["events"][0]["delivery"]["state"] == "retrying"
