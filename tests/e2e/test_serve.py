@@ -225,7 +225,21 @@ def _hostile_bodies() -> list[tuple[bytes, int, str]]:
          422,
          "the prompt with these inputs is 1,000,005 characters, over the limit of 1,000,000 "
          "characters set by CHAINRUNNER_MAX_PROMPT_CHARS"),
+        (json.dumps({"chain": ECHO_CHAIN, "inputs": {"topic": "x"}, "options": {
+            "initial_backoff_s": 1e9, "max_backoff_s": 1e9}}).encode(), 400,
+         "Input should be less than or equal to 60"),
     ]
+
+
+def test_without_a_backend_option_the_deployment_s_default_answers_and_says_so(
+        served: dict[str, ServeProcess]) -> None:
+    """Serve was started without CHAINRUNNER_LLM: the deployed default, openai, never the
+    mock silently; every record names the backend (no network here: the call fails)."""
+    response = _post(served["runner"], {"chain": ECHO_CHAIN, "inputs": {"topic": "x"},
+                                        "options": {"max_attempts": 1}}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    step = response.json()["steps"][0]
+    assert step["backend"] == "openai" and step["state"] == "failed", step
 
 
 def test_hostile_bodies_are_4xx_naming_the_problem(served: dict[str, ServeProcess]) -> None:
