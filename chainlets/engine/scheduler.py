@@ -21,7 +21,7 @@ longer showed in any shape (each within ±0.4% over 60-300 interleaved runs), so
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from chainlets.engine.backends import BackendGate
@@ -58,13 +58,18 @@ from chainlets.language.compiler import CompiledChain, CompiledStep
 from chainlets.language.messages import listing
 from chainlets.language.plugins import LLM_BACKEND
 
-__all__ = ["StepObserver", "run_chain"]
+__all__ = ["StepCommit", "StepObserver", "run_chain"]
 
 log = logging.getLogger(__name__)
 
 # Called synchronously with a step's new record each time the step changes state; it must not
 # block. Progress displays, persistence and callbacks hang off it.
 StepObserver = Callable[[StepRecord], None]
+
+# Awaited with a step's succeeded record before any step depending on it starts: a durable
+# store commits the result here, so a resumed run never calls that step's model again. It
+# must not raise for a step's sake; an exception ends the run with it (the caller's to handle).
+StepCommit = Callable[[StepRecord], Awaitable[None]]
 
 
 def _generator_key(step: CompiledStep, options: RunOptions) -> str:
@@ -79,9 +84,9 @@ class _Execution:
 
     def __init__(self, chain: CompiledChain, inputs: Mapping[str, str],
                  generators: Mapping[str, GeneratorProtocol], options: RunOptions,
-                 observer: StepObserver | None) -> None:
+                 observer: StepObserver | None, commit: StepCommit | None = None) -> None:
         self.chain, self.inputs, self.generators = chain, inputs, generators
-        self.options, self.observer = options, observer
+        self.options, self.observer, self.commit = options, observer, commit
         self.policy = RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
@@ -223,23 +228,32 @@ class _Execution:
                 log.error("step `%s`: %s", handle, failure.message, exc_info=exc)
             self.settle(handle, attempts, failure)
         else:
-            self.settle(handle, attempts, generation)
+            now = datetime.now(UTC)
+            if self.commit is not None:
+                try:
+                    await self.commit(succeeded(self.records[handle], generation, attempts,
+                                                now))
+                except Exception as exc:  # e.g. the store lost the lease: the run ends
+                    if not self.done.done():
+                        self.done.set_exception(exc)
+                    return
+            self.settle(handle, attempts, generation, now)
 
     def settle(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> None:
+               outcome: Generation | Failure, now: datetime | None = None) -> None:
         """`finish`, where a bug of the engine's own ends the run with it instead of hanging."""
         try:
-            self.finish(handle, attempts, outcome)
+            self.finish(handle, attempts, outcome, now)
         except Exception as exc:
             if not self.done.done():
                 self.done.set_exception(exc)
 
     def finish(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> None:
+               outcome: Generation | Failure, now: datetime | None = None) -> None:
         """The one place a step's end is recorded and the steps it frees are started."""
         del self.tasks[handle]
         current = self.records[handle]
-        now = datetime.now(UTC)  # also when the steps it frees start
+        now = now or datetime.now(UTC)  # also when the steps it frees start
         if self.slots is not None:
             self.slots.release()
         if isinstance(outcome, Generation):
@@ -266,8 +280,11 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
                     generators: Mapping[str, GeneratorProtocol],
                     options: RunOptions | None = None, *,
                     observer: StepObserver | None = None,
-                    previous: InvocationResult | None = None) -> InvocationResult:
+                    previous: InvocationResult | None = None,
+                    commit: StepCommit | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
+
+    With `commit`, each step's success is awaited through it before its dependents start.
 
     With `previous` (a persisted result of the same chain), steps that succeeded keep their
     records and outputs and are not called again; the rest run.
@@ -283,4 +300,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
 
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
-    return await _Execution(chain, values, generators, options, observer).run(prior)
+    return await _Execution(chain, values, generators, options, observer, commit).run(prior)
