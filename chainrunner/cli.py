@@ -140,8 +140,9 @@ def _mock_script(path: Path | None) -> Iterator[None]:
             os.environ[MOCK_SCRIPT_ENV] = before
 
 
-# `serve` is imported when used: it starts processes, and the other commands need none of it.
-@click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve"},
+# `serve` and `db` are imported when used: the other commands need none of them.
+@click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve",
+                                   "db": "chainrunner.db:db"},
              epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=print_version, help="Show the versions of chainrunner, truss, Python.")
