@@ -72,9 +72,9 @@ class Runtime:
     request and probe; everything runs on the server's event loop."""
 
     def __init__(self, config: ServiceConfig, execute: Execute, plugins: PluginRegistry, *,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, http: httpx.AsyncClient | None = None) -> None:
         self.config, self.execute, self.plugins = config, execute, plugins
-        self._given_store = store
+        self._given_store, self._http = store, http
         self._started: asyncio.Task[Operations] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.dispatcher: Dispatcher | None = None
@@ -95,7 +95,7 @@ class Runtime:
         self.worker = worker
         if self.config.webhook_secret is not None:
             signer = WebhookSigner(self.config.webhook_secret, source=SECRET_ENV)
-            http = httpx.AsyncClient(limits=httpx.Limits(
+            http = self._http or httpx.AsyncClient(limits=httpx.Limits(
                 max_connections=max(100, self.config.delivery.max_in_flight)))
             self.dispatcher = Dispatcher(store, WebhookSender(http, signer, self.config.delivery),
                                          worker.owner)
