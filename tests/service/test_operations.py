@@ -62,11 +62,11 @@ class Gate:
 
     def __init__(self, held: set[str]) -> None:
         self.held, self.release, self.cancelled = held, asyncio.Event(), set[str]()
-        self.arrived: set[str] = set()
+        self.holding = asyncio.Event()  # a held step's call arrived
 
     async def hold(self, request: GenerationRequest) -> None:
-        self.arrived.add(request.step)
         if request.step in self.held:
+            self.holding.set()
             try:
                 await self.release.wait()
             except asyncio.CancelledError:
@@ -186,8 +186,7 @@ async def test_cancel_stops_the_model_call_and_ends_unfinished_steps_cancelled(
         harness: Harness) -> None:
     harness.gate.held.add("song")
     ref = await harness.op("run_chain", chain=CHAIN, inputs={"topic": "tea"})
-    while "song" not in harness.gate.arrived:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(harness.gate.holding.wait(), 5)
     answer = await harness.op("cancel", invocation_id=ref.invocation_id)
     assert answer.state == RunState.CANCELLED
     assert harness.gate.cancelled == {"song"}
