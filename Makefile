@@ -46,4 +46,5 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.startup; startup=$$?; \
 	$(BIN)/python -m benchmarks.validate; validate=$$?; \
 	$(BIN)/python -m benchmarks.store; store=$$?; \
-	exit $$((engine || serve || startup || validate || store))
+	$(BIN)/python -m benchmarks.service; service=$$?; \
+	exit $$((engine || serve || startup || validate || store || service))
