@@ -228,32 +228,31 @@ class _Execution:
                 log.error("step `%s`: %s", handle, failure.message, exc_info=exc)
             self.settle(handle, attempts, failure)
         else:
-            now = datetime.now(UTC)
             if self.commit is not None:
                 try:
                     await self.commit(succeeded(self.records[handle], generation, attempts,
-                                                now))
+                                                datetime.now(UTC)))
                 except Exception as exc:  # e.g. the store lost the lease: the run ends
                     if not self.done.done():
                         self.done.set_exception(exc)
                     return
-            self.settle(handle, attempts, generation, now)
+            self.settle(handle, attempts, generation)
 
     def settle(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure, now: datetime | None = None) -> None:
+               outcome: Generation | Failure) -> None:
         """`finish`, where a bug of the engine's own ends the run with it instead of hanging."""
         try:
-            self.finish(handle, attempts, outcome, now)
+            self.finish(handle, attempts, outcome)
         except Exception as exc:
             if not self.done.done():
                 self.done.set_exception(exc)
 
     def finish(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure, now: datetime | None = None) -> None:
+               outcome: Generation | Failure) -> None:
         """The one place a step's end is recorded and the steps it frees are started."""
         del self.tasks[handle]
         current = self.records[handle]
-        now = now or datetime.now(UTC)  # also when the steps it frees start
+        now = datetime.now(UTC)  # also when the steps it frees start
         if self.slots is not None:
             self.slots.release()
         if isinstance(outcome, Generation):
