@@ -112,3 +112,6 @@ class Loopback:
         self.call(cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        # An unclosed loop's self-pipe is reported when garbage collected, as a warning that
+        # pytest turns into the failure of whichever later test happens to be running.
+        self.loop.close()
