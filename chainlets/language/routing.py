@@ -16,9 +16,12 @@ from chainlets.language.plugins import Plugin, PluginRegistry
 
 __all__ = ["check_capabilities"]
 
+# The step field that requests a capability implicitly.
+_USES = {Capability.SYSTEM_PROMPT: "system_prompt", Capability.CONVERSATION: "messages"}
+
 
 def _able(plugins: PluginRegistry, requests: dict[Capability, RequestLevel]) -> list[str]:
-    return [p.name for p in plugins if unmet(requests, p.capabilities) is None]
+    return sorted(p.name for p in plugins if unmet(requests, p.capabilities) is None)
 
 
 def _fix(plugins: PluginRegistry, requests: dict[Capability, RequestLevel]) -> str:
@@ -65,9 +68,12 @@ def _route(step: StepDraft, facts: StepFacts, requests: dict[Capability, Request
         return  # no candidate is a known plugin: reported by check_plugins
     if len(misses) == 1:
         plugin, missing = misses[0]
+        explicit = {name for name, level in step.spec.capabilities if level is not None}
         for cap, why in missing.items():
+            asked = f"capabilities.{cap} = `{requests[cap]}`" if cap in explicit else \
+                f"`{_USES[cap]}` (capabilities.{cap}, `{requests[cap]}` by default)"
             problems.step(step.index, f"{step.where}: plugin `{plugin.name}` cannot serve "
-                                      f"capabilities.{cap} = `{requests[cap]}` (it {why}); "
+                                      f"{asked} (it {why}); "
                                       f"{_fix(plugins, {cap: requests[cap]})}, or lower the "
                                       "request")
         return
