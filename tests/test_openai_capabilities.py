@@ -2,6 +2,7 @@
 sets `response_format`, streaming reads server-sent events, gpt-3 concatenates the system
 prompt."""
 
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ class StreamingFakeOpenAI(FakeOpenAIServer):
 
     def chunks(self, received: Received) -> Iterator[dict[str, Any]]:
         status, payload = self.answer(received)
-        assert status == 200, payload
+        assert status == 200 and isinstance(payload, dict), payload
         base = {"id": payload["id"], "object": "chat.completion.chunk",
                 "created": payload["created"], "model": payload["model"]}
         for word in payload["choices"][0]["message"]["content"].split(" "):
@@ -34,29 +35,26 @@ class StreamingFakeOpenAI(FakeOpenAIServer):
         yield {**base, "choices": [], "usage": USAGE}
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+        fake, plain = self, super().handler()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(plain):  # type: ignore[valid-type,misc]  # a class made at run time
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
+                if not body.get("stream"):
+                    # The plain fake reads it again (its class is made at run time: untyped).
+                    self.rfile = io.BytesIO(raw)  # type: ignore[has-type]
+                    super().do_POST()
+                    return
                 received = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
                                     body)
-                if body.get("stream"):
-                    events = [f"data: {json.dumps(c)}\n\n" for c in fake.chunks(received)]
-                    data, kind = "".join([*events, "data: [DONE]\n\n"]).encode(), \
-                        "text/event-stream"
-                    status = 200
-                else:
-                    status, payload = fake.answer(received)
-                    data, kind = json.dumps(payload).encode(), "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
+                events = [f"data: {json.dumps(chunk)}\n\n" for chunk in fake.chunks(received)]
+                data = "".join([*events, "data: [DONE]\n\n"]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: pytest shows failures, not access logs."""
 
         return Handler
 

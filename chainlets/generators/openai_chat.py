@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import truss_chains as chains
 
@@ -114,7 +114,9 @@ class OpenAIGenerator(chains.ChainletBase):
                 timeout=request.timeout_s if request.timeout_s is not None
                 else openai.NOT_GIVEN,
                 response_format={"type": "json_object"} if json_mode else openai.omit,
-                stream=stream,
+                # Left out when off, so a plain request's body is as before; the cast picks the
+                # SDK's overload for a `bool` (it returns a completion or a stream).
+                stream=cast("bool", True if stream else openai.omit),
                 stream_options={"include_usage": True} if stream else openai.omit,
             )
             if isinstance(completion, openai.AsyncStream):
