@@ -39,11 +39,12 @@ class StreamingFakeOpenAI(FakeOpenAIServer):
 
         class Handler(plain):  # type: ignore[valid-type,misc]  # a class made at run time
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                # The plain fake's class is made at run time: mypy cannot type its streams.
+                length = int(self.headers["Content-Length"])
+                raw: bytes = self.rfile.read(length)  # type: ignore[has-type]
                 body = json.loads(raw)
                 if not body.get("stream"):
-                    # The plain fake reads it again (its class is made at run time: untyped).
-                    self.rfile = io.BytesIO(raw)  # type: ignore[has-type]
+                    self.rfile = io.BytesIO(raw)  # the plain fake reads it again
                     super().do_POST()
                     return
                 received = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
