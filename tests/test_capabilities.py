@@ -231,3 +231,14 @@ def test_the_schema_offers_capabilities_and_routing() -> None:
     assert not check.is_valid(chain(step("a", ["gpt-3"], plugin_config={"max_words": 3})))
     assert not check.is_valid(chain(step("a", capabilities={"json_mode": "always"})))
     assert not check.is_valid(chain(step("a", [])))
+
+
+def test_the_readme_example_routes_to_openai() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```json\n", readme.index("### Capabilities and routing")) + 8
+    example = json.loads(readme[start:readme.index("\n```", start)])
+    compiled = compile_chain(chain(example)).steps["extract"]
+    assert (compiled.plugin.name, compiled.params.temperature) == ("openai", 0)
+    assert compiled.served == {Capability.SYSTEM_PROMPT: Served.NATIVE,
+                               Capability.JSON_MODE: Served.NATIVE,
+                               Capability.STREAMING: Served.NATIVE}
