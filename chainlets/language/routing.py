@@ -4,6 +4,7 @@ plugins that meets every capability it requests; a step no plugin can serve is a
 from chainlets.language.capabilities import (
     Capability,
     RequestLevel,
+    Served,
     SupportLevel,
     requested,
     serve,
@@ -48,20 +49,42 @@ def _conflicts(step: StepDraft, requests: dict[Capability, RequestLevel]) -> lis
     return found
 
 
+# A plugin's answer to a set of requests: the levels it serves them at, or why it cannot.
+Verdict = tuple[dict[Capability, Served] | None, dict[Capability, str] | None]
+
+
+def _verdict(plugin: Plugin, requests: dict[Capability, RequestLevel],
+             memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict],
+             ) -> Verdict:
+    # Steps repeat their requests: each plugin answers each distinct set once per chain.
+    key = (plugin.name, frozenset(requests.items()))
+    found = memo.get(key)
+    if found is None:
+        missing = unmet(requests, plugin.capabilities)
+        served = None if missing is not None else {
+            cap: level_served for cap, level in requests.items()
+            if (level_served := serve(level, plugin.capabilities.get(
+                cap, SupportLevel.NONE))) is not None}
+        found = memo[key] = (served, missing)
+    return found
+
+
 def _route(step: StepDraft, facts: StepFacts, requests: dict[Capability, RequestLevel],
-           plugins: PluginRegistry, problems: Problems) -> None:
+           plugins: PluginRegistry, problems: Problems,
+           memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict]) -> None:
     """Pick the first candidate that meets every request, or report why none does."""
     requests = {cap: level for cap, level in requests.items()
                 if cap is not Capability.FUNCTION_CALLING}  # reported by _conflicts
+    if not requests and facts.candidates:
+        facts.plugin, facts.params = facts.candidates[0]
+        return
     misses: list[tuple[Plugin, dict[Capability, str]]] = []
     for plugin, params in facts.candidates:
-        missing = unmet(requests, plugin.capabilities)
-        if missing is None:
-            facts.plugin, facts.params = plugin, params
-            facts.served = {cap: served for cap, level in requests.items()
-                            if (served := serve(level, plugin.capabilities.get(
-                                cap, SupportLevel.NONE))) is not None}
+        served, missing = _verdict(plugin, requests, memo)
+        if served is not None:
+            facts.plugin, facts.params, facts.served = plugin, params, dict(served)
             return
+        assert missing is not None
         misses.append((plugin, missing))
     facts.plugin = facts.params = None
     if not misses:
@@ -88,6 +111,7 @@ def check_capabilities(draft: ChainDraft, analysis: Analysis, problems: Problems
     """Every step's capability requests are met by one of its plugins, which then serves it.
 
     Runs after `check_plugins`, which lists each step's candidates."""
+    memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict] = {}
     for step in draft.steps:
         if "capabilities" in step.broken:
             continue
@@ -97,4 +121,4 @@ def check_capabilities(draft: ChainDraft, analysis: Analysis, problems: Problems
                              () if "messages" in step.broken else spec.messages)
         for message in _conflicts(step, requests):
             problems.step(step.index, message)
-        _route(step, analysis.steps[step.index], requests, analysis.plugins, problems)
+        _route(step, analysis.steps[step.index], requests, analysis.plugins, problems, memo)
