@@ -285,7 +285,8 @@ def test_schema_and_semantic_problems_are_reported_in_one_round() -> None:
                                     "depends_on": ["b"], "plugin_config": []},
                                    {"handle": "b", "prompt": "{a}", "plugin": 7}]},
          ["step `a`: `plugin_config` must be a JSON object, not []",
-          "step `b`: `plugin` = 7 is invalid: Input should be a valid string",
+          "step `b`: `plugin` = 7 is invalid: Input should be a plugin name or a non-empty "
+              "list of plugin names",
           "dependency cycle `a` → `b` → `a`; remove one of these references"]),
     ],
     ids=["not-an-object", "steps-not-a-list", "missing-handle", "misspelt-prompt-not-checked",

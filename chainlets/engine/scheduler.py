@@ -210,14 +210,17 @@ class _Execution:
         try:
             timeout_s = self.options.step_timeout_s
             request = GenerationRequest.model_validate({
-                "step": handle, "plugin": step.spec.plugin, "params": step.params,
-                "messages": step.render_messages(values), "timeout_s": timeout_s})
+                "step": handle, "plugin": step.plugin.name, "params": step.params,
+                "messages": step.render_messages(values), "timeout_s": timeout_s,
+                "capabilities": step.served})
             generation = await self.policy.call(self.generators[key].run_remote, request,
                                                 attempts, key, gate=self.gate(key),
                                                 timeout_s=timeout_s)
             if not isinstance(generation, Generation):  # in process, nothing checked it
                 raise TypeError(f"run_remote returned {type(generation).__name__}, "
                                 "not a Generation")
+            if generation.capabilities is None and step.served:  # served as validation decided
+                generation = generation.model_copy(update={"capabilities": dict(step.served)})
         except asyncio.CancelledError:
             self.settle(handle, attempts, self.ending)
             raise

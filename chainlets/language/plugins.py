@@ -1,16 +1,20 @@
 """Plugins: the names a step's `plugin` may take, their config, and which generator serves them."""
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chainlets.language.capabilities import CHAT_SUPPORT, Capability, SupportLevel
 from chainlets.language.limits import MAX_TOKENS, MAX_WORDS, MaxTokens, MaxWords
 
 __all__ = [
     "DEFAULT_PLUGINS",
+    "GPT3_SUPPORT",
     "LLM_BACKEND",
+    "MOCK_SUPPORT",
+    "OPENAI_SUPPORT",
     "Gpt3Config",
     "MockConfig",
     "ModelParams",
@@ -100,7 +104,9 @@ class Plugin:
     """A value a step's `plugin` field may take.
 
     `generator` names the generator that serves it: a key of the runner's generator mapping,
-    or LLM_BACKEND for the backend selected per run.
+    or LLM_BACKEND for the backend selected per run. `capabilities` declares how it supports
+    each capability (one missing: unsupported); by default, what every chat generator gets
+    through the GenerationRequest protocol: a system prompt and earlier messages.
     """
 
     name: str
@@ -108,6 +114,8 @@ class Plugin:
     to_params: Callable[[BaseModel], ModelParams]
     generator: str = LLM_BACKEND
     description: str = ""
+    capabilities: Mapping[Capability, SupportLevel] = field(
+        default_factory=lambda: CHAT_SUPPORT, hash=False)
 
     def validate_config(self, raw: dict[str, Any]) -> BaseModel:
         return self.config_model.model_validate(raw)
@@ -138,12 +146,27 @@ class PluginRegistry:
         return PluginRegistry([*self, *plugins])
 
 
+_NATIVE = SupportLevel.NATIVE | SupportLevel.CAN_DISABLE
+# The openai SDK's chat completions: system and earlier messages, `response_format`
+# json_object, `stream=True`. Function calling is reserved in the language, not built yet.
+OPENAI_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
+    Capability.JSON_MODE: _NATIVE, Capability.STREAMING: _NATIVE}
+# Steamship's gpt-3 was a completion model: one prompt, a system prompt concatenated before it.
+GPT3_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: SupportLevel.BEST_EFFORT | SupportLevel.CAN_DISABLE}
+# The mock reads chat messages and answers JSON mode with a JSON document; it never streams.
+MOCK_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
+    Capability.JSON_MODE: _NATIVE}
+
 DEFAULT_PLUGINS = PluginRegistry([
-    Plugin("openai", OpenAIConfig, _openai_params,
+    Plugin("openai", OpenAIConfig, _openai_params, capabilities=OPENAI_SUPPORT,
            description="OpenAI-compatible chat completions through the openai SDK."),
-    Plugin("gpt-3", Gpt3Config, _max_words_params,
-           description="Steamship's name, kept for compatibility: the openai backend, output "
-                       "capped at `max_words` words."),
-    Plugin("mock", MockConfig, _max_words_params, generator="mock",
+    Plugin("gpt-3", Gpt3Config, _max_words_params, capabilities=GPT3_SUPPORT,
+           description="Steamship's name, kept for compatibility: a completion model on the "
+                       "openai backend, output capped at `max_words` words; a system prompt "
+                       "is concatenated before the prompt, earlier messages are refused."),
+    Plugin("mock", MockConfig, _max_words_params, generator="mock", capabilities=MOCK_SUPPORT,
            description="Offline deterministic mock model, always the mock generator."),
 ])
