@@ -13,6 +13,7 @@ from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.errors import ChainrunnerError, ConfigurationError, RequestError
+from chainlets.generators.calls import cancellable
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
 from chainlets.language.compiler import CompiledChain, compile_chain
@@ -70,6 +71,17 @@ class ChainRunner(chains.ChainletBase):
                          if name in context.secrets
                          and context.secrets[name] != chains.public_types.SECRET_DUMMY}
         self._runtime: Runtime | None = None
+        self._callers: tuple[Mapping[str, GeneratorProtocol], dict[str, GeneratorProtocol]] \
+            | None = None
+
+    def callers(self) -> Mapping[str, GeneratorProtocol]:
+        """`generators` as the engine calls them: each one that can cancel its calls behind a
+        caller that cancels them in the generator when the engine stops waiting (truss does not
+        cancel a chainlet's run_remote when its caller hangs up)."""
+        if self._callers is None or self._callers[0] is not self.generators:
+            self._callers = (self.generators, {name: cancellable(generator) for name, generator
+                                               in self.generators.items()})
+        return self._callers[1]
 
     async def execute(self, chain: ChainSpec | CompiledChain, inputs: Mapping[str, str],
                       options: RunOptions | None = None, *,
@@ -85,7 +97,7 @@ class ChainRunner(chains.ChainletBase):
         options = options or RunOptions()
         if options.llm is None:
             options = options.model_copy(update={"llm": deployed_backend()})
-        return await run_chain(compiled, inputs, self.generators, options,
+        return await run_chain(compiled, inputs, self.callers(), options,
                                observer=observer, previous=previous, commit=commit)
 
     def service(self) -> Runtime:

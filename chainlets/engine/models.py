@@ -76,6 +76,9 @@ class GenerationRequest(BaseModel):
         default_factory=dict,
         description="The level validation decided each requested capability is served at: "
                     "the generator serves them so (JSON mode, streaming).")
+    call_id: str | None = Field(
+        default=None, description="The caller's name for this call, so that it can cancel it "
+        "later (chainlets.generators.calls); None: not cancellable by name.")
 
 
 class Usage(BaseModel):

@@ -10,6 +10,7 @@ from chainlets import deploy
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import BackendOverloadedError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
+from chainlets.generators.calls import ABSENT, CANCEL_REPLY, CancellableGenerator, InFlightCalls
 from chainlets.language.capabilities import Capability, Served
 
 # The openai SDK is imported where it is used, not here: the runner chainlet depends on this
@@ -87,8 +88,18 @@ class OpenAIGenerator(chains.ChainletBase):
         key = secret or os.environ.get("OPENAI_API_KEY")
         self._client = _client(key) if key else None
         self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+        self._calls = InFlightCalls()
 
-    async def run_remote(self, request: GenerationRequest) -> Generation:
+    async def run_remote(self, request: GenerationRequest = ABSENT,
+                         cancel: str = ABSENT) -> Generation:
+        """The completion of `request`; with `cancel` instead, cancels that call, aborting
+        its HTTP request (see chainlets.generators.calls), and answers an empty Generation."""
+        if cancel is not None:
+            self._calls.cancel(cancel)
+            return CANCEL_REPLY
+        return await self._calls.run(request, self._complete)
+
+    async def _complete(self, request: GenerationRequest) -> Generation:
         if self._client is None:
             raise GenerationError(
                 f"step `{request.step}`: no OpenAI API key: set $OPENAI_API_KEY (or the truss "
@@ -184,3 +195,6 @@ async def _streamed(request: GenerationRequest,
         text=truncate_words("".join(parts), request.params.max_words), model=model,
         usage=Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     total_tokens=usage.total_tokens) if usage is not None else None)
+
+
+_: type[CancellableGenerator] = OpenAIGenerator

@@ -163,9 +163,6 @@ def test_cancel_mid_run_cancels_the_model_call(
     assert not any(topic in p and "After" in p for p in backend.prompts)
 
 
-@pytest.mark.xfail(strict=True, reason="truss 0.18.35 does not cancel a chainlet's run_remote "
-                   "when its caller hangs up: the runner's call to the OpenAIGenerator chainlet "
-                   "is cancelled, the generator's own call to the backend runs to its end")
 def test_cancel_reaches_the_backend_through_the_generator_chainlet(
         served: Client, fakes: tuple[Loopback, FakeBackend, Receiver, int, int]) -> None:
     backend = fakes[1]

@@ -105,9 +105,9 @@ class Harness:
 class GatedGenerator(FakeGenerator):
     gate: Gate
 
-    async def run_remote(self, request: GenerationRequest) -> Any:
+    async def _generate(self, request: GenerationRequest) -> Any:
         await self.gate.hold(request)
-        return await super().run_remote(request)
+        return await super()._generate(request)
 
 
 def executor(fake: FakeGenerator) -> Callable[..., Any]:
