@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.store import _backend
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain
@@ -43,9 +44,10 @@ async def measure(store: Store, invocations: int, concurrency: int) -> float:
 
     async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                       observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None) -> InvocationResult:
+                      previous: InvocationResult | None,
+                      approvals: ApprovalGate | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous)
+                               commit=commit, previous=previous, approvals=approvals)
 
     config = ServiceConfig(store=StoreSettings(), limits=ServiceLimits(),
                            delivery=DeliveryPolicy(), webhook_secret=None,

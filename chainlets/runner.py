@@ -9,6 +9,7 @@ from typing import Any, Literal
 import truss_chains as chains
 
 from chainlets import deploy
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
@@ -87,7 +88,8 @@ class ChainRunner(chains.ChainletBase):
                       options: RunOptions | None = None, *,
                       observer: StepObserver | None = None,
                       commit: StepCommit | None = None,
-                      previous: InvocationResult | None = None) -> InvocationResult:
+                      previous: InvocationResult | None = None,
+                      approvals: ApprovalGate | None = None) -> InvocationResult:
         """What `run_remote` does, with an in-process observer for progress and persistence.
 
         A chain the caller already compiled against this runner's plugins is not compiled again.
@@ -98,7 +100,8 @@ class ChainRunner(chains.ChainletBase):
         if options.llm is None:
             options = options.model_copy(update={"llm": deployed_backend()})
         return await run_chain(compiled, inputs, self.callers(), options,
-                               observer=observer, previous=previous, commit=commit)
+                               observer=observer, previous=previous, commit=commit,
+                               approvals=approvals)
 
     def service(self) -> Runtime:
         """The service of this process, configured from the environment on first use."""

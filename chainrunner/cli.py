@@ -194,6 +194,12 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
         compiled.resolve_inputs(inputs)
     except InputsError as exc:
         raise refused(exc) from exc
+    from chainlets.engine.approval import refuse_without_gate
+
+    try:  # `run` has no service to wait in: approval steps are refused before any call
+        refuse_without_gate(compiled)
+    except ChainDefinitionError as exc:
+        raise refused(exc) from exc
     if compiled.spec.callback_url:
         _stderr().print(f"chainrunner: callback_url {compiled.spec.callback_url} is not called by "
                         "`chainrunner run`; the result is printed instead")

@@ -99,8 +99,8 @@ def test_a_registered_plugin_appears_with_its_config_schema() -> None:
     schema = chain_json_schema(plugins)
     check = validator(schema)
     step_schema = schema["$defs"]["StepSpec"]
-    assert step_schema["properties"]["plugin"]["anyOf"][0]["enum"] == ["echo", "gpt-3", "mock",
-                                                                       "openai"]
+    assert step_schema["properties"]["plugin"]["anyOf"][0]["enum"] == [
+        "echo", "gpt-3", "human-approval", "mock", "openai"]
     check.validate(chain(step("echo", plugin_config={"voice": "low"})))
     assert not check.is_valid(chain(step("echo")))
     assert not check.is_valid(chain(step("echo", plugin_config={"voice": 1})))

@@ -4,17 +4,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chainlets.language.capabilities import CHAT_SUPPORT, Capability, SupportLevel
-from chainlets.language.limits import MAX_TOKENS, MAX_WORDS, MaxTokens, MaxWords
+from chainlets.language.limits import (
+    MAX_APPROVAL_S,
+    MAX_TOKENS,
+    MAX_WORDS,
+    ApprovalTimeout,
+    MaxTokens,
+    MaxWords,
+)
 
 __all__ = [
+    "APPROVAL",
     "DEFAULT_PLUGINS",
     "GPT3_SUPPORT",
     "LLM_BACKEND",
     "MOCK_SUPPORT",
     "OPENAI_SUPPORT",
+    "ApprovalConfig",
     "Gpt3Config",
     "MockConfig",
     "ModelParams",
@@ -25,6 +34,9 @@ __all__ = [
 
 # Generator key meaning "whichever LLM backend the run selected" (`--llm mock|openai`).
 LLM_BACKEND = "llm"
+# Generator key of human-approval steps: no model answers them, a person does (through the
+# service's `resume`); the engine hands them to its approval gate.
+APPROVAL = "human-approval"
 
 
 class ModelParams(BaseModel):
@@ -82,6 +94,29 @@ class MockConfig(BaseModel):
 
     max_words: MaxWords | None = Field(default=None, examples=[50],
                                        description=_MAX_WORDS_HELP)
+
+
+class ApprovalConfig(BaseModel):
+    """`plugin_config` of the `human-approval` plugin: how long to wait, and what to accept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: ApprovalTimeout = Field(
+        examples=[86_400], description=f"Seconds to wait for the answer; then the step fails. "
+        f"At most {MAX_APPROVAL_S.default:,} unless {MAX_APPROVAL_S.env} says otherwise.")
+    choices: list[str] | None = Field(
+        default=None, min_length=1, examples=[["greenlight", "pass"]],
+        description="The outputs `resume` accepts; any text when unset.")
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, choices: list[str] | None) -> list[str] | None:
+        if choices is not None:
+            if any(not c.strip() for c in choices):
+                raise ValueError("a choice is empty; give each a name")
+            if len(set(choices)) != len(choices):
+                raise ValueError("choices repeat; list each once")
+        return choices
 
 
 def _openai_params(config: BaseModel) -> ModelParams:
@@ -169,4 +204,7 @@ DEFAULT_PLUGINS = PluginRegistry([
                        "is concatenated before the prompt, earlier messages are refused."),
     Plugin("mock", MockConfig, _max_words_params, generator="mock", capabilities=MOCK_SUPPORT,
            description="Offline deterministic mock model, always the mock generator."),
+    Plugin(APPROVAL, ApprovalConfig, lambda _config: ModelParams(), generator=APPROVAL,
+           description="Pauses its branch until a person answers through the service's "
+                       "`resume` (the prompt is what they see); needs the service."),
 ])

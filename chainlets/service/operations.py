@@ -1,24 +1,35 @@
 """The service's operations over the store and the worker: what each `op` does and answers."""
 
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
-from chainlets.engine.models import RunOptions, RunState
-from chainlets.errors import RequestError
+from chainlets.engine.models import RunOptions, RunState, StepRecord
+from chainlets.errors import NotFoundError, RequestError
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import PluginRegistry
 from chainlets.language.spec import ChainSpec
 from chainlets.service import models as ops
 from chainlets.service import responses as replies
+from chainlets.service.approvals import hash_token
+from chainlets.service.reruns import plan_reuse
 from chainlets.service.settings import ServiceLimits
 from chainlets.service.status import invocation_status, invocation_summary, sent_events
 from chainlets.service.worker import Worker
-from chainlets.service.writer import chain_finished
-from chainlets.store import EventState, NewInvocation, State, Store, chain_id_for
+from chainlets.service.writer import chain_finished, step_finished
+from chainlets.store import (
+    ApprovalState,
+    EventState,
+    NewInvocation,
+    RerunOf,
+    State,
+    Store,
+    chain_id_for,
+)
 
 __all__ = ["CANCELLED_MESSAGE", "Operations", "request_hash"]
 
@@ -114,9 +125,10 @@ class Operations:
                 return await self.events(request)
             case ops.Redeliver():
                 return await self.redeliver(request)
-            case _:
-                raise RequestError(f"op: `{request.op}` is not available in this version of "
-                                   "the service")
+            case ops.Resume():
+                return await self.resume(request)
+            case ops.Rerun():
+                return await self.rerun(request)
 
     async def run_chain(self, request: ops.RunChain) -> replies.InvocationRef:
         if request.chain is not None:
@@ -133,6 +145,56 @@ class Operations:
             request_hash=request_hash(chain_id, request) if request.idempotency_key else None)
         created = await self.store.create_invocation(new, owner=self.worker.owner)
         if created.created and created.lease is not None:
+            self.worker.start(created.lease, created.invocation, compiled)
+        return replies.InvocationRef(invocation_id=created.invocation.invocation_id,
+                                     state=created.invocation.state.value)
+
+    async def resume(self, request: ops.Resume) -> replies.Resumed:
+        """Answer a waiting approval step; the store settles it atomically against a timeout,
+        a cancel or another resume (ConflictError: the token was used)."""
+        token_hash = hash_token(request.task_token)
+        invocation_id, step = await self.store.get_approval(token_hash)
+        approval = step.approval
+        if approval is None or (approval.task_token is not None and not hmac.compare_digest(
+                approval.task_token.encode(), request.task_token.encode())):
+            raise NotFoundError("task_token: no step waits on this token")
+        if request.output is not None and approval.state is ApprovalState.OPEN \
+                and approval.choices is not None and request.output not in approval.choices:
+            raise RequestError(
+                f"output: {request.output!r} is not one of step `{step.handle}`'s choices "
+                f"({', '.join(repr(c) for c in approval.choices)}); answer with one of them, "
+                "or refuse with `error`")
+        invocation = await self.store.get_invocation(invocation_id)
+        ok = request.error is None
+        events = [step_finished(StepRecord(
+            handle=step.handle, state=RunState.SUCCEEDED if ok else RunState.FAILED,
+            output=request.output, statusMessage=request.error))] \
+            if invocation.callback_url else []
+        resumed = await self.store.resume_approval(token_hash, output=request.output,
+                                                   error=request.error, events=events)
+        if events:
+            self.wake_outbox()
+        await self.worker.answered(invocation_id)
+        return replies.Resumed(invocation_id=invocation_id, step=resumed.handle,
+                               state=RunState(resumed.state.value))
+
+    async def rerun(self, request: ops.Rerun) -> replies.InvocationRef:
+        """A new invocation running `from_step` and everything after it, the other steps'
+        committed outputs copied from the source invocation."""
+        source = await self.store.get_invocation(request.invocation_id)
+        source_chain = await self.load_chain(source.chain_id)
+        if request.chain is not None:
+            chain_id, compiled = await self._store_chain(request.chain)
+        else:
+            chain_id, compiled = source.chain_id, source_chain
+        reuse = plan_reuse(source, source_chain, compiled, request.from_step)
+        inputs = compiled.resolve_inputs(source.input)
+        new = NewInvocation(
+            chain_id=chain_id, input=inputs, steps=list(compiled.steps), options=source.options,
+            rerun_of=RerunOf(invocation_id=source.invocation_id, from_step=request.from_step),
+            reuse=reuse)
+        created = await self.store.create_invocation(new, owner=self.worker.owner)
+        if created.lease is not None:
             self.worker.start(created.lease, created.invocation, compiled)
         return replies.InvocationRef(invocation_id=created.invocation.invocation_id,
                                      state=created.invocation.state.value)

@@ -2,8 +2,13 @@
 
 from chainlets.engine.models import RunState, StepRecord
 from chainlets.service.events import DeliveryState, DeliveryStatus, EventRecord, EventSummary
-from chainlets.service.responses import InvocationStatus, InvocationSummary, RerunOf
-from chainlets.store import Event, EventState, Invocation, StoredStep
+from chainlets.service.responses import (
+    InvocationStatus,
+    InvocationSummary,
+    PendingApproval,
+    RerunOf,
+)
+from chainlets.store import ApprovalState, Event, EventState, Invocation, StoredStep
 
 __all__ = ["event_record", "event_summary", "invocation_status", "invocation_summary",
            "step_record"]
@@ -49,8 +54,18 @@ def invocation_status(invocation: Invocation, chain_handle: str,
         finished_at=invocation.finished_at,
         rerun_of=RerunOf(invocation_id=rerun.invocation_id, from_step=rerun.from_step)
         if rerun is not None else None,
-        callback_url=invocation.callback_url,
+        callback_url=invocation.callback_url, approvals=pending_approvals(invocation),
         events=[event_summary(e) for e in _sent(events)])
+
+
+def pending_approvals(invocation: Invocation) -> list[PendingApproval]:
+    """The steps waiting for a person, with what they see and the token to answer with."""
+    return [PendingApproval(step=s.handle, task_token=s.approval.task_token,
+                            text=s.approval.prompt, choices=s.approval.choices,
+                            expires_at=s.approval.deadline)
+            for s in invocation.steps
+            if s.approval is not None and s.approval.state is ApprovalState.OPEN
+            and s.approval.task_token is not None]
 
 
 def invocation_summary(invocation: Invocation, chain_handle: str) -> InvocationSummary:

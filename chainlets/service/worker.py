@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
 from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
+from chainlets.service.approvals import InvocationApprovals
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
 
@@ -28,7 +30,8 @@ class Execute(Protocol):
 
     def __call__(self, chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                  observer: StepObserver, commit: StepCommit,
-                 previous: InvocationResult | None) -> Awaitable[InvocationResult]: ...
+                 previous: InvocationResult | None,
+                 approvals: ApprovalGate | None = None) -> Awaitable[InvocationResult]: ...
 
 
 ChainLoader = Callable[[str], Awaitable[CompiledChain]]
@@ -62,6 +65,7 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.wake_outbox = wake_outbox
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.approvals: dict[str, InvocationApprovals] = {}  # of the invocations running here
         self._poller: asyncio.Task[None] | None = None
 
     def start(self, lease: Lease, invocation: Invocation, chain: CompiledChain) -> None:
@@ -80,18 +84,48 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def answered(self, invocation_id: str) -> None:
+        """An approval of `invocation_id` was answered: its parked step goes on here, or the
+        invocation (woken, unleased) is claimed now rather than at the next poll."""
+        approvals = self.approvals.get(invocation_id)
+        try:
+            if approvals is not None:
+                await approvals.refresh()
+            else:
+                await self.claim_once()
+        except Exception as exc:  # the heartbeat or the next poll picks it up
+            log.warning("invocation %s: taking up an answer failed: %s", invocation_id, exc)
+
     async def _run(self, lease: Lease, invocation: Invocation, chain: CompiledChain) -> None:
         writer = InvocationWriter(self.store, lease, callbacks=invocation.callback_url is not None,
                                   delay_s=self.settings.write_delay_s,
                                   wake_outbox=self.wake_outbox)
-        beat = asyncio.get_running_loop().create_task(self._heartbeat(lease))
+        loop = asyncio.get_running_loop()
+        beat = loop.create_task(self._heartbeat(lease))
+        approvals = InvocationApprovals(writer, invocation)
         try:
-            result = await self.execute(
-                chain, invocation.input, RunOptions.model_validate(invocation.options),
-                observer=writer.note, commit=writer.commit, previous=_previous(invocation))
-            if writer.lost is not None:
-                raise writer.lost
-            await writer.finish(result)
+            while True:
+                self.approvals[lease.invocation_id] = approvals
+                result = await self.execute(
+                    chain, invocation.input, RunOptions.model_validate(invocation.options),
+                    observer=writer.note, commit=writer.commit, previous=_previous(invocation),
+                    approvals=approvals)
+                if writer.lost is not None:
+                    raise writer.lost
+                # Steps still `running` when the run ends are approval steps parked.
+                waiting = [r.handle for r in result.steps if r.state is RunState.RUNNING]
+                if not waiting:
+                    await writer.finish(result)
+                    return
+                await writer.flush()
+                beat.cancel()
+                if await self.store.suspend(lease, waiting):
+                    return  # no task, lease nor memory until an answer or a deadline
+                # One was answered while the run ended: run again with its answer.
+                beat = loop.create_task(self._heartbeat(lease))
+                approvals.close()
+                invocation = await self.store.get_invocation(lease.invocation_id)
+                approvals = InvocationApprovals(writer, invocation)
         except LeaseLostError as exc:
             log.info("invocation %s: stopped, %s", invocation.invocation_id, exc)
         except ChainrunnerError as exc:  # the chain no longer runs (e.g. a generator is gone)
@@ -103,6 +137,9 @@ class Worker:
                           invocation.invocation_id, exc_info=exc)
         finally:
             beat.cancel()
+            approvals.close()
+            if self.approvals.get(lease.invocation_id) is approvals:
+                del self.approvals[lease.invocation_id]
             await writer.close()
 
     async def _fail(self, lease: Lease, message: str) -> None:
@@ -116,7 +153,11 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                lease = await self.store.heartbeat(lease)
+                renewed = await self.store.heartbeat(lease)
+                if renewed.signals != lease.signals and (
+                        approvals := self.approvals.get(lease.invocation_id)) is not None:
+                    await approvals.refresh()  # answered through another replica
+                lease = renewed
             except LeaseLostError:
                 task = self.running.get(lease.invocation_id)
                 if task is not None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from chainlets.engine.models import InvocationResult, RunState, StepRecord
 from chainlets.errors import LeaseLostError
-from chainlets.store import Lease, NewEvent, State, Store
+from chainlets.store import Lease, NewEvent, OpenApproval, State, Store
 
 __all__ = ["InvocationWriter", "chain_finished", "step_finished"]
 
@@ -42,7 +42,10 @@ class InvocationWriter:
     def __init__(self, store: Store, lease: Lease, *, callbacks: bool, delay_s: float = 0.1,
                  wake_outbox: Callable[[], None] = lambda: None) -> None:
         self.store, self.lease, self.callbacks, self.delay_s = store, lease, callbacks, delay_s
-        self._wake_outbox = wake_outbox
+        self.wake_outbox = wake_outbox
+        # Steps whose end was announced by whoever settled them (an approval's resume or
+        # timeout): their records are written without a second `step.finished`.
+        self.announced: set[str] = set()
         self._pending: dict[str, StepRecord] = {}
         self._lock = asyncio.Lock()
         self._flush: asyncio.TimerHandle | None = None
@@ -79,28 +82,48 @@ class InvocationWriter:
         async with self._lock:
             while self._pending:
                 handle, record = next(iter(self._pending.items()))
-                events = self._events(step_finished(record)) if record.state.finished else []
+                events = self._events(step_finished(record)) \
+                    if record.state.finished and handle not in self.announced else []
                 await self.store.record_step(self.lease, record, events=events)
                 if self._pending.get(handle) is record:
                     del self._pending[handle]
                 if events:
-                    self._wake_outbox()
+                    self.wake_outbox()
 
     async def commit(self, record: StepRecord) -> None:
         """Write a succeeded step's record (and its event) now, in one transaction."""
         self._pending.pop(record.handle, None)
-        events = self._events(step_finished(record))
+        events = [] if record.handle in self.announced else self._events(step_finished(record))
         async with self._lock:
             await self.store.record_step(self.lease, record, events=events)
         if events:
-            self._wake_outbox()
+            self.wake_outbox()
 
-    async def finish(self, result: InvocationResult) -> None:
-        """Write what is pending, then the invocation's final state (ending its lease)."""
+    async def park(self, record: StepRecord, approval: OpenApproval | None = None,
+                   event: NewEvent | None = None) -> None:
+        """Write an approval step's `waiting` record now, superseding its noted `running` one
+        (with its approval and `step.waiting` event when it opens)."""
+        self._pending.pop(record.handle, None)
+        events = self._events(event) if event is not None else []
+        async with self._lock:
+            await self.store.record_step(self.lease, record, events=events, approval=approval)
+        if events:
+            self.wake_outbox()
+
+    def drop(self, handle: str) -> None:
+        """Forget the step's noted record: a later one supersedes it."""
+        self._pending.pop(handle, None)
+
+    async def flush(self) -> None:
+        """Write what is pending now."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         await self._write_pending()
+
+    async def finish(self, result: InvocationResult) -> None:
+        """Write what is pending, then the invocation's final state (ending its lease)."""
+        await self.flush()
         error = result.statusMessage if result.state != RunState.SUCCEEDED else None
         async with self._lock:
             await self.store.update_invocation(
@@ -108,7 +131,7 @@ class InvocationWriter:
                 status_message=result.statusMessage,
                 events=self._events(chain_finished(result.state, result.output, error)))
         if self.callbacks:
-            self._wake_outbox()
+            self.wake_outbox()
 
     async def close(self) -> None:
         """Drop what is pending (the run was cancelled or lost its lease)."""

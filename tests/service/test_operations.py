@@ -11,6 +11,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import (
     GenerationRequest,
     InvocationResult,
@@ -113,9 +114,10 @@ class GatedGenerator(FakeGenerator):
 def executor(fake: FakeGenerator) -> Callable[..., Any]:
     async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                       observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None) -> InvocationResult:
+                      previous: InvocationResult | None,
+                      approvals: ApprovalGate | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous)
+                               commit=commit, previous=previous, approvals=approvals)
     return execute
 
 
