@@ -140,9 +140,9 @@ def _mock_script(path: Path | None) -> Iterator[None]:
             os.environ[MOCK_SCRIPT_ENV] = before
 
 
-# `serve` and `db` are imported when used: the other commands need none of them.
+# `serve`, `db` and `diff` are imported when used: the other commands need none of them.
 @click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve",
-                                   "db": "chainrunner.db:db"},
+                                   "db": "chainrunner.db:db", "diff": "chainrunner.diff:diff"},
              epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=print_version, help="Show the versions of chainrunner, truss, Python.")

@@ -59,3 +59,24 @@ async def test_editing_a_reused_step_is_refused_naming_it(harness: Harness) -> N
         await harness.op("rerun", invocation_id=first.invocation_id, from_step="sng")
     with pytest.raises(NotFoundError):
         await harness.op("rerun", invocation_id="inv_nope", from_step="song")
+
+
+async def test_diff_shows_what_changed_step_by_step(harness: Harness) -> None:
+    from chainlets.language.spec import ChainSpec
+    from chainrunner.diffing import diff_invocations, render
+
+    first = await harness.op("run_chain", chain=FOUR, inputs={"topic": "tea"}, options=FAST)
+    before = await harness.final(first.invocation_id)
+    harness.fake.replies = {"song": "a new song"}
+    edited = {**FOUR, "steps": [FOUR["steps"][0], {**FOUR["steps"][1], "prompt": "Sing {title}"},
+                                *FOUR["steps"][2:]]}
+    ref = await harness.op("rerun", invocation_id=first.invocation_id, from_step="song",
+                           chain=edited)
+    after = await harness.final(ref.invocation_id)
+    result = diff_invocations(before, ChainSpec.model_validate(FOUR), after,
+                              ChainSpec.model_validate(edited))
+    assert {s.step: s.changed for s in result.steps} == {
+        "title": [], "song": ["prompt", "output"], "review": [], "art": []}
+    assert result.rerun_of == first.invocation_id and not result.output_changed
+    assert "~ song: prompt, output changed" in render(result)
+    assert type(result).model_validate_json(result.model_dump_json()) == result
