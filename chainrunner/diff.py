@@ -29,8 +29,9 @@ def diff(invocation_a: str, invocation_b: str, url: str, as_json: bool) -> None:
     try:
         with Client(url, api_key=os.environ.get(KEY_ENV) or None) as client:
             statuses = [client.run_status(i) for i in (invocation_a, invocation_b)]
-            chains = [client.get_chain(s.chain_id).chain if s.chain_id else None
-                      for s in statuses]
+            # The chain's JSON as stored: only its steps' prompts are compared.
+            chains = [client.invoke("get_chain", chain_id=s.chain_id)["chain"]
+                      if s.chain_id else None for s in statuses]
     except ServiceError as exc:  # unreachable, refused the key, or failed: exit 1
         raise click.ClickException(f"{url}: {exc}") from exc
     except ChainrunnerError as exc:  # an unknown invocation or a bad id: exit 2

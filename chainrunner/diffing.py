@@ -1,7 +1,8 @@
 """What changed between two invocations, step by step (say a rerun and its source): each
 step's prompt template, output and state; `chainrunner diff` shows it."""
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,14 +48,24 @@ class InvocationDiff(BaseModel):
     steps: list[StepDiff]
 
 
-def _sides(status: InvocationStatus, chain: ChainSpec) -> dict[str, StepSide]:
-    prompts = {s.handle: s.prompt for s in chain.steps}
-    return {r.handle: StepSide(prompt=prompts.get(r.handle), output=r.output,
+def prompts(chain: ChainSpec | Mapping[str, Any]) -> dict[str, str]:
+    """Each step's prompt template, from a chain or its JSON."""
+    if isinstance(chain, ChainSpec):
+        return {s.handle: s.prompt for s in chain.steps}
+    return {str(s.get("handle")): str(s.get("prompt")) for s in chain.get("steps") or ()
+            if isinstance(s, Mapping)}
+
+
+def _sides(status: InvocationStatus, chain: ChainSpec | Mapping[str, Any],
+           ) -> dict[str, StepSide]:
+    prompt = prompts(chain)
+    return {r.handle: StepSide(prompt=prompt.get(r.handle), output=r.output,
                                state=r.state.value) for r in status.steps}
 
 
-def diff_invocations(a: InvocationStatus, a_chain: ChainSpec, b: InvocationStatus,
-                     b_chain: ChainSpec) -> InvocationDiff:
+def diff_invocations(a: InvocationStatus, a_chain: ChainSpec | Mapping[str, Any],
+                     b: InvocationStatus, b_chain: ChainSpec | Mapping[str, Any],
+                     ) -> InvocationDiff:
     """Every step of A, then B's steps A lacks, with the fields that differ."""
     left, right = _sides(a, a_chain), _sides(b, b_chain)
     fields: tuple[Field_, ...] = ("prompt", "output", "state")
