@@ -80,8 +80,8 @@ def test_every_unmet_request_of_every_step_is_reported_at_once() -> None:
         "step `f`: plugin_config has `mok`, which is not one of its plugins `mock`, `openaj` "
         "(did you mean `mock`?); with a list of plugins, `plugin_config` maps a plugin's name "
         "to its options",
-        "step `f`: unknown plugin `openaj`; use one of `gpt-3`, `mock`, `openai` (did you mean "
-        "`openai`?)",
+        "step `f`: unknown plugin `openaj`; use one of `gpt-3`, `human-approval`, `mock`, "
+        "`openai` (did you mean `openai`?)",
     ]
 
 
@@ -125,8 +125,8 @@ def test_a_plugin_that_cannot_turn_a_capability_off_refuses_disable() -> None:
     assert problems(chain(step("a", "stream", capabilities={"streaming": "disable"})),
                     plugins) == [
         "step `a`: plugin `stream` cannot serve capabilities.streaming = `disable` (it supports "
-        "it natively but cannot turn it off); use a plugin that can (`gpt-3`, `mock`, "
-        "`openai`), or lower the request"]
+        "it natively but cannot turn it off); use a plugin that can (`gpt-3`, "
+        "`human-approval`, `mock`, `openai`), or lower the request"]
     # Without a system prompt declared, a system prompt requested `optional` is left out.
     compiled = compile_chain(chain(step("a", "stream", system_prompt="S",
                                         capabilities={"system_prompt": "optional"})), plugins)

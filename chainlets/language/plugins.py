@@ -204,7 +204,9 @@ DEFAULT_PLUGINS = PluginRegistry([
                        "is concatenated before the prompt, earlier messages are refused."),
     Plugin("mock", MockConfig, _max_words_params, generator="mock", capabilities=MOCK_SUPPORT,
            description="Offline deterministic mock model, always the mock generator."),
+    # A person reads only the rendered prompt: no system prompt, messages or model features.
     Plugin(APPROVAL, ApprovalConfig, lambda _config: ModelParams(), generator=APPROVAL,
+           capabilities={},
            description="Pauses its branch until a person answers through the service's "
                        "`resume` (the prompt is what they see); needs the service."),
 ])
