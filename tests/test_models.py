@@ -132,3 +132,12 @@ def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"
         assert issubclass(cls, chainlets.errors.ChainrunnerError)
+
+
+def test_a_chain_dumped_without_aliases_reads_back() -> None:
+    """Truss's output wrapper may ignore aliases; a stored chain read back must validate."""
+    spec = ChainSpec.model_validate({"$schema": "https://example.test/chain.schema.json",
+                                     "handle": "c", "steps": [{"handle": "a", "prompt": "p",
+                                                                "plugin": "mock"}]})
+    assert ChainSpec.model_validate(spec.model_dump(by_alias=False)) == spec
+    assert ChainSpec.model_validate_json(spec.model_dump_json()) == spec

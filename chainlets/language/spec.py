@@ -118,8 +118,11 @@ class StepSpec(BaseModel):
 class ChainSpec(BaseModel):
     """A whole chain. A Steamship chain file validates unchanged."""
 
-    # `$schema` is not a Python name: the field is read and written under its alias only.
-    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+    # `$schema` is not a Python name: the field is written under its alias.
+    # Accepted by name too: a serializer that ignores aliases (truss's output wrapper) writes
+    # `schema_uri`, and a stored chain read back must still validate.
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True,
+                              validate_by_alias=True)
 
     schema_uri: str | None = Field(
         default=None, alias="$schema",
