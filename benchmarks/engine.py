@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from chainlets.engine.models import Generation, GenerationRequest, RunState
+from chainlets.engine.models import Generation, GenerationRequest, RunOptions, RunState
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
@@ -164,13 +164,19 @@ class EngineRun:
                 and set(self.calls.values()) == {1})
 
 
+# The floor calls the fake with no cap on calls in flight, so the engine runs without its
+# per-backend cap (default 64) too: with it, wide would run in waves and the memory shape, which
+# waits for every fan-out call to be in flight, would never finish.
+_UNCAPPED = RunOptions(llm="mock", max_backend_calls=10_000)
+
+
 async def run_engine(shape: Shape, chain: CompiledChain | None = None,
                      generator: SleepingGenerator | None = None) -> EngineRun:
     """Seconds for `run_chain` on the compiled shape (compiling is not timed)."""
     chain = chain or compile_chain(shape.spec())
     generator = generator or SleepingGenerator(shape.latency_s)
     started = time.perf_counter()
-    result = await run_chain(chain, {}, {"mock": generator})
+    result = await run_chain(chain, {}, {"mock": generator}, _UNCAPPED)
     seconds = time.perf_counter() - started
     return EngineRun(seconds, generator.calls, result.state == RunState.SUCCEEDED)
 
