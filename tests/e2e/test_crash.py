@@ -4,6 +4,8 @@ SIGKILL a whole replica of two sharing one PostgreSQL database (the other takes 
 invocations over). The fake OpenAI backend counts the calls per prompt: a committed step is
 never called again. Real processes, real sockets, processes killed by the pids we started."""
 
+import contextlib
+import secrets
 import signal
 import time
 from collections import Counter
@@ -13,13 +15,16 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
+from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client
-from tests.e2e.fakes import FakeBackend, Loopback
-from tests.e2e.test_service import _postgres_database
+from tests.e2e.fakes import FakeBackend, Loopback, Receiver
+from tests.store.conftest import ADMIN_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -33,6 +38,9 @@ FOUR_STEPS = {"handle": "four", "inputs": [{"name": "topic"}], "steps": [
     {"handle": "three", "plugin": "openai", "prompt": "slow three {two}"},
     {"handle": "four", "plugin": "openai", "prompt": "Four {three}"}]}
 OPTIONS = RunOptions(llm="openai", initial_backoff_s=0)
+SECRET = generate_secret()
+EVENTS = [("step.finished", h) for h in ("one", "two", "three", "four")] + [
+    ("chain.finished", None)]
 ENTRYPOINT = "ChainRunner"  # how serve names the entrypoint of chains/runner.py
 
 
@@ -42,18 +50,36 @@ def _uninterrupted_output(topic: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[FakeBackend, int]]:
-    loop, fake = Loopback(), FakeBackend(slow_s=2.0)
+def backend() -> Iterator[tuple[FakeBackend, int, Receiver, str]]:
+    """The fake OpenAI backend, its port, a callback receiver and its URL."""
+    loop, fake, receiver = Loopback(), FakeBackend(slow_s=2.0), Receiver(SECRET)
     port = loop.serve({"/v1/chat/completions": fake.completions})
+    hook = f"http://127.0.0.1:{loop.serve({'/hook': receiver.hook})}/hook"
     try:
-        yield fake, port
+        yield fake, port, receiver, hook
     finally:
         loop.stop()
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh database on the test server (skipped, with the reason, where none answers)."""
+    name = f"chainrunner_crash_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL backend skipped: no server at {ADMIN_URL} ({exc})".strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _launch(database_url: str, backend_port: int) -> ServeProcess:
     return ServeProcess.launch(REPO / "chains" / "runner.py", cwd=REPO, via_cli=True, env={
         "CHAINRUNNER_DATABASE_URL": database_url, "CHAINRUNNER_LEASE_S": str(LEASE_S),
+        "CHAINRUNNER_WEBHOOK_SECRET": SECRET,
         "CHAINRUNNER_WORKER_POLL_S": "0.2", "OPENAI_API_KEY": "sk-e2e-not-a-real-key",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{backend_port}/v1",
         "NO_PROXY": "127.0.0.1,localhost"})
@@ -85,8 +111,8 @@ def _calls(fake: FakeBackend, topic: str) -> Counter[str]:
 
 
 def test_a_killed_entrypoint_resumes_from_its_committed_steps(
-        tmp_path: Path, backend: tuple[FakeBackend, int]) -> None:
-    fake, port = backend
+        tmp_path: Path, backend: tuple[FakeBackend, int, Receiver, str]) -> None:
+    fake, port, _, _ = backend
     server = _launch(f"sqlite:///{tmp_path / 'crash.db'}", port)
     try:
         server.await_ready(240)
@@ -112,37 +138,51 @@ def _kill_tree(server: ServeProcess) -> None:
     """SIGKILL serve and every process it started (by pid), as a lost machine would die."""
     pids = [server.process.pid, *server.descendants()]
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
     server.process.wait(30)
     _await(lambda: not ServeProcess.alive(pids), 30)
 
 
+def _events(receiver: Receiver, invocation_id: str) -> list[tuple[str, str | None]]:
+    return [(b["type"], b["step"]) for b in receiver.for_invocation(invocation_id)]
+
+
 def test_a_replica_killed_whole_is_taken_over_by_another_on_one_postgresql_database(
-        backend: tuple[FakeBackend, int]) -> None:
-    fake, port = backend
+        backend: tuple[FakeBackend, int, Receiver, str]) -> None:
+    fake, port, receiver, hook = backend
     databases = _postgres_database()
     url = next(databases)
     first, second = _launch(url, port), _launch(url, port)
     try:
         first.await_ready(240)
         second.await_ready(240)
-        topics = [f"takeover-{i}-{time.time_ns()}" for i in range(4)]
-        with Client(first.url, timeout=30) as on_first:
-            refs = [on_first.run_chain(chain=FOUR_STEPS, inputs={"topic": t}, options=OPTIONS)
-                    for t in topics]
-            _await(lambda: all(_committed(on_first, r.invocation_id, "two") for r in refs))
-        _kill_tree(first)
-        with Client(second.url, timeout=30) as on_second:
+        topics = [f"takeover-{i}-{time.time_ns()}" for i in range(6)]
+        with Client(first.url, timeout=30) as on_first, \
+                Client(second.url, timeout=30) as on_second:
+            # Four on the replica about to die; two on the survivor, both alive: each is run
+            # by one replica only, and both replicas' outbox dispatchers drain one outbox.
+            refs = [on_first.run_chain(chain=FOUR_STEPS, inputs={"topic": t}, options=OPTIONS,
+                                       callback_url=hook) for t in topics[:4]]
+            refs += [on_second.run_chain(chain=FOUR_STEPS, inputs={"topic": t},
+                                         options=OPTIONS, callback_url=hook)
+                     for t in topics[4:]]
+            _await(lambda: all(_committed(on_second, r.invocation_id, "two") for r in refs))
+            _kill_tree(first)
             finals = [on_second.wait(r.invocation_id, timeout_s=120) for r in refs]
+            _await(lambda: all(_events(receiver, r.invocation_id)[-1:] == EVENTS[-1:]
+                               for r in refs))
         for topic, status in zip(topics, finals, strict=True):
             assert status.state == RunState.SUCCEEDED, status.statusMessage
             assert status.output == _uninterrupted_output(topic)
             calls = _calls(fake, topic)
-            assert calls["One"] == 1 and calls["Two"] == 1, calls
+            assert calls["One"] == 1 and calls["Two"] == 1, calls  # committed by A: not again
             assert calls["Four"] == 1, calls
+        for ref in refs[4:]:  # never near the kill: each event delivered exactly once
+            assert _events(receiver, ref.invocation_id) == EVENTS
+        for ref in refs[:4]:  # one in flight at the kill may come again (at least once)
+            assert list(dict.fromkeys(_events(receiver, ref.invocation_id))) == EVENTS
+        assert receiver.bad_signatures == 0
     finally:
         for server in (first, second):
             server.stop(signal.SIGTERM)
