@@ -143,7 +143,10 @@ class Operations:
             options=options.model_dump(mode="json", exclude_defaults=True),
             callback_url=request.callback_url, idempotency_key=request.idempotency_key,
             request_hash=request_hash(chain_id, request) if request.idempotency_key else None)
-        created = await self.store.create_invocation(new, owner=self.worker.owner)
+        # Run here at once when this replica has room; else queued, unleased, for the first
+        # replica's poller with room (the load balancer spreads requests; this, the work).
+        owner = self.worker.owner if self.worker.has_room else None
+        created = await self.store.create_invocation(new, owner=owner)
         if created.created and created.lease is not None:
             self.worker.start(created.lease, created.invocation, compiled)
         return replies.InvocationRef(invocation_id=created.invocation.invocation_id,

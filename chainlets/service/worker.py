@@ -68,6 +68,12 @@ class Worker:
         self.approvals: dict[str, InvocationApprovals] = {}  # of the invocations running here
         self._poller: asyncio.Task[None] | None = None
 
+    @property
+    def has_room(self) -> bool:
+        """Whether this process runs fewer invocations than `max_running`: a new invocation
+        is leased here only then, else left queued for whichever replica claims it first."""
+        return len(self.running) < self.settings.max_running
+
     def start(self, lease: Lease, invocation: Invocation, chain: CompiledChain) -> None:
         """Run `invocation` (leased to this worker) in a task of its own."""
         task = asyncio.get_running_loop().create_task(
