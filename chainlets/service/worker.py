@@ -181,7 +181,11 @@ class Worker:
     async def _poll(self) -> None:
         while True:
             try:
-                await self.claim_once()
+                # A full batch means more may be due (a dead replica's thousands): claim on
+                # at once rather than `claim_batch` per `poll_s`.
+                if await self.claim_once() == self.settings.claim_batch:
+                    await asyncio.sleep(0)
+                    continue
             except Exception as exc:  # the database may be down for a while: keep trying
                 log.warning("worker %s: claiming failed: %s", self.owner, exc)
             await asyncio.sleep(self.settings.poll_s)

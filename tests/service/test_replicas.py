@@ -14,7 +14,7 @@ from chainlets.service.responses import InvocationRef, InvocationStatus
 from chainlets.service.runtime import Runtime, ServiceConfig
 from chainlets.service.settings import ServiceLimits
 from chainlets.service.worker import WorkerSettings
-from chainlets.store import MemoryStore, StoreSettings
+from chainlets.store import MemoryStore, NewInvocation, StoreSettings
 from tests.service.test_operations import CHAIN, FAST, SECRET, Gate, GatedGenerator, executor
 
 Replica = tuple[Runtime, GatedGenerator]
@@ -71,3 +71,25 @@ async def test_a_full_replica_leaves_new_invocations_to_one_with_room(
     busy_fake.gate.release.set()
     assert (await _final(busy, first.invocation_id)).state == RunState.SUCCEEDED
     assert busy_fake.calls("title") == 1 and idle_fake.calls("title") == 1  # none ran twice
+
+
+async def test_a_backlog_is_claimed_in_batches_without_waiting_a_poll_between_them() -> None:
+    store = MemoryStore(lease_s=0.3)
+    fake = GatedGenerator(default=lambda r: f"<{r.step}>")
+    fake.gate = Gate(set())
+    config = ServiceConfig(
+        store=StoreSettings(), limits=ServiceLimits(), delivery=DeliveryPolicy(),
+        webhook_secret=None, worker=WorkerSettings(poll_s=60, claim_batch=2,
+                                                   write_delay_s=0.01, heartbeat_s=0.1))
+    runtime = Runtime(config, executor(fake), DEFAULT_PLUGINS, store=store)
+    chain_id = (await store.create_chain(CHAIN)).chain_id
+    queued = [(await store.create_invocation(NewInvocation(
+        chain_id=chain_id, input={"topic": str(n)}, steps=["title", "song", "review"],
+        options=FAST))).invocation.invocation_id for n in range(5)]
+    try:
+        await runtime.ensure_started()  # one poll, then the next only after 60 s
+        for invocation_id in queued:
+            assert (await _final(runtime, invocation_id)).state == RunState.SUCCEEDED
+        assert fake.calls("title") == 5
+    finally:
+        await runtime.close()
