@@ -1,4 +1,4 @@
-"""Kill at random moments: runner processes (tests/e2e/crash_runner.py) on one SQLite file are
+"""Kill at random moments: runner processes (benchmarks/runner_process.py) on one SQLite file are
 SIGKILLed one after another at random times while they work through a batch of invocations,
 then one is left to finish. Invariants: every invocation ends succeeded; every step's output
 and every invocation's output equal an uninterrupted run's; no model call for a step starts
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.runner_process import answer
 from chainlets.engine.models import RunOptions
 from chainlets.engine.scheduler import run_chain
 from chainlets.language.compiler import compile_chain
@@ -22,7 +23,6 @@ from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.language.spec import ChainSpec
 from chainlets.store import NewInvocation, State, Store, StoreSettings, open_store
 from mocks.fake_generator import FakeGenerator
-from tests.e2e.crash_runner import answer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -41,11 +41,11 @@ SEED = int(os.environ.get("CHAINRUNNER_CRASH_SEED", time.time_ns() % 1_000_000))
 
 
 class Runner:
-    """One crash_runner process, started and killed by this test (by its pid)."""
+    """One runner_process, started and killed by this test (by its pid)."""
 
     def __init__(self, url: str, call_log: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.crash_runner", url, str(call_log), str(LEASE_S),
+            [sys.executable, "-m", "benchmarks.runner_process", url, str(call_log), str(LEASE_S),
              str(LATENCY_S)], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True)
         assert self.process.stdout is not None

@@ -1,9 +1,10 @@
-"""A runner process for the randomized crash test: the service's worker on a SQLite file,
-claiming every invocation no live lease holds and running it with a generator that answers
-deterministically after a random pause. Each call is noted in a log file before it is made
-(one unbuffered append, which survives SIGKILL): `START <unix time> <step> <prompt>`.
+"""A worker-only runner process, for the crash tests and the durability benchmark: the
+service's worker on a database, claiming every invocation no live lease holds and running it
+with a generator that answers deterministically after a random pause. Each call is noted in a
+log file before it is made (one unbuffered append, which survives SIGKILL):
+`START <unix time> <step> <prompt>`. It prints `ready` once it polls.
 
-python -m tests.e2e.crash_runner DATABASE_URL CALL_LOG LEASE_S LATENCY_S
+python -m benchmarks.runner_process DATABASE_URL CALL_LOG LEASE_S LATENCY_S [POLL_S]
 """
 
 import asyncio
@@ -42,16 +43,20 @@ class LoggingGenerator:
 
     async def run_remote(self, request: GenerationRequest) -> Generation:
         prompt = request.messages[-1].content
-        os.write(self.log_fd, f"START {time.time():.6f} {request.step} {prompt}\n".encode())
-        await asyncio.sleep(random.uniform(self.latency_s / 5, self.latency_s))
+        if self.log_fd >= 0:
+            os.write(self.log_fd, f"START {time.time():.6f} {request.step} {prompt}\n".encode())
+        if self.latency_s:
+            await asyncio.sleep(random.uniform(self.latency_s / 5, self.latency_s))
         return Generation(text=answer(prompt), model="crash",
                           usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2))
 
 
-async def main(url: str, call_log: str, lease_s: float, latency_s: float) -> None:
+async def main(url: str, call_log: str, lease_s: float, latency_s: float,
+               poll_s: float = 0.05) -> None:
     store = await open_store(StoreSettings(url=url, lease_s=lease_s))
-    generator = LoggingGenerator(os.open(call_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT),
-                                 latency_s)
+    generator = LoggingGenerator(
+        os.open(call_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if call_log != "-" else -1,
+        latency_s)
     chains: dict[str, CompiledChain] = {}
 
     async def load_chain(chain_id: str) -> CompiledChain:
@@ -68,11 +73,11 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float) -> Non
                                commit=commit, previous=previous)
 
     worker = Worker(store, execute, load_chain, settings=WorkerSettings(
-        poll_s=0.05, write_delay_s=0.01, heartbeat_s=lease_s / 3))
+        poll_s=poll_s, write_delay_s=0.01, heartbeat_s=lease_s / 3))
     worker.ensure_polling()
     print("ready", flush=True)
     await asyncio.Event().wait()  # until killed
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])))
