@@ -47,4 +47,5 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.validate; validate=$$?; \
 	$(BIN)/python -m benchmarks.store; store=$$?; \
 	$(BIN)/python -m benchmarks.service; service=$$?; \
-	exit $$((engine || serve || startup || validate || store || service))
+	$(BIN)/python -m benchmarks.durability; durability=$$?; \
+	exit $$((engine || serve || startup || validate || store || service || durability))
