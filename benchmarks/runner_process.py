@@ -13,6 +13,7 @@ import random
 import sys
 import time
 
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import (
     Generation,
     GenerationRequest,
@@ -68,9 +69,10 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float,
 
     async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                       observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None) -> InvocationResult:
+                      previous: InvocationResult | None,
+                      approvals: ApprovalGate | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": generator}, options, observer=observer,
-                               commit=commit, previous=previous)
+                               commit=commit, previous=previous, approvals=approvals)
 
     worker = Worker(store, execute, load_chain, settings=WorkerSettings(
         poll_s=poll_s, write_delay_s=0.01, heartbeat_s=lease_s / 3))
