@@ -18,10 +18,11 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.errors import ConflictError
+from chainlets.language.spec import JsonValue
 
 __all__ = ["CANCELLED", "NEXT_STATES", "build_result", "cancelled", "check_transition",
            "deadline_failure", "failed", "past_deadline", "queued", "running", "skipped",
-           "succeeded"]
+           "skipped_because", "succeeded"]
 
 _ENDED = frozenset({RunState.FAILED, RunState.CANCELLED})  # by the deadline, or cancelled
 NEXT_STATES: Mapping[RunState, frozenset[RunState]] = {
@@ -57,8 +58,10 @@ def running(handle: str, now: datetime, backend: str | None = None,
 
 
 def succeeded(current: StepRecord, generation: Generation, attempts: list[AttemptRecord],
-              now: datetime) -> StepRecord:
+              now: datetime, message: str | None = None) -> StepRecord:
+    """`message`: how a flow step ended (the branch a choice took, a loop's iterations)."""
     return StepRecord(handle=current.handle, state=RunState.SUCCEEDED, output=generation.text,
+                      statusMessage=message,
                       attempts=attempts, started_at=current.started_at, finished_at=now,
                       usage=generation.usage, backend=current.backend,
                       model=generation.model or current.model)
@@ -99,7 +102,12 @@ def skipped(handle: str, cause: StepRecord) -> StepRecord:
                       statusMessage=f"not run: depends on `{cause.handle}`, which {why}")
 
 
-def build_result(chain: str, inputs: Mapping[str, str], handles: Iterable[str],
+def skipped_because(handle: str, reason: str) -> StepRecord:
+    """Not run, for `reason` (a choice took another branch)."""
+    return StepRecord(handle=handle, state=RunState.SKIPPED, statusMessage=reason)
+
+
+def build_result(chain: str, inputs: Mapping[str, JsonValue], handles: Iterable[str],
                  records: Mapping[str, StepRecord], output: str | None,
                  first_failure: str | None) -> InvocationResult:
     """The run's result from its steps' records (in `handles`' order; a step without one is

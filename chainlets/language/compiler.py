@@ -148,9 +148,10 @@ class CompiledChain:
                     problems.append(f"unknown input `{name}`: this chain declares "
                                     f"{_declared(sorted(declared))}{suggest(name, declared)}")
         if not problems:  # with every input known, a prompt too long already is refused now
+            texts = {name: input_text(value) for name, value in values.items()}
             problems = [problem for step in self.steps.values()
                         if (problem := prompt_problem(
-                            f"step `{step.handle}`", step.prompt_chars(values),
+                            f"step `{step.handle}`", step.prompt_chars(texts),
                             _AT_LEAST if step.deps else _RENDERED))]
         if problems:
             raise InputsError.from_problems(f"chain `{self.handle}` cannot run with these inputs",

@@ -135,9 +135,8 @@ def _at(text: str, path: str | None) -> tuple[Any, str | None]:
     except json.JSONDecodeError:
         return None, "is not JSON"
     for step in parse_path(path):
-        if isinstance(step, int) and isinstance(current, list) and step < len(current):
-            current = current[step]
-        elif isinstance(step, str) and isinstance(current, dict) and step in current:
+        in_list = isinstance(step, int) and isinstance(current, list) and step < len(current)
+        if in_list or (isinstance(step, str) and isinstance(current, dict) and step in current):
             current = current[step]
         else:
             return None, f"has nothing at `{path}`"
@@ -160,7 +159,9 @@ def _text(value: Any) -> str:
 
 
 def _test(c: Condition, value: Any) -> bool:
-    fold = (lambda s: s.casefold()) if c.ignore_case else (lambda s: s)
+    def fold(text: str) -> str:
+        return text.casefold() if c.ignore_case else text
+
     if c.equals is not None:
         if isinstance(value, str):
             return fold(value.strip()) == fold(str(c.equals) if not isinstance(c.equals, bool)

@@ -132,12 +132,12 @@ def read_draft(data: Any, problems: Problems) -> ChainDraft:
     steps = _flatten(salvaged)
     inputs: tuple[InputDecl, ...] | None = None
     if isinstance(data.get("inputs"), list):
-        salvaged = [_salvage(InputDecl, raw, per_item.get(("inputs", i), []))
-                    for i, raw in enumerate(data["inputs"])]
+        decls = [_salvage(InputDecl, raw, per_item.get(("inputs", i), []))
+                 for i, raw in enumerate(data["inputs"])]
         # An input whose name is unreadable leaves the declared names unknown: no reference
         # can then be called undeclared.
-        if all(decl is not None and "name" not in broken for decl, broken in salvaged):
-            inputs = tuple(decl for decl, _ in salvaged if decl is not None)
+        if all(decl is not None and "name" not in broken for decl, broken in decls):
+            inputs = tuple(decl for decl, _ in decls if decl is not None)
     handle, output = data.get("handle"), data.get("output")
     return ChainDraft(handle=handle if isinstance(handle, str) else None, inputs=inputs,
                       output=output if isinstance(output, str) else None,

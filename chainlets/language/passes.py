@@ -1,5 +1,6 @@
 """Validation passes 2 to 9 over a draft chain: names, step kinds, plugins, templates,
-references, control flow (flow_passes.py), cycles and the output. Each pass checks what the earlier ones left readable and records what it learnt."""
+references, control flow (flow_passes.py), cycles and the output. Each pass checks what the
+earlier ones left readable and records what it learnt."""
 
 import json
 from collections.abc import Callable, Iterator, Mapping

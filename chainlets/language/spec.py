@@ -15,7 +15,7 @@ from chainlets.errors import ChainDefinitionError
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
-from chainlets.language.messages import invalid, schema_problem, show, without_misspelt
+from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
 
