@@ -10,7 +10,7 @@ synchronously (`on_finish`), so it starts the next item in the same turn of the 
 import asyncio
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
@@ -39,6 +39,8 @@ class FlowHost(Protocol):
     def add_step(self, step: CompiledStep, on_finish: OnFinish | None = None) -> None: ...
 
     def skip_step(self, handle: str, reason: str) -> None: ...
+
+    def tolerate(self, handles: Iterable[str]) -> None: ...
 
     @property
     def over(self) -> bool: ...
@@ -121,6 +123,7 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
         return Failure(first.error_kind or ErrorKind.MODEL,
                        f"{len(failed)} of {count} items failed ({flow.tolerance.describe(count)});"
                        f" `{first.handle}`: {first.statusMessage}"), None
+    host.tolerate(r.handle for r in failed)
     message = f"{len(failed)} of {count} items failed, tolerated " \
               f"({flow.tolerance.describe(count)})" if failed else None
     return Generation(text=json.dumps(outputs, ensure_ascii=False), usage=_usage(records)), \

@@ -21,7 +21,7 @@ longer showed in any shape (each within ±0.4% over 60-300 interleaved runs), so
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from chainlets.engine.backends import BackendGate
@@ -98,6 +98,7 @@ class _Execution:
         self.slots = None if options.max_concurrency is None else Slots(options.max_concurrency)
         self.first_failure: str | None = None
         self.on_finish: dict[str, OnFinish] = {}  # a flow step's controller, told of an end
+        self.tolerated: set[str] = set()  # failed map items their map allowed
         self.gates: dict[str, BackendGate] = {}  # per backend, made on its first call
         # How a step still running when the run ends is recorded: cancelled, unless the
         # deadline ended it.
@@ -132,7 +133,8 @@ class _Execution:
             for handle in list(self.tasks):  # cancelled before it ran a line: never recorded
                 self.finish(handle, [], self.ending)
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
-                              self.outputs.get(self.chain.output_handle), self.first_failure)
+                              self.outputs.get(self.chain.output_handle), self.first_failure,
+                              self.tolerated)
         return result if self.ending is CANCELLED else self.expire(result, deadline)
 
     def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
@@ -143,7 +145,7 @@ class _Execution:
             if not record.state.finished:
                 self.set(past_deadline(record, [], now, deadline_s))
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
-                              None, self.first_failure)
+                              None, self.first_failure, self.tolerated)
         unfinished = [r.handle for r in result.steps
                       if r.statusMessage == self.ending.message]
         result.statusMessage = (f"the run's deadline (deadline_s={deadline_s:g} s) passed: "
@@ -179,6 +181,10 @@ class _Execution:
             self.start([step.handle], datetime.now(UTC))
         elif blocked:
             self.set(skipped(step.handle, self.records[blocked[0]]))
+
+    def tolerate(self, handles: Iterable[str]) -> None:
+        """These failed steps (a map's items within its `tolerate`) do not fail the run."""
+        self.tolerated.update(handles)
 
     def skip_step(self, handle: str, reason: str) -> None:
         """Skip a waiting step for `reason` (a choice did not take its branch), and every step

@@ -5,7 +5,7 @@ keep one); the engine checks every move against `NEXT_STATES`, so a new state (a
 for approval, say) is one entry here and the functions that make it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime
 
 from chainlets.engine.failures import Failure
@@ -109,12 +109,13 @@ def skipped_because(handle: str, reason: str) -> StepRecord:
 
 def build_result(chain: str, inputs: Mapping[str, JsonValue], handles: Iterable[str],
                  records: Mapping[str, StepRecord], output: str | None,
-                 first_failure: str | None) -> InvocationResult:
+                 first_failure: str | None,
+                 tolerated: Container[str] = frozenset()) -> InvocationResult:
     """The run's result from its steps' records (in `handles`' order; a step without one is
-    waiting): the chain failed if a step did, naming `first_failure` (the first to fail in
-    time) and counting the others."""
+    waiting): the chain failed if a step did (other than the map items in `tolerated`),
+    naming `first_failure` (the first to fail in time) and counting the others."""
     steps = [records.get(h) or StepRecord(handle=h) for h in handles]
-    failed_steps = [r for r in steps if r.state == RunState.FAILED]
+    failed_steps = [r for r in steps if r.state == RunState.FAILED and r.handle not in tolerated]
     state, message = RunState.SUCCEEDED, None
     if failed_steps:
         first = next((r for r in failed_steps if r.handle == first_failure), failed_steps[0])

@@ -98,12 +98,11 @@ def problems_of(condition: Condition) -> list[str]:
             problems.append("a condition needs exactly one of " + ", ".join(
                 f"`{o}`" for o in (*COMPARISONS, *_COMBINATORS)) +
                 (f"; it has {', '.join(f'`{o}`' for o in ops)}" if ops else "; it has none"))
-            continue
-        if ops[0] in COMPARISONS and part.value is None:
+        elif ops[0] in COMPARISONS and part.value is None:
             problems.append(f"`{ops[0]}` needs `value`: the input or step handle it tests")
-        if ops[0] in _COMBINATORS and (part.value is not None or part.path is not None):
+        elif ops[0] in _COMBINATORS and (part.value is not None or part.path is not None):
             problems.append(f"`{ops[0]}` combines conditions; move `value`/`path` into them")
-        if ops[0] in ("all", "any") and not getattr(part, ops[0]):
+        elif ops[0] in ("all", "any") and not getattr(part, ops[0]):
             problems.append(f"`{ops[0]}` is empty; list at least one condition")
         if part.path is not None:
             try:

@@ -163,6 +163,8 @@ def check_flow(draft: ChainDraft, analysis: "Analysis", problems: Problems) -> N
     top = {s.spec.handle: s.index for s in draft.steps if s.loop is None}
     for step in draft.steps:
         spec = step.spec
+        if step.loop is not None:
+            continue  # check_kinds holds a body to prompt steps
         if spec.map is not None and "map" not in step.broken and spec.loop is None \
                 and spec.choice is None:
             _check_map(step, analysis, problems, like)
