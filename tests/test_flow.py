@@ -154,7 +154,8 @@ async def test_a_map_runs_each_item_as_a_step_and_keeps_input_order() -> None:
     assert fake.max_in_flight == 2 and fake.calls("each[2]") == 1
     record = result.step("each[1]")
     assert len(record.attempts) == 1 and record.usage is not None
-    assert result.step("each").usage is not None and result.step("each").usage.total_tokens == 6
+    usage = result.step("each").usage
+    assert usage is not None and usage.total_tokens == 6
     assert result.input == {"people": ["Ann", "Bob", {"who": "Cy"}]}
 
 
