@@ -45,5 +45,6 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.serve; serve=$$?; \
 	$(BIN)/python -m benchmarks.startup; startup=$$?; \
 	$(BIN)/python -m benchmarks.validate; validate=$$?; \
+	$(BIN)/python -m benchmarks.flow; flow=$$?; \
 	$(BIN)/python -m benchmarks.store; store=$$?; \
-	exit $$((engine || serve || startup || validate || store))
+	exit $$((engine || serve || startup || validate || flow || store))
