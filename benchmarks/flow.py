@@ -17,6 +17,7 @@ from typing import Any
 from chainlets.engine.models import Generation, GenerationRequest, RunOptions, RunState
 from chainlets.engine.scheduler import run_chain
 from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import JsonValue
 
 __all__ = ["main"]
 
@@ -62,8 +63,9 @@ async def map_floor(fake: Fake, items: list[str]) -> float:
 async def map_engine(fake: Fake, items: list[str]) -> float:
     chain = compile_chain({"handle": "m", "steps": [_step(
         "m", "about {item}", map={"over": "items", "max_concurrency": CONCURRENCY})]})
+    given: list[JsonValue] = list(items)
     started = time.perf_counter()
-    result = await run_chain(chain, {"items": items}, {"mock": fake})
+    result = await run_chain(chain, {"items": given}, {"mock": fake})
     elapsed = time.perf_counter() - started
     assert result.state == RunState.SUCCEEDED, result.statusMessage
     return elapsed
