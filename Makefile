@@ -47,4 +47,5 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.validate; validate=$$?; \
 	$(BIN)/python -m benchmarks.flow; flow=$$?; \
 	$(BIN)/python -m benchmarks.store; store=$$?; \
-	exit $$((engine || serve || startup || validate || flow || store))
+	$(BIN)/python -m benchmarks.service; service=$$?; \
+	exit $$((engine || serve || startup || validate || flow || store || service))

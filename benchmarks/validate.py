@@ -23,9 +23,11 @@ TARGET_S = 0.100
 
 def _step(i: int, prompt_key: str = "prompt", extra: str = "") -> dict[str, Any]:
     prompt = f"Use {{s{i - 1}}} and {{topic}}{extra}" if i else "Start with {topic}"
-    return {"handle": f"s{i}", "plugin": "gpt-3", "plugin_config": {"max_words": 10},
+    # `openai`: a chat plugin, so the earlier messages are served (`gpt-3` refuses them).
+    return {"handle": f"s{i}", "plugin": "openai", "plugin_config": {"max_tokens": 10},
             prompt_key: prompt, "system_prompt": "Be brief about {topic}.",
-            "messages": [{"role": "user", "content": "Hi, {topic}"}]}
+            "messages": [{"role": "user", "content": "Hi, {topic}"}],
+            "capabilities": {"json_mode": "best-effort"}}
 
 
 def valid(steps: int = 1_000) -> dict[str, Any]:

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import truss_chains as chains
 
-__all__ = ["SHIP_DIR", "cpu_service", "host_env", "image"]
+__all__ = ["SERVICE_SECRETS", "SHIP_DIR", "cpu_service", "host_env", "image"]
+
+# Truss secrets the runner reads (each overrides the environment variable of the same name in
+# upper case): where the store is, and the key callbacks are signed with.
+SERVICE_SECRETS = ("chainrunner_database_url", "chainrunner_webhook_secret")
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with (the
 # store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic).

@@ -19,23 +19,35 @@ from collections.abc import Sequence
 
 import fastapi
 
-from chainlets.errors import ChainDefinitionError, ChainrunnerError, InputsError
+from chainlets.errors import (
+    ChainDefinitionError,
+    ChainrunnerError,
+    ConflictError,
+    InputsError,
+    NotFoundError,
+    RequestError,
+)
 
-__all__ = ["UNPROCESSABLE", "ChainRequestError"]
+__all__ = ["BAD_REQUEST", "CONFLICT", "NOT_FOUND", "UNPROCESSABLE", "ChainRequestError"]
 
 UNPROCESSABLE = 422  # the body parsed; the chain or inputs in it are invalid
+BAD_REQUEST = 400  # an operation's argument is missing, unknown or invalid
+NOT_FOUND = 404  # an id names nothing stored
+CONFLICT = 409  # the request contradicts the current state (a finished run, a reused key)
 
 
 class ChainRequestError(fastapi.HTTPException, ChainrunnerError):
     """Raised by the entrypoint's `run_remote` for a request that is the client's mistake (an
-    invalid chain, missing or unknown inputs): truss's server answers it with status 422.
+    invalid chain, missing or unknown inputs: status 422; a bad operation argument: 400; an
+    unknown id: 404; a state conflict: 409): truss's server answers it with that status.
 
     `str()` is the JSON document `{"error": message, "problems": [...]}`, the same problems
     the CLI prints.
     """
 
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(status_code=UNPROCESSABLE, detail=message)
+    def __init__(self, message: str, problems: Sequence[str] = (),
+                 status_code: int = UNPROCESSABLE) -> None:
+        super().__init__(status_code=status_code, detail=message)
         self.message = message
         self.problems: list[str] = list(problems) if problems else [message]
 
@@ -48,3 +60,18 @@ class ChainRequestError(fastapi.HTTPException, ChainrunnerError):
         CLI's header, `chain `c` is invalid (2 problems)`) and its problems."""
         header = str(error).partition("\n")[0].removesuffix(":")
         return cls(header, error.problems)
+
+    @classmethod
+    def answering(cls, error: ChainrunnerError) -> "ChainRequestError | None":
+        """The answer to an operation that raised `error`; None for an error that is not the
+        client's (a 500 stays a 500)."""
+        if isinstance(error, ChainDefinitionError | InputsError):
+            return cls.rejecting(error)
+        if isinstance(error, RequestError):
+            header = str(error).partition("\n")[0].removesuffix(":")
+            return cls(header, error.problems, BAD_REQUEST)
+        if isinstance(error, NotFoundError):
+            return cls(str(error), status_code=NOT_FOUND)
+        if isinstance(error, ConflictError):
+            return cls(str(error), status_code=CONFLICT)
+        return None

@@ -1,26 +1,37 @@
-"""The runner chainlet: executes a chain definition, fanning out to generator chainlets."""
+"""The runner chainlet: executes a chain definition, fanning out to generator chainlets, and
+answers the service's operations (stored chains, asynchronous invocations, callbacks)."""
 
+import logging
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import truss_chains as chains
 
 from chainlets import deploy
+from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
-from chainlets.engine.scheduler import StepObserver, run_chain
-from chainlets.errors import ChainDefinitionError, ConfigurationError, InputsError
+from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
+from chainlets.errors import ChainrunnerError, ConfigurationError, RequestError
+from chainlets.generators.calls import cancellable
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.spec import ChainSpec
+from chainlets.service.responses import Answer
+from chainlets.service.runtime import Runtime, ServiceConfig
 
 __all__ = ["DEFAULT_OPTIONS", "LLM_ENV", "ChainRunner", "deployed_backend"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OPTIONS = RunOptions()
 LLM_ENV = "CHAINRUNNER_LLM"
+# Truss 0.18.35 rejects `T | None` parameter types, and passes every argument it declares,
+# None when the request left it out: each optional argument is typed as what it is when given.
+ABSENT: Any = None
 
 
 def deployed_backend() -> Literal["mock", "openai"]:
@@ -34,7 +45,8 @@ def deployed_backend() -> Literal["mock", "openai"]:
 
 
 class ChainRunner(chains.ChainletBase):
-    """Entrypoint role: validates a chain, runs it eagerly, returns every step's record.
+    """Entrypoint role: validates a chain, runs it eagerly, returns every step's record; with
+    `op`, answers a service operation (README: "Service operations").
 
     Model calls go to the generator chainlets it depends on, concurrently. To add a generator,
     subclass with another `chains.depends(...)` argument, register a Plugin for it in `plugins`
@@ -46,19 +58,38 @@ class ChainRunner(chains.ChainletBase):
     # unasked. Every step's record says which backend and model answered.
     remote_config = chains.RemoteConfig(
         docker_image=deploy.image(), compute=deploy.cpu_service(), name="ChainRunner",
-        options=chains.ChainletOptions(env_variables=deploy.host_env(LLM_ENV)))
+        options=chains.ChainletOptions(env_variables=deploy.host_env(LLM_ENV)),
+        assets=chains.Assets(secret_keys=list(deploy.SERVICE_SECRETS)))
 
     plugins: PluginRegistry = DEFAULT_PLUGINS
 
     def __init__(self,
                  openai: GeneratorProtocol = chains.depends(OpenAIGenerator),
-                 mock: GeneratorProtocol = chains.depends(MockGenerator)) -> None:
+                 mock: GeneratorProtocol = chains.depends(MockGenerator),
+                 context: chains.DeploymentContext = chains.depends_context()) -> None:
         self.generators: Mapping[str, GeneratorProtocol] = {"openai": openai, "mock": mock}
+        self._secrets = {name: context.secrets[name] for name in deploy.SERVICE_SECRETS
+                         if name in context.secrets
+                         and context.secrets[name] != chains.public_types.SECRET_DUMMY}
+        self._runtime: Runtime | None = None
+        self._callers: tuple[Mapping[str, GeneratorProtocol], dict[str, GeneratorProtocol]] \
+            | None = None
+
+    def callers(self) -> Mapping[str, GeneratorProtocol]:
+        """`generators` as the engine calls them: each one that can cancel its calls behind a
+        caller that cancels them in the generator when the engine stops waiting (truss does not
+        cancel a chainlet's run_remote when its caller hangs up)."""
+        if self._callers is None or self._callers[0] is not self.generators:
+            self._callers = (self.generators, {name: cancellable(generator) for name, generator
+                                               in self.generators.items()})
+        return self._callers[1]
 
     async def execute(self, chain: ChainSpec | CompiledChain, inputs: Mapping[str, str],
                       options: RunOptions | None = None, *,
                       observer: StepObserver | None = None,
-                      previous: InvocationResult | None = None) -> InvocationResult:
+                      commit: StepCommit | None = None,
+                      previous: InvocationResult | None = None,
+                      approvals: ApprovalGate | None = None) -> InvocationResult:
         """What `run_remote` does, with an in-process observer for progress and persistence.
 
         A chain the caller already compiled against this runner's plugins is not compiled again.
@@ -68,17 +99,58 @@ class ChainRunner(chains.ChainletBase):
         options = options or RunOptions()
         if options.llm is None:
             options = options.model_copy(update={"llm": deployed_backend()})
-        return await run_chain(compiled, inputs, self.generators, options,
-                               observer=observer, previous=previous)
+        return await run_chain(compiled, inputs, self.callers(), options,
+                               observer=observer, previous=previous, commit=commit,
+                               approvals=approvals)
 
-    async def run_remote(self, chain: ChainSpec, inputs: dict[str, str],
-                         options: RunOptions = DEFAULT_OPTIONS) -> InvocationResult:
-        """Runs `chain`; an invalid chain or inputs raise ChainRequestError, which truss's
-        server answers 422 with the problems (any other exception would be a 500)."""
+    def service(self) -> Runtime:
+        """The service of this process, configured from the environment on first use."""
+        if self._runtime is None:
+            self._runtime = Runtime(ServiceConfig.from_env(secrets=self._secrets),
+                                    self.execute, self.plugins)
+        return self._runtime
+
+    async def is_healthy(self) -> bool:
+        """Truss's readiness probe: also starts the service (store, worker, outbox), so that
+        after a restart unfinished invocations resume without waiting for a request."""
         try:
-            return await self.execute(chain, inputs, options)
-        except (ChainDefinitionError, InputsError) as exc:
+            await self.service().ensure_started()
+        except Exception as exc:  # reported as not ready, with the reason in the log
+            log.error("the service cannot start: %s", exc)
+            return False
+        return True
+
+    async def run_remote(
+            self, chain: ChainSpec = ABSENT, inputs: dict[str, str] = ABSENT,
+            options: RunOptions = DEFAULT_OPTIONS, op: str = ABSENT, chain_id: str = ABSENT,
+            callback_url: str = ABSENT, idempotency_key: str = ABSENT,
+            invocation_id: str = ABSENT, state: str = ABSENT, since: str = ABSENT,
+            limit: int = ABSENT, cursor: str = ABSENT, event_id: str = ABSENT,
+            task_token: str = ABSENT, output: str = ABSENT, error: str = ABSENT,
+            from_step: str = ABSENT) -> Answer:
+        """With `op`, answers that operation; without, runs `chain` on `inputs` and returns
+        its result. A request that is the client's mistake raises ChainRequestError, which
+        truss's server answers with its status (400, 404, 409, 422) and the problems."""
+        try:
+            if op is None:
+                if chain is None:
+                    raise RequestError("chain: required (or name an operation with `op`)")
+                return Answer(await self.execute(chain, inputs or {}, options))
+            answer = await self.service().handle({
+                "op": op, "chain": chain, "inputs": inputs,
+                "options": options if options is not DEFAULT_OPTIONS else None,
+                "chain_id": chain_id, "callback_url": callback_url,
+                "idempotency_key": idempotency_key, "invocation_id": invocation_id,
+                "state": state, "since": since, "limit": limit, "cursor": cursor,
+                "event_id": event_id, "task_token": task_token, "output": output,
+                "error": error, "from_step": from_step})
+            assert answer is not None  # `op` is set
+            return Answer(answer)
+        except ChainrunnerError as exc:
             # Imported here: it needs fastapi, which only truss's server brings.
             from chainlets.http_errors import ChainRequestError
 
-            raise ChainRequestError.rejecting(exc) from exc
+            rejection = ChainRequestError.answering(exc)
+            if rejection is None:
+                raise
+            raise rejection from exc

@@ -214,8 +214,9 @@ def _read_error(payload: Any) -> tuple[str, str | None, list[str]]:
         if cls_name == "HTTPException":  # str(HTTPException) is "<status>: <detail>"
             message = _STATUS_PREFIX.sub("", message)
         return message, cls_name if isinstance(cls_name, str) else None, []
-    if isinstance(error, str):
-        return error, None, []
+    if isinstance(error, str):  # serve's answer to a rejected request: `{"error", "problems"}`
+        problems = payload.get("problems") if isinstance(payload, dict) else None
+        return error, None, [str(p) for p in problems] if isinstance(problems, list) else []
     detail = payload.get("detail") if isinstance(payload, dict) else None
     if isinstance(detail, list):  # FastAPI's request validation
         problems = [f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"

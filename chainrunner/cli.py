@@ -140,8 +140,9 @@ def _mock_script(path: Path | None) -> Iterator[None]:
             os.environ[MOCK_SCRIPT_ENV] = before
 
 
-# `serve` is imported when used: it starts processes, and the other commands need none of it.
-@click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve"},
+# `serve`, `db` and `diff` are imported when used: the other commands need none of them.
+@click.group(cls=CommandGroup, lazy={"serve": "chainrunner.serve.command:serve",
+                                   "db": "chainrunner.db:db", "diff": "chainrunner.diff:diff"},
              epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=print_version, help="Show the versions of chainrunner, truss, Python.")
@@ -192,6 +193,12 @@ def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: 
     try:
         compiled.resolve_inputs(inputs)
     except InputsError as exc:
+        raise refused(exc) from exc
+    from chainlets.engine.approval import refuse_without_gate
+
+    try:  # `run` has no service to wait in: approval steps are refused before any call
+        refuse_without_gate(compiled)
+    except ChainDefinitionError as exc:
         raise refused(exc) from exc
     if compiled.spec.callback_url:
         _stderr().print(f"chainrunner: callback_url {compiled.spec.callback_url} is not called by "

@@ -8,17 +8,21 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from chainlets.errors import ChainrunnerError
-from chainlets.store import PurgeCounts, StoreSettings, open_store
-from chainlets.store.dialect import database_url
-from chainlets.store.migrate import current_revision, head_revision, upgrade
-from chainlets.store.settings import DATABASE_URL_ENV, RETENTION_ENV
+
+# Light at import: `chainrunner --help` lists this group, so the store (SQLAlchemy, pydantic)
+# is imported by the commands that use it (tests/test_startup.py).
+if TYPE_CHECKING:
+    from chainlets.store import PurgeCounts, StoreSettings
 
 __all__ = ["db"]
+
+DATABASE_URL_ENV = "CHAINRUNNER_DATABASE_URL"  # chainlets.store.settings' names
+RETENTION_ENV = "CHAINRUNNER_RETENTION_DAYS"
 
 _URL_HELP = (f"Database URL (default: ${DATABASE_URL_ENV}, else .chainrunner/chainrunner.db "
              "under the working directory): sqlite:///relative.db, sqlite:////abs/path.db, "
@@ -27,6 +31,8 @@ _URL_HELP = (f"Database URL (default: ${DATABASE_URL_ENV}, else .chainrunner/cha
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         yield
     except ChainrunnerError as exc:
@@ -38,13 +44,17 @@ def _errors() -> Iterator[None]:
         raise click.exceptions.Exit(1) from exc
 
 
-def _settings(url: str | None) -> StoreSettings:
+def _settings(url: str | None) -> "StoreSettings":
+    from chainlets.store import StoreSettings
+
     settings = StoreSettings.from_env()
     return StoreSettings(url=url or settings.url, limits=settings.limits,
                          retention_s=settings.retention_s, lease_s=settings.lease_s)
 
 
 def _shown(url: str | None) -> str:
+    from chainlets.store.dialect import database_url
+
     return database_url(url).render_as_string(hide_password=True)
 
 
@@ -57,6 +67,8 @@ def db() -> None:
 @click.option("--url", help=_URL_HELP)
 def upgrade_command(url: str | None) -> None:
     """Apply every migration the database lacks (the service also does this on start)."""
+    from chainlets.store.migrate import current_revision, head_revision, upgrade
+
     with _errors():
         settings = _settings(url)
         before = current_revision(settings.url)
@@ -66,7 +78,9 @@ def upgrade_command(url: str | None) -> None:
         click.echo(f"{_shown(settings.url)}: {change} revision {head} (head)")
 
 
-async def _prune(settings: StoreSettings, before: datetime) -> PurgeCounts:
+async def _prune(settings: "StoreSettings", before: datetime) -> "PurgeCounts":
+    from chainlets.store import open_store
+
     store = await open_store(settings)
     try:
         return await store.purge(before)

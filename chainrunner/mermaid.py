@@ -17,7 +17,7 @@ def to_mermaid(chain: CompiledChain) -> str:
     lines = ["flowchart TD"]
     edges: list[str] = []
     for handle, step in chain.steps.items():
-        lines.append(f"    {ids[handle]}[{_label(f'{handle}<br/>{step.spec.plugin}')}]")
+        lines.append(f"    {ids[handle]}[{_label(f'{handle}<br/>{step.plugin.name}')}]")
         templates = [step.prompt, *(t for _, t in step.history)]
         if step.system is not None:
             templates.append(step.system)

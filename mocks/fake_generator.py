@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.generators.calls import ABSENT, CANCEL_REPLY, CancellableGenerator, InFlightCalls
 
 __all__ = ["FakeGenerator"]
 
@@ -15,6 +16,9 @@ Reply = str | Exception | Callable[[GenerationRequest], str]
 @dataclass
 class FakeGenerator:
     """Replies per step handle (or with a default), after `latency_s`, recording every call.
+
+    Cancellable like the generator chainlets: `run_remote(cancel=call_id)` cancels the call
+    named so, recorded in `cancels`.
 
     A reply may be text, an exception to raise, a callable of the request, or a list of these
     consumed one per call (to script "fail twice, then succeed").
@@ -26,6 +30,8 @@ class FakeGenerator:
     requests: list[GenerationRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    cancels: list[str] = field(default_factory=list)
+    calls_in_flight: InFlightCalls = field(default_factory=InFlightCalls)
 
     def calls(self, step: str) -> int:
         return sum(1 for r in self.requests if r.step == step)
@@ -36,7 +42,15 @@ class FakeGenerator:
             return reply.pop(0) if len(reply) > 1 else reply[0]
         return reply
 
-    async def run_remote(self, request: GenerationRequest) -> Generation:
+    async def run_remote(self, request: GenerationRequest = ABSENT,
+                         cancel: str = ABSENT) -> Generation:
+        if cancel is not None:
+            self.cancels.append(cancel)
+            self.calls_in_flight.cancel(cancel)
+            return CANCEL_REPLY
+        return await self.calls_in_flight.run(request, self._generate)
+
+    async def _generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -54,3 +68,4 @@ class FakeGenerator:
 
 
 _: type[GeneratorProtocol] = FakeGenerator
+_cancellable: type[CancellableGenerator] = FakeGenerator

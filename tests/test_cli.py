@@ -23,7 +23,7 @@ JOKE = REPO / "chains" / "specs" / "joke.json"
 SOUNDTRACK = REPO / "chains" / "specs" / "soundtrack.json"
 
 STEP_KEYS = {"handle", "state", "statusMessage", "output", "attempts", "started_at",
-             "finished_at", "usage", "error_kind", "backend", "model"}
+             "finished_at", "usage", "error_kind", "backend", "model", "capabilities"}
 # Every variable that picks a backend or scripts the mock; each test starts without them.
 _ENV = ("CHAINRUNNER_LLM", "OPENAI_API_KEY", "OPENAI_BASE_URL", SCRIPT_ENV, LATENCY_ENV,
         RUNNER_ENV)
@@ -300,7 +300,7 @@ def test_an_explicit_backend_is_not_announced(monkeypatch: pytest.MonkeyPatch,
 INVALID_CHAINS = [
     pytest.param({"handle": "c", "steps": [
         {"handle": "a", "prompt": "x", "plugin": "gpt-4"}]},
-        ["step `a`: unknown plugin `gpt-4`; use one of `gpt-3`, `mock`, `openai` "
+        ["step `a`: unknown plugin `gpt-4`; use one of `gpt-3`, `human-approval`, `mock`, `openai` "
          "(did you mean `gpt-3`?)"], id="unknown-plugin"),
     pytest.param({"handle": "c", "steps": [mock_step("a", "{b}"), mock_step("b", "{a}")]},
                  ["dependency cycle `a` → `b` → `a`; remove one of these references"],

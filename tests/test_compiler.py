@@ -45,7 +45,7 @@ def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> No
         ({"handle": "c", "steps": [step("a", "{a}")]},
          "step `a` depends on itself; a step cannot use its own output"),
         ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "gpt3"}]},
-         "step `a`: unknown plugin `gpt3`; use one of `gpt-3`, `mock`, `openai` "
+         "step `a`: unknown plugin `gpt3`; use one of `gpt-3`, `human-approval`, `mock`, `openai` "
          "(did you mean `gpt-3`?)"),
         ({"handle": "c", "steps": [{"handle": "a", "prompt": "x", "plugin": "gpt-3"}]},
          'step `a`: plugin `gpt-3` requires `plugin_config.max_words`; add `"plugin_config": '
@@ -285,7 +285,8 @@ def test_schema_and_semantic_problems_are_reported_in_one_round() -> None:
                                     "depends_on": ["b"], "plugin_config": []},
                                    {"handle": "b", "prompt": "{a}", "plugin": 7}]},
          ["step `a`: `plugin_config` must be a JSON object, not []",
-          "step `b`: `plugin` = 7 is invalid: Input should be a valid string",
+          "step `b`: `plugin` = 7 is invalid: Input should be a plugin name or a non-empty "
+              "list of plugin names",
           "dependency cycle `a` → `b` → `a`; remove one of these references"]),
     ],
     ids=["not-an-object", "steps-not-a-list", "missing-handle", "misspelt-prompt-not-checked",

@@ -20,6 +20,7 @@ from chainlets.engine.models import (
     Usage,
 )
 from chainlets.generators.mock_model import MockRule, MockScript
+from chainlets.language.capabilities import Capability, CapabilityRequests, RequestLevel, Served
 from chainlets.language.plugins import Gpt3Config, MockConfig, ModelParams, OpenAIConfig
 from chainlets.language.spec import (
     ChainSpec,
@@ -59,7 +60,21 @@ SAMPLES: list[BaseModel] = [
                           started_at=NOW, finished_at=NOW, usage=Usage(),
                           error_kind=ErrorKind.INTERNAL),
                StepRecord(handle="b", state=RunState.SKIPPED, statusMessage="not run"),
-               StepRecord(handle="c", state=RunState.QUEUED)]),
+               StepRecord(handle="c", state=RunState.QUEUED),
+               StepRecord(handle="d", state=RunState.SUCCEEDED, output="{}",
+                          capabilities={Capability.JSON_MODE: Served.NATIVE,
+                                        Capability.SYSTEM_PROMPT: Served.BEST_EFFORT,
+                                        Capability.STREAMING: Served.UNSERVED})]),
+    ChainSpec(handle="routed", steps=[StepSpec(
+        handle="a", prompt="p", plugin=["gpt-3", "openai"], system_prompt="s",
+        plugin_config={"gpt-3": {"max_words": 5}, "openai": {"temperature": 0}},
+        capabilities=CapabilityRequests(json_mode=RequestLevel.BEST_EFFORT,
+                                        streaming=RequestLevel.OPTIONAL,
+                                        function_calling=RequestLevel.DISABLE))]),
+    GenerationRequest(step="a", plugin="openai", messages=[ChatMessage(role="user", content="q")],
+                      capabilities={Capability.JSON_MODE: Served.NATIVE,
+                                    Capability.CONVERSATION: Served.IGNORED}),
+    Generation(text="{}", capabilities={Capability.STREAMING: Served.DISABLED}),
     MockScript(latency_ms=5, rules=[MockRule(match="a+", step="s", reply="r", times=2),
                                     MockRule(error="transient")]),
     OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
@@ -84,7 +99,7 @@ def test_result_uses_steamship_field_names() -> None:
     assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
     assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
                                      "started_at", "finished_at", "usage", "error_kind",
-                                     "backend", "model"}
+                                     "backend", "model", "capabilities"}
     assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
 
 
@@ -117,3 +132,12 @@ def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"
         assert issubclass(cls, chainlets.errors.ChainrunnerError)
+
+
+def test_a_chain_dumped_without_aliases_reads_back() -> None:
+    """Truss's output wrapper may ignore aliases; a stored chain read back must validate."""
+    spec = ChainSpec.model_validate({"$schema": "https://example.test/chain.schema.json",
+                                     "handle": "c", "steps": [{"handle": "a", "prompt": "p",
+                                                                "plugin": "mock"}]})
+    assert ChainSpec.model_validate(spec.model_dump(by_alias=False)) == spec
+    assert ChainSpec.model_validate_json(spec.model_dump_json()) == spec

@@ -154,7 +154,9 @@ async def run(chain: ChainSpec | dict[str, Any], inputs: dict[str, str],
     spec = chain if isinstance(chain, ChainSpec) else parse_chain(chain)
     with chains.run_local():
         runner = ChainRunner()
-        return await runner.run_remote(spec, inputs, options)
+        answer = await runner.run_remote(spec, inputs, options)
+    assert isinstance(answer.root, InvocationResult)
+    return answer.root
 
 
 def one_step(plugin: str, plugin_config: dict[str, Any]) -> ChainSpec:

@@ -6,7 +6,13 @@ import pytest
 import truss_chains as chains
 from pydantic import BaseModel, ConfigDict
 
-from chainlets.engine.models import Generation, GenerationRequest, RunOptions, RunState
+from chainlets.engine.models import (
+    Generation,
+    GenerationRequest,
+    InvocationResult,
+    RunOptions,
+    RunState,
+)
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.errors import ChainDefinitionError, InputsError
 from chainlets.generators.mock import MockGenerator
@@ -53,7 +59,9 @@ async def test_a_user_added_generator_runs_without_engine_changes() -> None:
         {"handle": "b", "prompt": "{a}!", "plugin": "mock", "plugin_config": {"max_words": 4}}]})
     with chains.run_local():
         runner = EchoRunner()
-        result = await runner.run_remote(spec, {"who": "bo"}, RunOptions())
+        answer = await runner.run_remote(spec, {"who": "bo"}, RunOptions())
+    result = answer.root
+    assert isinstance(result, InvocationResult)
     assert result.state == RunState.SUCCEEDED
     assert result.step("a").output == "HI BO"
     assert result.step("b").output == "[mock] b re: BO!"

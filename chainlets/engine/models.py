@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from chainlets.language.capabilities import Capability, Served
 from chainlets.language.plugins import ModelParams
 from chainlets.language.spec import ChatMessage, JsonValue
 
@@ -63,13 +64,21 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step: str = Field(description="Handle of the step making the call (for logs and errors).")
-    plugin: str = Field(description="Plugin named by the step.")
+    plugin: str = Field(description="Plugin serving the step (routing's pick when the step "
+                                    "names several).")
     messages: list[ChatMessage] = Field(min_length=1)
     params: ModelParams = Field(default_factory=ModelParams)
     timeout_s: float | None = Field(
         default=None, gt=0, description="The attempt's time limit (`step_timeout_s`): a "
         "generator passes it to its client, so that the call ends no later than the engine "
         "gives up on it.")
+    capabilities: dict[Capability, Served] = Field(
+        default_factory=dict,
+        description="The level validation decided each requested capability is served at: "
+                    "the generator serves them so (JSON mode, streaming).")
+    call_id: str | None = Field(
+        default=None, description="The caller's name for this call, so that it can cancel it "
+        "later (chainlets.generators.calls); None: not cancellable by name.")
 
 
 class Usage(BaseModel):
@@ -86,6 +95,9 @@ class Generation(BaseModel):
     text: str
     model: str | None = None
     usage: Usage | None = None
+    capabilities: dict[Capability, Served] | None = Field(
+        default=None, description="The level the generator served each requested capability "
+                                  "at; null: as requested.")
 
 
 MAX_BACKOFF_LIMIT_S = 60.0
@@ -178,6 +190,10 @@ class StepRecord:
     model: Annotated[str | None, Field(
         description="The model that answered, as the backend names it; else the one asked "
         "for; null when neither is known.")] = None
+    capabilities: Annotated[dict[Capability, Served] | None, Field(
+        description="The level each capability the step requested was served at (`native`, "
+        "`best-effort`, `ignored`, `disabled`, `unserved`); null unless it succeeded or when "
+        "it requested none.")] = None
 
 
 class InvocationResult(BaseModel):

@@ -21,9 +21,14 @@ longer showed in any shape (each within ±0.4% over 60-300 interleaved runs), so
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
+from chainlets.engine.approval import (
+    ApprovalGate,
+    approval_request,
+    refuse_without_gate,
+)
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.failures import Failure, describe_failure
 from chainlets.engine.flow import OnFinish, run_flow
@@ -59,16 +64,21 @@ from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.language.compiler import CompiledChain, CompiledStep, input_text
 from chainlets.language.flow import MapFlow
 from chainlets.language.messages import listing
-from chainlets.language.plugins import LLM_BACKEND
+from chainlets.language.plugins import APPROVAL, LLM_BACKEND
 from chainlets.language.spec import JsonValue
 
-__all__ = ["StepObserver", "run_chain"]
+__all__ = ["StepCommit", "StepObserver", "run_chain"]
 
 log = logging.getLogger(__name__)
 
 # Called synchronously with a step's new record each time the step changes state; it must not
 # block. Progress displays, persistence and callbacks hang off it.
 StepObserver = Callable[[StepRecord], None]
+
+# Awaited with a step's succeeded record before any step depending on it starts: a durable
+# store commits the result here, so a resumed run never calls that step's model again. It
+# must not raise for a step's sake; an exception ends the run with it (the caller's to handle).
+StepCommit = Callable[[StepRecord], Awaitable[None]]
 
 
 def _generator_key(step: CompiledStep, options: RunOptions) -> str:
@@ -83,10 +93,13 @@ class _Execution:
 
     def __init__(self, chain: CompiledChain, inputs: Mapping[str, JsonValue],
                  generators: Mapping[str, GeneratorProtocol], options: RunOptions,
-                 observer: StepObserver | None) -> None:
+                 observer: StepObserver | None, commit: StepCommit | None = None,
+                 approvals: ApprovalGate | None = None) -> None:
         self.chain, self.given, self.generators = chain, inputs, generators
         self.inputs = {name: input_text(value) for name, value in inputs.items()}
-        self.options, self.observer = options, observer
+        self.options, self.observer, self.commit = options, observer, commit
+        self.approvals = approvals
+        self.parked: set[str] = set()  # approval steps waiting for a person (tasks idle)
         self.policy = RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
@@ -142,7 +155,7 @@ class _Execution:
         now = datetime.now(UTC)
         for handle in self.graph.steps:
             record = self.records.get(handle) or StepRecord(handle=handle)
-            if not record.state.finished:
+            if not record.state.finished and handle not in self.parked:
                 self.set(past_deadline(record, [], now, deadline_s))
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               None, self.first_failure, self.tolerated)
@@ -211,6 +224,11 @@ class _Execution:
         is free for."""
         waiting: list[str] = []
         steps = self.graph.steps
+        kept = [handle for handle in ready if handle in self.outputs]
+        if kept:  # a map's item or a loop's iteration an earlier run finished: not called again
+            ready = [handle for handle in ready if handle not in self.outputs]
+            for handle in kept:
+                self.loop.call_soon(self.replay, handle)
         if self.slots is not None:
             # A flow step takes no slot: its items and iterations do, as they run.
             flows = [handle for handle in ready if steps[handle].flow is not None]
@@ -233,23 +251,31 @@ class _Execution:
         for handle in waiting:
             self.set(queued(handle))
 
+    def replay(self, handle: str) -> None:
+        """A step added during a resumed run that succeeded in the earlier one: its record and
+        output stand, its controller hears of it, and what it frees starts."""
+        if self.done.done():
+            return
+        told = self.on_finish.pop(handle, None)
+        if told is not None:
+            told(self.records[handle])
+        self.start(self.graph.succeed(handle), datetime.now(UTC))
+        self.maybe_finish()
+
     async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> None:
         """A step's task: values in, one outcome handed to `finish` (no other shared state)."""
         handle = step.handle
         key = _generator_key(step, self.options)
         attempts: list[AttemptRecord] = []
         try:
-            timeout_s = self.options.step_timeout_s
-            request = GenerationRequest.model_validate({
-                "step": handle, "plugin": step.spec.plugin, "params": step.params,
-                "messages": step.render_messages(values), "timeout_s": timeout_s})
-            generation = await self.policy.call(self.generators[key].run_remote, request,
-                                                attempts, key, gate=self.gate(key),
-                                                timeout_s=timeout_s)
-            if not isinstance(generation, Generation):  # in process, nothing checked it
-                raise TypeError(f"run_remote returned {type(generation).__name__}, "
-                                "not a Generation")
+            if key == APPROVAL:
+                generation = await self.approve(step, values)
+            else:
+                generation = await self.call(step, values, key, attempts)
         except asyncio.CancelledError:
+            if handle in self.parked:  # the run ends while it waits: it stays waiting
+                del self.tasks[handle]
+                raise
             self.settle(handle, attempts, self.ending)
             raise
         except Exception as exc:  # recorded on the step and propagated to the chain's state
@@ -259,7 +285,55 @@ class _Execution:
                 log.error("step `%s`: %s", handle, failure.message, exc_info=exc)
             self.settle(handle, attempts, failure)
         else:
-            self.settle(handle, attempts, generation)
+            await self.after_call(handle, attempts, generation)
+
+    async def call(self, step: CompiledStep, values: Mapping[str, str], key: str,
+                   attempts: list[AttemptRecord]) -> Generation:
+        """The step's model call, tried under the retry policy."""
+        timeout_s = self.options.step_timeout_s
+        request = GenerationRequest.model_validate({
+            "step": step.handle, "plugin": step.plugin.name, "params": step.params,
+            "messages": step.render_messages(values), "timeout_s": timeout_s,
+            "capabilities": step.served})
+        generation = await self.policy.call(self.generators[key].run_remote, request,
+                                            attempts, key, gate=self.gate(key),
+                                            timeout_s=timeout_s)
+        if not isinstance(generation, Generation):  # in process, nothing checked it
+            raise TypeError(f"run_remote returned {type(generation).__name__}, "
+                            "not a Generation")
+        if generation.capabilities is None and step.served:  # served as validation decided
+            generation = generation.model_copy(update={"capabilities": dict(step.served)})
+        return generation
+
+    async def after_call(self, handle: str, attempts: list[AttemptRecord],
+                         generation: Generation) -> None:
+        if self.commit is not None:
+            try:
+                await self.commit(succeeded(self.records[handle], generation, attempts,
+                                            datetime.now(UTC)))
+            except Exception as exc:  # e.g. the store lost the lease: the run ends
+                if not self.done.done():
+                    self.done.set_exception(exc)
+                return
+        self.settle(handle, attempts, generation)
+
+    async def approve(self, step: CompiledStep, values: Mapping[str, str]) -> Generation:
+        """An approval step: the gate's answer, parked (no model call) until it comes."""
+        assert self.approvals is not None  # run_chain refuses approval steps without a gate
+        text = step.render_messages(values)[-1]["content"]
+        answer = await self.approvals.open(approval_request(step, text))
+        if not answer.done():
+            self.parked.add(step.handle)
+            self.maybe_finish()
+            try:
+                await answer  # cancelled here (the run ends), the step stays parked
+                if self.done.done():  # answered as the run ended: the next run takes it
+                    await self.loop.create_future()
+            except Exception:
+                self.parked.discard(step.handle)
+                raise
+            self.parked.discard(step.handle)
+        return Generation(text=answer.result(), model="human")
 
     async def control(self, step: CompiledStep, values: Mapping[str, str]) -> None:
         """A flow step's task (engine/flow.py): its controller's outcome handed to `finish`."""
@@ -314,7 +388,8 @@ class _Execution:
         self.maybe_finish()
 
     def maybe_finish(self) -> None:
-        if not self.tasks and not self.done.done():
+        """The run is over when no step can make progress: none runs but parked ones."""
+        if len(self.tasks) == len(self.parked) and not self.done.done():
             self.done.set_result(None)
 
 
@@ -322,16 +397,26 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     generators: Mapping[str, GeneratorProtocol],
                     options: RunOptions | None = None, *,
                     observer: StepObserver | None = None,
-                    previous: InvocationResult | None = None) -> InvocationResult:
+                    previous: InvocationResult | None = None,
+                    commit: StepCommit | None = None,
+                    approvals: ApprovalGate | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
+
+    With `commit`, each step's success is awaited through it before its dependents start.
 
     With `previous` (a persisted result of the same chain), steps that succeeded keep their
     records and outputs and are not called again; the rest run.
+
+    Approval steps go to `approvals`; without it a chain with one is refused
+    (ChainDefinitionError). When the run ends with approval steps parked, their records stay
+    `running` in the result: the gate knows which they are.
     """
     options = options or RunOptions()
     values = chain.resolve_inputs(inputs)
+    if approvals is None:
+        refuse_without_gate(chain)
     missing = sorted({_generator_key(step, options) for step in chain.model_calls()}
-                     - generators.keys())
+                     - generators.keys() - {APPROVAL})
     unknown_maps = sorted(name for name in options.map_concurrency
                           if name not in chain.steps
                           or not isinstance(chain.steps[name].flow, MapFlow))
@@ -348,4 +433,5 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
 
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
-    return await _Execution(chain, values, generators, options, observer).run(prior)
+    return await _Execution(chain, values, generators, options, observer, commit,
+                            approvals).run(prior)

@@ -64,7 +64,8 @@ def succeeded(current: StepRecord, generation: Generation, attempts: list[Attemp
                       statusMessage=message,
                       attempts=attempts, started_at=current.started_at, finished_at=now,
                       usage=generation.usage, backend=current.backend,
-                      model=generation.model or current.model)
+                      model=generation.model or current.model,
+                      capabilities=generation.capabilities)
 
 
 def failed(current: StepRecord, failure: Failure, attempts: list[AttemptRecord],

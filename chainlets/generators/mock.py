@@ -4,6 +4,7 @@ import truss_chains as chains
 
 from chainlets import deploy
 from chainlets.engine.models import Generation, GenerationRequest
+from chainlets.generators.calls import ABSENT, CANCEL_REPLY, CancellableGenerator, InFlightCalls
 from chainlets.generators.mock_model import MockModel, MockScript
 
 __all__ = ["MockGenerator"]
@@ -22,6 +23,16 @@ class MockGenerator(chains.ChainletBase):
 
     def __init__(self) -> None:
         self._model = MockModel(MockScript.from_env())
+        self._calls = InFlightCalls()
 
-    async def run_remote(self, request: GenerationRequest) -> Generation:
-        return await self._model.generate(request)
+    async def run_remote(self, request: GenerationRequest = ABSENT,
+                         cancel: str = ABSENT) -> Generation:
+        """A reply to `request`; with `cancel` instead, cancels that call (see
+        chainlets.generators.calls) and answers an empty Generation."""
+        if cancel is not None:
+            self._calls.cancel(cancel)
+            return CANCEL_REPLY
+        return await self._calls.run(request, self._model.generate)
+
+
+_: type[CancellableGenerator] = MockGenerator

@@ -8,10 +8,12 @@ A script is a JSON file (path in $CHAINRUNNER_MOCK_SCRIPT)::
                {"step": "judge-joke", "error": "fatal"}]}
 
 The first rule whose `step` (exact handle) and `match` (regex searched in the last message)
-both apply decides; a rule with `times` applies that many times, then is passed over.
+both apply decides; a rule with `times` applies that many times, then is passed over. In JSON
+mode its own replies are JSON documents (`{"mock": step, "re": ...}`); scripted ones verbatim.
 """
 
 import asyncio
+import json
 import os
 import re
 from pathlib import Path
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import ChainDefinitionError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
+from chainlets.language.capabilities import Capability, Served
 
 __all__ = ["DEFAULT_MAX_WORDS", "LATENCY_ENV", "SCRIPT_ENV", "MockModel", "MockRule", "MockScript"]
 
@@ -30,6 +33,7 @@ SCRIPT_ENV = "CHAINRUNNER_MOCK_SCRIPT"
 LATENCY_ENV = "CHAINRUNNER_MOCK_LATENCY_MS"
 DEFAULT_MAX_WORDS = 40
 _MARK = "[mock]"
+_SERVED = (Served.NATIVE, Served.BEST_EFFORT)
 
 
 class MockRule(BaseModel):
@@ -124,16 +128,29 @@ class MockModel:
         if rule is not None and rule.error == "fatal":
             raise GenerationError(f"mock: scripted failure for step `{request.step}`")
         max_words = request.params.max_words
+        json_mode = request.capabilities.get(Capability.JSON_MODE) in _SERVED
         if rule is not None and rule.reply is not None:
-            text = truncate_words(rule.reply, max_words)
+            # Verbatim, even in JSON mode: a script may play a model that breaks its format.
+            text = rule.reply if json_mode else truncate_words(rule.reply, max_words)
         else:
             # The prompt's tail, where interpolated values usually land, shows what was asked.
             head = f"{_MARK} {request.step} re:"
             room = max((max_words or DEFAULT_MAX_WORDS) - 3, 0)
             tail = request.messages[-1].content.split()[-room:] if room else []
-            text = truncate_words(" ".join([head, *tail]), max_words or DEFAULT_MAX_WORDS)
+            text = json.dumps({"mock": request.step, "re": " ".join(tail)}) if json_mode \
+                else truncate_words(" ".join([head, *tail]), max_words or DEFAULT_MAX_WORDS)
         prompt_tokens = sum(_words(m.content) for m in request.messages)
         completion = _words(text)
         return Generation(text=text, model="mock",
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                                      total_tokens=prompt_tokens + completion))
+                                      total_tokens=prompt_tokens + completion),
+                          capabilities=_served(request))
+
+
+def _served(request: GenerationRequest) -> dict[Capability, Served] | None:
+    """What the mock served: all it was asked, but it never streams (standing in for the
+    `openai` plugin, it is asked to)."""
+    if not request.capabilities:
+        return None
+    return {cap: Served.UNSERVED if cap is Capability.STREAMING and level in _SERVED else level
+            for cap, level in request.capabilities.items()}

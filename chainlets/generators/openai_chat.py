@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import truss_chains as chains
 
@@ -10,6 +10,8 @@ from chainlets import deploy
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import BackendOverloadedError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
+from chainlets.generators.calls import ABSENT, CANCEL_REPLY, CancellableGenerator, InFlightCalls
+from chainlets.language.capabilities import Capability, Served
 
 # The openai SDK is imported where it is used, not here: the runner chainlet depends on this
 # class, so a module-level import would cost every `chainrunner run` on the mock backend ~0.25 s
@@ -17,6 +19,8 @@ from chainlets.generators import truncate_words
 # client, when a key is configured: deployed, at start rather than on the first request.
 if TYPE_CHECKING:
     import openai
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.completion_usage import CompletionUsage
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
            "translate_error"]
@@ -29,6 +33,8 @@ DEFAULT_MODEL = "gpt-4o-mini"
 # A call hung this long is a transient failure (retried), not a step stuck for the SDK's 10 min;
 # a request's own `timeout_s` (the run's step_timeout_s) replaces it.
 REQUEST_TIMEOUT_S = 120.0
+# Served at either level, the openai backend uses its native feature.
+_SERVED = (Served.NATIVE, Served.BEST_EFFORT)
 
 
 def translate_error(exc: "openai.OpenAIError", step: str) -> GenerationError:
@@ -82,8 +88,18 @@ class OpenAIGenerator(chains.ChainletBase):
         key = secret or os.environ.get("OPENAI_API_KEY")
         self._client = _client(key) if key else None
         self._default_model = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+        self._calls = InFlightCalls()
 
-    async def run_remote(self, request: GenerationRequest) -> Generation:
+    async def run_remote(self, request: GenerationRequest = ABSENT,
+                         cancel: str = ABSENT) -> Generation:
+        """The completion of `request`; with `cancel` instead, cancels that call, aborting
+        its HTTP request (see chainlets.generators.calls), and answers an empty Generation."""
+        if cancel is not None:
+            self._calls.cancel(cancel)
+            return CANCEL_REPLY
+        return await self._calls.run(request, self._complete)
+
+    async def _complete(self, request: GenerationRequest) -> Generation:
         if self._client is None:
             raise GenerationError(
                 f"step `{request.step}`: no OpenAI API key: set $OPENAI_API_KEY (or the truss "
@@ -91,6 +107,8 @@ class OpenAIGenerator(chains.ChainletBase):
         import openai  # loaded with the client: this is a lookup in sys.modules
 
         params = request.params
+        json_mode = request.capabilities.get(Capability.JSON_MODE) in _SERVED
+        stream = request.capabilities.get(Capability.STREAMING) in _SERVED
         try:
             completion = await self._client.chat.completions.create(
                 model=params.model or self._default_model,
@@ -106,7 +124,14 @@ class OpenAIGenerator(chains.ChainletBase):
                 # later than the engine gives up on it.
                 timeout=request.timeout_s if request.timeout_s is not None
                 else openai.NOT_GIVEN,
+                response_format={"type": "json_object"} if json_mode else openai.omit,
+                # Left out when off, so a plain request's body is as before; the cast picks the
+                # SDK's overload for a `bool` (it returns a completion or a stream).
+                stream=cast("bool", True if stream else openai.omit),
+                stream_options={"include_usage": True} if stream else openai.omit,
             )
+            if isinstance(completion, openai.AsyncStream):
+                return await _streamed(request, completion)
         except openai.OpenAIError as exc:
             raise translate_error(exc, request.step) from exc
         except json.JSONDecodeError as exc:  # a 200 whose body is not JSON: not the API
@@ -150,3 +175,26 @@ class OpenAIGenerator(chains.ChainletBase):
             usage=Usage(prompt_tokens=usage.prompt_tokens,
                         completion_tokens=usage.completion_tokens,
                         total_tokens=usage.total_tokens) if usage is not None else None)
+
+
+async def _streamed(request: GenerationRequest,
+                    stream: "openai.AsyncStream[ChatCompletionChunk]") -> Generation:
+    """A streamed reply, read whole: its text, model and usage (the last chunk's, as
+    `stream_options.include_usage` asks)."""
+    parts: list[str] = []
+    model: str | None = None
+    usage: CompletionUsage | None = None
+    async for chunk in stream:
+        model, usage = chunk.model or model, chunk.usage or usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    if not parts:  # as with a whole reply: worth another attempt
+        raise TransientGenerationError(f"step `{request.step}`: the openai backend (model "
+                                       f"`{model}`) streamed no text")
+    return Generation(
+        text=truncate_words("".join(parts), request.params.max_words), model=model,
+        usage=Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    total_tokens=usage.total_tokens) if usage is not None else None)
+
+
+_: type[CancellableGenerator] = OpenAIGenerator

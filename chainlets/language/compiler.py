@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
+from chainlets.language.capabilities import Capability, Served
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
     ChoiceFlow,
@@ -25,6 +26,7 @@ from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
+from chainlets.language.routing import check_capabilities
 from chainlets.language.spec import ChainSpec, JsonValue, StepSpec
 from chainlets.language.templating import Template
 
@@ -41,16 +43,18 @@ _NO_PROMPT = Template(parts=())
 
 @dataclass(frozen=True)
 class CompiledStep:
-    """A validated step: parsed templates, resolved dependencies, translated parameters."""
+    """A validated step: parsed templates, resolved dependencies, translated parameters, and
+    the plugin routing picked with the level each requested capability is served at."""
 
     spec: StepSpec
-    plugin: Plugin
+    plugin: Plugin  # the one that serves it: with a list of plugins, the first able to
     params: ModelParams
     system: Template | None
     history: tuple[tuple[str, Template], ...]
     prompt: Template
     deps: frozenset[str]  # step handles that must finish first
     literals: Mapping[str, str]  # the step's own `input`, stringified
+    served: Mapping[Capability, Served] = field(default_factory=dict)
     flow: Flow | None = None  # how a map, choice, loop (or a loop's body step) runs
 
     @property
@@ -76,18 +80,25 @@ class CompiledStep:
     def render_messages(self, values: Mapping[str, str]) -> list[dict[str, str]]:
         """The chat messages, rendered: system prompt, earlier messages, then the prompt.
 
-        Raises PayloadTooLargeError when they are longer than CHAINRUNNER_MAX_PROMPT_CHARS
-        together: the step fails before its call.
+        As served: a system prompt served best-effort is concatenated before the prompt (a
+        completion model has no system role); one or the history `ignored` is left out. Raises
+        PayloadTooLargeError when they are longer than CHAINRUNNER_MAX_PROMPT_CHARS together:
+        the step fails before its call.
         """
-        prompt = {"role": "user", "content": self.prompt.render(values)}
-        if self.system is None and not self.history:
-            self._check_size(len(prompt["content"]))
-            return [prompt]
-        messages = []
-        if self.system is not None:
-            messages.append({"role": "system", "content": self.system.render(values)})
-        messages.extend({"role": role, "content": t.render(values)} for role, t in self.history)
-        messages.append(prompt)
+        served = self.served
+        prompt = self.prompt.render(values)
+        if self.system is None and not self.history:  # the common case, kept short
+            self._check_size(len(prompt))
+            return [{"role": "user", "content": prompt}]
+        system = None if self.system is None \
+            or served.get(Capability.SYSTEM_PROMPT) is Served.IGNORED \
+            else self.system.render(values)
+        if system is not None and served.get(Capability.SYSTEM_PROMPT) is Served.BEST_EFFORT:
+            prompt, system = f"{system}\n\n{prompt}", None
+        history = () if served.get(Capability.CONVERSATION) is Served.IGNORED else self.history
+        messages = [] if system is None else [{"role": "system", "content": system}]
+        messages.extend({"role": role, "content": t.render(values)} for role, t in history)
+        messages.append({"role": "user", "content": prompt})
         self._check_size(sum(len(message["content"]) for message in messages))
         return messages
 
@@ -180,7 +191,7 @@ def compile_chain(chain: ChainSpec | Any, plugins: PluginRegistry = DEFAULT_PLUG
     try:
         draft = ChainDraft.of(chain) if isinstance(chain, ChainSpec) \
             else read_draft(chain, problems)
-        for check in PASSES:
+        for check in (*PASSES, check_capabilities):
             check(draft, analysis, problems)
     except RecursionError:  # data built in code: a file or body is refused when parsed
         raise ChainDefinitionError(
@@ -209,7 +220,8 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
         history=tuple((m.role, templates[f"messages[{i}].content"])
                       for i, m in enumerate(step.messages)),
         prompt=templates.get("prompt", _NO_PROMPT), deps=facts.deps if deps is None else deps,
-        literals={k: str(v) for k, v in step.input.items()}, flow=flow)
+        literals={k: str(v) for k, v in step.input.items()}, served=dict(facts.served),
+        flow=flow)
 
 
 def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> CompiledChain:

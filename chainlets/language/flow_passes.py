@@ -38,6 +38,11 @@ def check_kinds(draft: ChainDraft, analysis: "Analysis | None", problems: Proble
                 if getattr(spec, name) is not None and name not in step.broken:
                     problems.step(step.index, f"{where}: a `{kinds[0]}` step has no `{name}`; "
                                               "remove it, or make it a step of its own")
+            if "capabilities" not in step.broken \
+                    and any(level is not None for _, level in spec.capabilities):
+                problems.step(step.index, f"{where}: a `{kinds[0]}` step makes no model call, "
+                                          "so it requests no `capabilities`; remove them, or "
+                                          "request them on the steps it runs")
             continue
         misspelt = {closest(b, field_names(StepSpec)) for b in step.broken}
         for name in ("prompt", "plugin"):

@@ -14,8 +14,8 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.errors import ConfigurationError
 
-__all__ = ["MAX_PROMPT_CHARS", "MAX_TOKENS", "MAX_WORDS", "Limit", "MaxTokens", "MaxWords",
-           "prompt_problem"]
+__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_TOKENS", "MAX_WORDS", "ApprovalTimeout",
+           "Limit", "MaxTokens", "MaxWords", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Limit:
 MAX_TOKENS = Limit("CHAINRUNNER_MAX_TOKENS", 128_000, "tokens")
 MAX_WORDS = Limit("CHAINRUNNER_MAX_WORDS", 50_000, "words")
 MAX_PROMPT_CHARS = Limit("CHAINRUNNER_MAX_PROMPT_CHARS", 1_000_000, "characters")
+# How long a human-approval step may wait for its answer: a week unless configured.
+MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
 
 
 def _at_most(limit: Limit) -> Callable[[Any], Any]:
@@ -69,6 +71,7 @@ def _at_most(limit: Limit) -> Callable[[Any], Any]:
 # Plugin config fields: positive whole numbers, at most the configured bound.
 MaxTokens = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOKENS))]
 MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
+ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
 
 
 def prompt_problem(where: str, chars: int, what: str) -> str | None:

@@ -5,10 +5,12 @@ earlier ones left readable and records what it learnt."""
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydantic
 from pydantic_core import ErrorDetails
 
+from chainlets.language.capabilities import Capability, Served
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import (
@@ -31,8 +33,12 @@ __all__ = ["PASSES", "Analysis", "StepFacts"]
 class StepFacts:
     """What the passes learnt about one step."""
 
-    plugin: Plugin | None = None
+    plugin: Plugin | None = None  # the plugin that serves it, once routed
     params: ModelParams | None = None
+    # Its acceptable plugins that exist, in preference order, with their parsed config (None:
+    # invalid); routing (`routing.check_capabilities`) picks `plugin` among them.
+    candidates: list[tuple[Plugin, ModelParams | None]] = field(default_factory=list)
+    served: dict[Capability, Served] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per field, even rejected
     deps: frozenset[str] = frozenset()  # of a loop's body step: its loop (as seen outside)
@@ -87,7 +93,8 @@ def check_names(draft: ChainDraft, analysis: Analysis, problems: Problems) -> No
                            "and `-`")
 
 
-def _config_problem(where: str, plugin: Plugin, err: ErrorDetails, given: bool) -> str:
+def _config_problem(where: str, plugin: Plugin, err: ErrorDetails, given: bool,
+                    at: str = "plugin_config") -> str:
     path = field_path(err["loc"])
     options = field_names(plugin.config_model)
     if err["type"] == "extra_forbidden":
@@ -98,42 +105,78 @@ def _config_problem(where: str, plugin: Plugin, err: ErrorDetails, given: bool) 
         example = info.examples[0] if info is not None and info.examples else None
         fix = "add it" if example is None else \
             f"add it, e.g. `{show({path: example})}`" if given else \
-            f"add `\"plugin_config\": {show({path: example})}`"
-        return f"{where}: plugin `{plugin.name}` requires `plugin_config.{path}`; {fix}"
-    return (f"{where}: plugin_config.{path} = {show(err['input'])} is invalid for plugin "
+            f"add `\"{at}\": {show({path: example})}`"
+        return f"{where}: plugin `{plugin.name}` requires `{at}.{path}`; {fix}"
+    return (f"{where}: {at}.{path} = {show(err['input'])} is invalid for plugin "
             f"`{plugin.name}`: {err['msg']}")
 
 
+def _params(plugin: Plugin, config: dict[str, Any],
+            analysis: Analysis) -> ModelParams | list[ErrorDetails]:
+    key = (plugin.name, json.dumps(config, sort_keys=True, default=str))
+    params = analysis.params_cache.get(key)
+    if params is None:
+        try:
+            params = plugin.to_params(plugin.validate_config(config))
+        except pydantic.ValidationError as exc:
+            params = without_misspelt(exc.errors(), plugin.config_model)
+        analysis.params_cache[key] = params
+    return params
+
+
+def _configs(step: StepDraft, names: list[str],
+             problems: Problems) -> dict[str, tuple[dict[str, Any], str]] | None:
+    """Each plugin's config and where it is (`plugin_config`, or with a list of plugins
+    `plugin_config.<name>`); None when unreadable."""
+    if "plugin_config" in step.broken:
+        return None
+    config = step.spec.plugin_config
+    if isinstance(step.spec.plugin, str):
+        return {names[0]: (config, "plugin_config")}
+    configs: dict[str, tuple[dict[str, Any], str]] = {}
+    for key, value in config.items():
+        if key not in names:
+            problems.step(step.index, f"{step.where}: plugin_config has `{key}`, which is not "
+                                      f"one of its plugins {listing(names)}{suggest(key, names)}"
+                                      "; with a list of plugins, `plugin_config` maps a plugin's"
+                                      " name to its options")
+        elif not isinstance(value, dict):
+            problems.step(step.index, f"{step.where}: plugin_config.{key} must be a JSON object "
+                                      f"of plugin `{key}`'s options, not {show(value)}")
+    for name in names:
+        value = config.get(name, {})
+        if isinstance(value, dict):
+            configs[name] = (value, f"plugin_config.{name}")
+    return configs
+
+
 def check_plugins(draft: ChainDraft, analysis: Analysis, problems: Problems) -> None:
-    """Each step's plugin is registered and its `plugin_config` valid for that plugin."""
+    """Each step's plugins are registered and its `plugin_config` valid for each of them."""
     plugins = analysis.plugins
     for step in draft.steps:
         if "plugin" in step.broken or step.spec.plugin is None:
             continue
-        plugin = plugins.get(step.spec.plugin)
-        if plugin is None:
-            problems.step(step.index, f"{step.where}: unknown plugin `{step.spec.plugin}`; use "
-                                      f"one of {listing(plugins.names())}"
-                                      f"{suggest(step.spec.plugin, plugins.names())}")
-            continue
+        names = [step.spec.plugin] if isinstance(step.spec.plugin, str) else step.spec.plugin
         facts = analysis.steps[step.index]
-        facts.plugin = plugin
-        if "plugin_config" in step.broken:
-            continue
-        config = step.spec.plugin_config
-        key = (plugin.name, json.dumps(config, sort_keys=True, default=str))
-        params = analysis.params_cache.get(key)
-        if params is None:
-            try:
-                params = plugin.to_params(plugin.validate_config(config))
-            except pydantic.ValidationError as exc:
-                params = without_misspelt(exc.errors(), plugin.config_model)
-            analysis.params_cache[key] = params
-        if isinstance(params, ModelParams):
-            facts.params = params
-        else:
-            for err in params:
-                problems.step(step.index, _config_problem(step.where, plugin, err, bool(config)))
+        configs = _configs(step, names, problems)
+        for name in dict.fromkeys(names):
+            plugin = plugins.get(name)
+            if plugin is None:
+                problems.step(step.index, f"{step.where}: unknown plugin `{name}`; use "
+                                          f"one of {listing(plugins.names())}"
+                                          f"{suggest(name, plugins.names())}")
+                continue
+            found = configs.get(name) if configs is not None else None
+            params = _params(plugin, found[0], analysis) if found is not None else None
+            if isinstance(params, list):
+                assert found is not None
+                for err in params:
+                    problems.step(step.index, _config_problem(step.where, plugin, err,
+                                                              bool(found[0]), found[1]))
+                params = None
+            facts.candidates.append((plugin, params))
+        if len(facts.candidates) == len(names) == 1:  # routing may still pick another
+            facts.plugin, facts.params = facts.candidates[0]
 
 
 def _template_sources(step: StepDraft) -> Iterator[tuple[str, str]]:

@@ -1,16 +1,29 @@
 """Plugins: the names a step's `plugin` may take, their config, and which generator serves them."""
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chainlets.language.limits import MAX_TOKENS, MAX_WORDS, MaxTokens, MaxWords
+from chainlets.language.capabilities import CHAT_SUPPORT, Capability, SupportLevel
+from chainlets.language.limits import (
+    MAX_APPROVAL_S,
+    MAX_TOKENS,
+    MAX_WORDS,
+    ApprovalTimeout,
+    MaxTokens,
+    MaxWords,
+)
 
 __all__ = [
+    "APPROVAL",
     "DEFAULT_PLUGINS",
+    "GPT3_SUPPORT",
     "LLM_BACKEND",
+    "MOCK_SUPPORT",
+    "OPENAI_SUPPORT",
+    "ApprovalConfig",
     "Gpt3Config",
     "MockConfig",
     "ModelParams",
@@ -21,6 +34,9 @@ __all__ = [
 
 # Generator key meaning "whichever LLM backend the run selected" (`--llm mock|openai`).
 LLM_BACKEND = "llm"
+# Generator key of human-approval steps: no model answers them, a person does (through the
+# service's `resume`); the engine hands them to its approval gate.
+APPROVAL = "human-approval"
 
 
 class ModelParams(BaseModel):
@@ -80,6 +96,29 @@ class MockConfig(BaseModel):
                                        description=_MAX_WORDS_HELP)
 
 
+class ApprovalConfig(BaseModel):
+    """`plugin_config` of the `human-approval` plugin: how long to wait, and what to accept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: ApprovalTimeout = Field(
+        examples=[86_400], description=f"Seconds to wait for the answer; then the step fails. "
+        f"At most {MAX_APPROVAL_S.default:,} unless {MAX_APPROVAL_S.env} says otherwise.")
+    choices: list[str] | None = Field(
+        default=None, min_length=1, examples=[["greenlight", "pass"]],
+        description="The outputs `resume` accepts; any text when unset.")
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, choices: list[str] | None) -> list[str] | None:
+        if choices is not None:
+            if any(not c.strip() for c in choices):
+                raise ValueError("a choice is empty; give each a name")
+            if len(set(choices)) != len(choices):
+                raise ValueError("choices repeat; list each once")
+        return choices
+
+
 def _openai_params(config: BaseModel) -> ModelParams:
     assert isinstance(config, OpenAIConfig)
     stop = [config.stop] if isinstance(config.stop, str) else config.stop
@@ -100,7 +139,9 @@ class Plugin:
     """A value a step's `plugin` field may take.
 
     `generator` names the generator that serves it: a key of the runner's generator mapping,
-    or LLM_BACKEND for the backend selected per run.
+    or LLM_BACKEND for the backend selected per run. `capabilities` declares how it supports
+    each capability (one missing: unsupported); by default, what every chat generator gets
+    through the GenerationRequest protocol: a system prompt and earlier messages.
     """
 
     name: str
@@ -108,6 +149,8 @@ class Plugin:
     to_params: Callable[[BaseModel], ModelParams]
     generator: str = LLM_BACKEND
     description: str = ""
+    capabilities: Mapping[Capability, SupportLevel] = field(
+        default_factory=lambda: CHAT_SUPPORT, hash=False)
 
     def validate_config(self, raw: dict[str, Any]) -> BaseModel:
         return self.config_model.model_validate(raw)
@@ -138,12 +181,32 @@ class PluginRegistry:
         return PluginRegistry([*self, *plugins])
 
 
+_NATIVE = SupportLevel.NATIVE | SupportLevel.CAN_DISABLE
+# The openai SDK's chat completions: system and earlier messages, `response_format`
+# json_object, `stream=True`. Function calling is reserved in the language, not built yet.
+OPENAI_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
+    Capability.JSON_MODE: _NATIVE, Capability.STREAMING: _NATIVE}
+# Steamship's gpt-3 was a completion model: one prompt, a system prompt concatenated before it.
+GPT3_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: SupportLevel.BEST_EFFORT | SupportLevel.CAN_DISABLE}
+# The mock reads chat messages and answers JSON mode with a JSON document; it never streams.
+MOCK_SUPPORT: Mapping[Capability, SupportLevel] = {
+    Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
+    Capability.JSON_MODE: _NATIVE}
+
 DEFAULT_PLUGINS = PluginRegistry([
-    Plugin("openai", OpenAIConfig, _openai_params,
+    Plugin("openai", OpenAIConfig, _openai_params, capabilities=OPENAI_SUPPORT,
            description="OpenAI-compatible chat completions through the openai SDK."),
-    Plugin("gpt-3", Gpt3Config, _max_words_params,
-           description="Steamship's name, kept for compatibility: the openai backend, output "
-                       "capped at `max_words` words."),
-    Plugin("mock", MockConfig, _max_words_params, generator="mock",
+    Plugin("gpt-3", Gpt3Config, _max_words_params, capabilities=GPT3_SUPPORT,
+           description="Steamship's name, kept for compatibility: a completion model on the "
+                       "openai backend, output capped at `max_words` words; a system prompt "
+                       "is concatenated before the prompt, earlier messages are refused."),
+    Plugin("mock", MockConfig, _max_words_params, generator="mock", capabilities=MOCK_SUPPORT,
            description="Offline deterministic mock model, always the mock generator."),
+    # A person reads only the rendered prompt: no system prompt, messages or model features.
+    Plugin(APPROVAL, ApprovalConfig, lambda _config: ModelParams(), generator=APPROVAL,
+           capabilities={},
+           description="Pauses its branch until a person answers through the service's "
+                       "`resume` (the prompt is what they see); needs the service."),
 ])

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WrapValidator
 from pydantic.json_schema import WithJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
+from chainlets.language.capabilities import CapabilityRequests
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
@@ -48,6 +49,21 @@ HttpUrlText = Annotated[str, AfterValidator(_http_url),
                                         "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 
 
+def _plugin_choice(value: Any, handler: Any, info: ValidationInfo) -> Any:
+    """One message for a bad `plugin`, not one per member of the union."""
+    try:
+        return handler(value)
+    except pydantic.ValidationError as exc:
+        raise PydanticCustomError(
+            "plugin_type", "Input should be a plugin name or a non-empty list of plugin names"
+        ) from exc
+
+
+# A plugin's name, or the acceptable plugins in preference order (routing picks one).
+PluginChoice = Annotated[str | Annotated[list[str], Field(min_length=1)],
+                         WrapValidator(_plugin_choice)]
+
+
 class ChatMessage(BaseModel):
     """One earlier chat message sent before the step's prompt; its content is a template."""
 
@@ -79,10 +95,20 @@ class StepSpec(BaseModel):
         default=None, description="Prompt template, Python `str.format` syntax with plain names "
         "only; `{{`/`}}` are literal braces. Required, with `plugin`, unless the step is a "
         "`choice` or a `loop`.")
-    plugin: str | None = Field(default=None, description="Generator to call: `gpt-3`, `openai`, "
-                               "`mock` or a registered one.")
-    plugin_config: dict[str, Any] = Field(default_factory=dict,
-                                          description="Configuration for the plugin.")
+    plugin: PluginChoice | None = Field(
+        default=None,
+        description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
+                    "list of acceptable ones, in preference order: the first whose "
+                    "capabilities meet the step's `capabilities` serves it.")
+    plugin_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Configuration for the plugin; with a list of plugins, each plugin's name "
+                    "mapped to its configuration.")
+    capabilities: CapabilityRequests = Field(
+        default_factory=CapabilityRequests,
+        description="Capabilities requested of the plugin, each at `native`, `best-effort`, "
+                    "`optional` or `disable`; a plugin that cannot meet them is refused at "
+                    "validation.")
     input: dict[str, Scalar] = Field(
         default_factory=dict,
         description="Hard-coded values for this step's placeholders; they override the user's "
@@ -136,8 +162,11 @@ StepSpec.model_rebuild()
 class ChainSpec(BaseModel):
     """A whole chain. A Steamship chain file validates unchanged."""
 
-    # `$schema` is not a Python name: the field is read and written under its alias only.
-    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+    # `$schema` is not a Python name: the field is written under its alias.
+    # Accepted by name too: a serializer that ignores aliases (truss's output wrapper) writes
+    # `schema_uri`, and a stored chain read back must still validate.
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True,
+                              validate_by_alias=True)
 
     schema_uri: str | None = Field(
         default=None, alias="$schema",
@@ -171,9 +200,17 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
     defs: dict[str, Any] = top["$defs"]
     chain = defs.pop(refs[(ChainSpec, "validation")]["$ref"].rsplit("/", 1)[-1])
     step = defs[chain["properties"]["steps"]["items"]["$ref"].rsplit("/", 1)[-1]]
-    step["properties"]["plugin"]["enum"] = plugins.names()
+    names = plugins.names()
+    plugin_field = step["properties"]["plugin"]
+    plugin_field.pop("default", None)
+    plugin_field["anyOf"] = [{"type": "string", "enum": names},
+                             {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "enum": names}}]
     step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
                      {"required": ["loop"]}]
+    # With a list of plugins, `plugin_config` maps each plugin's name to its own config.
+    keyed = {"type": "object", "additionalProperties": False,
+             "properties": {p.name: refs[(p.config_model, "validation")] for p in plugins}}
     step["allOf"] = []
     for plugin in plugins:
         config: dict[str, Any] = {**refs[(plugin.config_model, "validation")]}
@@ -185,6 +222,9 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
         step["allOf"].append({
             "if": {"properties": {"plugin": {"const": plugin.name}}, "required": ["plugin"]},
             "then": then})
+    step["allOf"].append({"if": {"properties": {"plugin": {"type": "array"}},
+                                 "required": ["plugin"]},
+                          "then": {"properties": {"plugin_config": keyed}}})
     return {"$schema": SCHEMA_DRAFT, **chain, "title": "chainrunner chain", "$defs": defs}
 
 

@@ -1,12 +1,13 @@
 """Service answers: what each operation returns, and an invocation's status."""
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from chainlets.engine.models import InvocationResult, RunState
 from chainlets.language.spec import ChainSpec
 from chainlets.service.events import EventRecord, EventSummary
 
 __all__ = [
+    "Answer",
     "ChainCreated",
     "ChainDeleted",
     "ChainPage",
@@ -151,3 +152,10 @@ class Resumed(_Reply):
     invocation_id: str
     step: str
     state: RunState
+
+
+class Answer(RootModel[InvocationStatus | InvocationRef | ChainCreated | StoredChain
+                       | ChainPage | ChainDeleted | InvocationPage | EventPage | Redelivered
+                       | Resumed | InvocationResult]):
+    """What the entrypoint's `run_remote` returns: one operation's answer, or a synchronous
+    run's result. Truss 0.18.35 takes one return type; serialized, it is the answer itself."""

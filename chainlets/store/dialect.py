@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chainlets.errors import ConfigurationError
+from chainlets.store.group_commit import AsyncGroupCommit, ThreadGroupCommit
 from chainlets.store.settings import DATABASE_URL_ENV
 
 __all__ = [
@@ -141,7 +142,8 @@ class _SqliteThreads:
     aiosqlite costs about four thread hand-offs per statement (cursor, execute, fetch, close),
     ~3 ms per step write here against 0.36 ms for the same transaction on one worker thread
     (benchmarks/store.py). One thread writes, so in-process writers queue in order instead
-    of spinning on SQLite's lock; readers run beside it (WAL).
+    of spinning on SQLite's lock, and those queued together commit together (group_commit);
+    readers run beside it (WAL).
     """
 
     def __init__(self, url: URL, sync: str | None, readers: int = 4) -> None:
@@ -149,15 +151,19 @@ class _SqliteThreads:
         self._writes = self.engine.execution_options(**{WRITE: True})
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="chainrunner-store-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="chainrunner-store-read")
+        self._group = ThreadGroupCommit(lambda work: self._transaction(work, True))
 
     def _transaction(self, work: Callable[[sa.Connection], T], write: bool) -> T:
         with (self._writes if write else self.engine).begin() as connection:
             return work(connection)
 
     async def run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
-        pool = self._writer if write else self._readers
-        return await asyncio.get_running_loop().run_in_executor(pool, self._transaction, work,
-                                                                write)
+        loop = asyncio.get_running_loop()
+        if not write:
+            return await loop.run_in_executor(self._readers, self._transaction, work, False)
+        done = self._group.submit(work)
+        loop.run_in_executor(self._writer, self._group.drain)
+        return await done
 
     async def close(self) -> None:
         for pool in (self._writer, self._readers):
@@ -167,16 +173,22 @@ class _SqliteThreads:
 
 class _AsyncEngine:
     """PostgreSQL through psycopg 3's asyncio connections: the work's statements run in
-    SQLAlchemy's greenlet bridge, each awaiting the server."""
+    SQLAlchemy's greenlet bridge, each awaiting the server. Writes queued while one
+    transaction runs commit together in the next (group_commit)."""
 
     def __init__(self, url: URL, sync: str | None) -> None:
         self.engine: AsyncEngine = create_async_engine(url, connect_args=_connect_args(url, sync))
+        self._group = AsyncGroupCommit(self._transaction)
 
-    async def run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+    async def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
         async with self.engine.begin() as connection:
             return await connection.run_sync(work)
 
+    async def run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+        return await (self._group.run(work) if write else self._transaction(work))
+
     async def close(self) -> None:
+        await self._group.close()
         await self.engine.dispose()
 
 

@@ -103,9 +103,12 @@ class ApprovalState(enum.StrEnum):
 
 
 class OpenApproval(BaseModel):
-    """What a step waiting for a human stores: a hash of its task token, never the token."""
+    """What a step waiting for a human stores: its task token is looked up by hash only; the
+    token itself is kept with the prompt for status (behind the API key), which shows it."""
 
     token_hash: str = Field(min_length=16, max_length=128)
+    task_token: str | None = Field(default=None, description="Shown in status; never a "
+                                                             "lookup key.")
     prompt: str = Field(description="The rendered text the reviewer sees.")
     choices: list[str] | None = None
     deadline: datetime
@@ -118,6 +121,7 @@ class Approval(BaseModel):
     prompt: str
     choices: list[str] | None = None
     deadline: datetime
+    task_token: str | None = None
 
 
 class StoredStep(BaseModel):

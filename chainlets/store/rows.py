@@ -133,7 +133,8 @@ def step_from_row(row: Row) -> StoredStep:
         details = row["approval"] or {}
         approval = Approval(state=ApprovalState(row["approval_state"]),
                             prompt=details.get("prompt", ""), choices=details.get("choices"),
-                            deadline=_at(row["approval_deadline"]))
+                            deadline=_at(row["approval_deadline"]),
+                            task_token=details.get("task_token"))
     return StoredStep(
         handle=row["handle"], position=row["position"], state=State(row["state"]),
         statusMessage=row["status_message"], output=row["output"],

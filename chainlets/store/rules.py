@@ -144,7 +144,8 @@ def step_columns(step: StepRecord, approval: OpenApproval | None,
     if approval is not None:
         values.update(approval_state=OPEN, token_hash=approval.token_hash,
                       approval_deadline=approval.deadline.timestamp(),
-                      approval={"prompt": approval.prompt, "choices": approval.choices})
+                      approval={"prompt": approval.prompt, "choices": approval.choices,
+                                "task_token": approval.task_token})
     return values
 
 

@@ -277,6 +277,7 @@ def test_status_keeps_the_steamship_shape() -> None:
     assert status["steps"][1] == {"handle": "judge-joke", "state": "waiting",
                                   "statusMessage": None, "output": None, "attempts": [],
                                   "started_at": None, "finished_at": None, "usage": None,
-                                  "error_kind": None, "backend": None, "model": None}
+                                  "error_kind": None, "backend": None, "model": None,
+                                  "capabilities": None}
     assert status["rerun_of"] == {"invocation_id": "inv_1", "from_step": "judge-joke"}
     assert status["events"][0]["delivery"]["state"] == "retrying"

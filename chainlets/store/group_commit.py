@@ -1,0 +1,140 @@
+"""Group commit: concurrent write transactions of one process committed together.
+
+Every step of every running invocation writes, so a busy worker issues hundreds of small write
+transactions a second; each pays a commit (and, on PostgreSQL, the round trips around it). The
+writes waiting at a moment run instead in one transaction. Should any of them fail (a fenced
+write whose lease was lost, a unique key taken) or the transaction itself (a deadlock with
+another process, a lost connection), nothing of it is committed and each write runs again
+alone, in a transaction of its own: a failing write fails only its own caller. (Failures are
+rare, so the common path pays no savepoint per write.) Each caller is answered only once the
+transaction holding its write has committed.
+"""
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+
+__all__ = ["Write", "run_together"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Write(Generic[T]):
+    """One caller's write: its work, and the future its caller awaits."""
+
+    work: Callable[[sa.Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop = field(init=False)
+    outcome: tuple[bool, Any] | None = None  # (succeeded, result or exception)
+
+    def __post_init__(self) -> None:
+        self.loop = self.future.get_loop()
+
+    def settle(self) -> None:
+        """Answer the caller (from any thread)."""
+        assert self.outcome is not None
+        self.loop.call_soon_threadsafe(_resolve, self.future, self.outcome)
+
+
+def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # the caller stopped waiting; its write stands (or failed) regardless
+        return
+    succeeded, value = outcome
+    if succeeded:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def run_together(connection: sa.Connection, writes: list[Write[Any]]) -> None:
+    """Each write's work inside the open transaction, recording each outcome (the caller
+    commits, then settles them). The first error propagates: the transaction rolls back and
+    every write of it runs again alone, so that only the failing one fails."""
+    for write in writes:
+        write.outcome = (True, write.work(connection))
+
+
+class ThreadGroupCommit:
+    """For a store whose writes run on one worker thread (SQLite): `submit` queues a write and
+    a drain on the thread; each drain takes every write queued by then."""
+
+    def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], None],
+                 max_batch: int = 500) -> None:
+        self._transaction, self._max_batch = transaction, max_batch
+        self._queue: list[Write[Any]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[sa.Connection], T]) -> "asyncio.Future[T]":
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._queue.append(Write(work, future))
+        return future
+
+    def drain(self) -> None:
+        """Run on the writer thread: the writes queued so far, in one transaction."""
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+            if not batch:
+                return
+            _commit(batch, lambda together: self._transaction(together))
+
+
+def _commit(batch: list[Write[Any]],
+            transaction: Callable[[Callable[[sa.Connection], None]], None]) -> None:
+    try:
+        transaction(lambda connection: run_together(connection, batch))
+    except Exception as exc:
+        if len(batch) == 1:
+            batch[0].outcome = (False, exc)
+        else:  # nothing was committed: each write again, alone
+            for write in batch:
+                _commit([write], transaction)
+            return
+    for write in batch:
+        write.settle()
+
+
+class AsyncGroupCommit:
+    """For a store whose transactions are awaited (PostgreSQL): one writer task at a time
+    takes every write queued while the previous transaction ran."""
+
+    def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], Awaitable[None]],
+                 max_batch: int = 500) -> None:
+        self._transaction, self._max_batch = transaction, max_batch
+        self._queue: list[Write[Any]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(Write(work, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[Write[Any]]) -> None:
+        try:
+            await self._transaction(lambda connection: run_together(connection, batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].outcome = (False, exc)
+            else:  # nothing was committed: each write again, alone
+                for write in batch:
+                    await self._commit([write])
+                return
+        for write in batch:
+            write.settle()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)

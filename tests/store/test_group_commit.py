@@ -1,0 +1,82 @@
+"""Group commit (chainlets.store.group_commit): writes queued together commit together, and a
+failing write fails only its own caller."""
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from chainlets.store.group_commit import AsyncGroupCommit, ThreadGroupCommit
+
+metadata = sa.MetaData()
+rows = sa.Table("rows", metadata, sa.Column("key", sa.String, primary_key=True))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'group.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _insert(key: str) -> Callable[[sa.Connection], str]:
+    def work(connection: sa.Connection) -> str:
+        connection.execute(sa.insert(rows).values(key=key))
+        return key
+    return work
+
+
+def _keys(engine: sa.Engine) -> list[str]:
+    with engine.connect() as connection:
+        return sorted(connection.execute(sa.select(rows.c.key)).scalars())
+
+
+async def test_writes_queued_together_commit_in_one_transaction(engine: sa.Engine) -> None:
+    transactions: list[int] = []
+
+    def transaction(work: Callable[[sa.Connection], None]) -> None:
+        transactions.append(1)
+        with engine.begin() as connection:
+            work(connection)
+
+    group = ThreadGroupCommit(transaction)
+    futures = [group.submit(_insert(key)) for key in ("a", "b", "c")]
+    await asyncio.to_thread(group.drain)
+    assert [await f for f in futures] == ["a", "b", "c"]
+    assert len(transactions) == 1 and _keys(engine) == ["a", "b", "c"]
+
+
+async def test_a_failing_write_fails_only_its_caller(engine: sa.Engine) -> None:
+    def transaction(work: Callable[[sa.Connection], None]) -> None:
+        with engine.begin() as connection:
+            work(connection)
+
+    group = ThreadGroupCommit(transaction)
+    first = group.submit(_insert("a"))
+    duplicate = group.submit(_insert("a"))  # the primary key is taken by the first
+    last = group.submit(_insert("b"))
+    await asyncio.to_thread(group.drain)
+    assert await first == "a" and await last == "b"
+    with pytest.raises(sa.exc.IntegrityError):
+        await duplicate
+    assert _keys(engine) == ["a", "b"]
+
+
+async def test_the_awaited_group_answers_each_caller_after_its_commit(engine: sa.Engine) -> None:
+    committed: list[list[str]] = []
+
+    async def transaction(work: Callable[[sa.Connection], None]) -> None:
+        with engine.begin() as connection:
+            work(connection)
+        committed.append(_keys(engine))
+
+    group = AsyncGroupCommit(transaction)
+    results = await asyncio.gather(group.run(_insert("a")), group.run(_insert("a")),
+                                   group.run(_insert("b")), return_exceptions=True)
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], sa.exc.IntegrityError)
+    assert _keys(engine) == ["a", "b"] and committed[-1] == ["a", "b"]
+    await group.close()
