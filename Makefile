@@ -45,7 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.serve; serve=$$?; \
 	$(BIN)/python -m benchmarks.startup; startup=$$?; \
 	$(BIN)/python -m benchmarks.validate; validate=$$?; \
+	$(BIN)/python -m benchmarks.flow; flow=$$?; \
 	$(BIN)/python -m benchmarks.store; store=$$?; \
 	$(BIN)/python -m benchmarks.service; service=$$?; \
 	$(BIN)/python -m benchmarks.durability; durability=$$?; \
-	exit $$((engine || serve || startup || validate || store || service || durability))
+	exit $$((engine || serve || startup || validate || flow || store || service || durability))

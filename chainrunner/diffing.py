@@ -49,17 +49,28 @@ class InvocationDiff(BaseModel):
 
 
 def prompts(chain: ChainSpec | Mapping[str, Any]) -> dict[str, str]:
-    """Each step's prompt template, from a chain or its JSON."""
+    """Each prompt step's template, loop bodies included, from a chain or its JSON (a choice
+    or a loop has none)."""
+    specs: list[Mapping[str, Any]]
     if isinstance(chain, ChainSpec):
-        return {s.handle: s.prompt for s in chain.steps}
-    return {str(s.get("handle")): str(s.get("prompt")) for s in chain.get("steps") or ()
-            if isinstance(s, Mapping)}
+        specs = [s.model_dump() for s in chain.steps]
+    else:
+        specs = [s for s in chain.get("steps") or () if isinstance(s, Mapping)]
+    found: dict[str, str] = {}
+    for spec in specs:
+        loop = spec.get("loop")
+        if isinstance(loop, Mapping):
+            found.update(prompts({"steps": loop.get("steps") or ()}))
+        elif isinstance(spec.get("prompt"), str):
+            found[str(spec.get("handle"))] = spec["prompt"]
+    return found
 
 
 def _sides(status: InvocationStatus, chain: ChainSpec | Mapping[str, Any],
            ) -> dict[str, StepSide]:
     prompt = prompts(chain)
-    return {r.handle: StepSide(prompt=prompt.get(r.handle), output=r.output,
+    # A map's item or a loop's iteration (`arc[2]`) was rendered from its step's template.
+    return {r.handle: StepSide(prompt=prompt.get(r.handle.split("[", 1)[0]), output=r.output,
                                state=r.state.value) for r in status.steps}
 
 

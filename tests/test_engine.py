@@ -546,7 +546,7 @@ async def test_a_cancelled_step_says_so() -> None:
 async def test_a_bug_in_the_engine_ends_the_run_with_it() -> None:
     class Broken(_Execution):
         def finish(self, handle: str, attempts: list[AttemptRecord],
-                   outcome: Generation | Failure) -> None:
+                   outcome: Generation | Failure, message: str | None = None) -> None:
             raise RuntimeError("engine bug")
 
     ex = Broken(chain(step("a"), step("b")), {}, {"mock": FakeGenerator(latency_s=0.01)}, FAST,

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.language.capabilities import Capability, Served
 from chainlets.language.plugins import ModelParams
-from chainlets.language.spec import ChatMessage
+from chainlets.language.spec import ChatMessage, JsonValue
 
 __all__ = [
     "AttemptRecord",
@@ -130,6 +130,9 @@ class RunOptions(BaseModel):
     deadline_s: float = Field(
         default=600.0, gt=0, le=86_400, description="Most seconds the whole run may take; "
         "then it ends, its unfinished steps failed and named.")
+    map_concurrency: dict[str, int] = Field(
+        default_factory=dict, description="Per map step handle, at most this many of its items "
+        "running at once; overrides the map's own `max_concurrency`.")
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> "RunOptions":
@@ -201,7 +204,8 @@ class InvocationResult(BaseModel):
     """
 
     chain: str = Field(description="Handle of the chain that ran.")
-    input: dict[str, str] = Field(default_factory=dict)
+    input: dict[str, JsonValue] = Field(default_factory=dict, description="The inputs: text, "
+                                        "or JSON lists and objects.")
     output: str | None = None
     state: RunState = RunState.WAITING
     statusMessage: str | None = None

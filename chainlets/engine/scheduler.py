@@ -21,7 +21,7 @@ longer showed in any shape (each within ±0.4% over 60-300 interleaved runs), so
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from chainlets.engine.approval import (
@@ -31,6 +31,7 @@ from chainlets.engine.approval import (
 )
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.failures import Failure, describe_failure
+from chainlets.engine.flow import OnFinish, run_flow
 from chainlets.engine.graph import StepGraph
 from chainlets.engine.models import (
     AttemptRecord,
@@ -56,12 +57,15 @@ from chainlets.engine.state import (
     queued,
     running,
     skipped,
+    skipped_because,
     succeeded,
 )
 from chainlets.errors import ChainDefinitionError, ConflictError
-from chainlets.language.compiler import CompiledChain, CompiledStep
+from chainlets.language.compiler import CompiledChain, CompiledStep, input_text
+from chainlets.language.flow import MapFlow
 from chainlets.language.messages import listing
 from chainlets.language.plugins import APPROVAL, LLM_BACKEND
+from chainlets.language.spec import JsonValue
 
 __all__ = ["StepCommit", "StepObserver", "run_chain"]
 
@@ -87,11 +91,12 @@ def _generator_key(step: CompiledStep, options: RunOptions) -> str:
 class _Execution:
     """One run of a chain: its graph, every step's latest record, and the tasks running."""
 
-    def __init__(self, chain: CompiledChain, inputs: Mapping[str, str],
+    def __init__(self, chain: CompiledChain, inputs: Mapping[str, JsonValue],
                  generators: Mapping[str, GeneratorProtocol], options: RunOptions,
                  observer: StepObserver | None, commit: StepCommit | None = None,
                  approvals: ApprovalGate | None = None) -> None:
-        self.chain, self.inputs, self.generators = chain, inputs, generators
+        self.chain, self.given, self.generators = chain, inputs, generators
+        self.inputs = {name: input_text(value) for name, value in inputs.items()}
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
         self.parked: set[str] = set()  # approval steps waiting for a person (tasks idle)
@@ -105,6 +110,8 @@ class _Execution:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # of the running steps
         self.slots = None if options.max_concurrency is None else Slots(options.max_concurrency)
         self.first_failure: str | None = None
+        self.on_finish: dict[str, OnFinish] = {}  # a flow step's controller, told of an end
+        self.tolerated: set[str] = set()  # failed map items their map allowed
         self.gates: dict[str, BackendGate] = {}  # per backend, made on its first call
         # How a step still running when the run ends is recorded: cancelled, unless the
         # deadline ended it.
@@ -138,8 +145,9 @@ class _Execution:
                     await asyncio.gather(*pending, return_exceptions=True)
             for handle in list(self.tasks):  # cancelled before it ran a line: never recorded
                 self.finish(handle, [], self.ending)
-        result = build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
-                              self.outputs.get(self.chain.output_handle), self.first_failure)
+        result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
+                              self.outputs.get(self.chain.output_handle), self.first_failure,
+                              self.tolerated)
         return result if self.ending is CANCELLED else self.expire(result, deadline)
 
     def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
@@ -149,8 +157,8 @@ class _Execution:
             record = self.records.get(handle) or StepRecord(handle=handle)
             if not record.state.finished and handle not in self.parked:
                 self.set(past_deadline(record, [], now, deadline_s))
-        result = build_result(self.chain.handle, self.inputs, self.graph.steps, self.records,
-                              None, self.first_failure)
+        result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
+                              None, self.first_failure, self.tolerated)
         unfinished = [r.handle for r in result.steps
                       if r.statusMessage == self.ending.message]
         result.statusMessage = (f"the run's deadline (deadline_s={deadline_s:g} s) passed: "
@@ -164,9 +172,15 @@ class _Execution:
             gate = self.gates[backend] = BackendGate(backend, self.options.max_backend_calls)
         return gate
 
-    def add_step(self, step: CompiledStep) -> None:
+    @property
+    def over(self) -> bool:
+        """Whether the run is ending (done, cancelled or past its deadline): add no steps."""
+        return self.done.done()
+
+    def add_step(self, step: CompiledStep, on_finish: OnFinish | None = None) -> None:
         """Add `step` to the run under way: it starts once every dependency has succeeded,
-        and is skipped if one of them failed or was skipped.
+        and is skipped if one of them failed or was skipped. `on_finish` is called with its
+        last record when it ends having run.
 
         Its dependencies must be steps of the run (maps and loops add steps this way).
         """
@@ -174,10 +188,25 @@ class _Execution:
             raise ConflictError(f"cannot add step `{step.handle}`: the run is over")
         blocked = sorted(d for d in step.deps if (r := self.records.get(d)) is not None
                          and r.state in (RunState.FAILED, RunState.SKIPPED))
+        if on_finish is not None:
+            self.on_finish[step.handle] = on_finish
         if self.graph.add(step, self.outputs, blocked=bool(blocked)):
             self.start([step.handle], datetime.now(UTC))
         elif blocked:
             self.set(skipped(step.handle, self.records[blocked[0]]))
+
+    def tolerate(self, handles: Iterable[str]) -> None:
+        """These failed steps (a map's items within its `tolerate`) do not fail the run."""
+        self.tolerated.update(handles)
+
+    def skip_step(self, handle: str, reason: str) -> None:
+        """Skip a waiting step for `reason` (a choice did not take its branch), and every step
+        behind it; a step no longer waiting is left as it is."""
+        if self.graph.pending.pop(handle, None) is None:
+            return
+        self.set(skipped_because(handle, reason))
+        for child, cause in self.graph.block(handle):
+            self.set(skipped(child, self.records[cause]))
 
     def set(self, record: StepRecord) -> None:
         """The one place a step's state changes: checked, kept, shown to the observer."""
@@ -194,21 +223,44 @@ class _Execution:
         """Start the `ready` steps at `now`, each in a task of its own, or queue those no slot
         is free for."""
         waiting: list[str] = []
+        steps = self.graph.steps
+        kept = [handle for handle in ready if handle in self.outputs]
+        if kept:  # a map's item or a loop's iteration an earlier run finished: not called again
+            ready = [handle for handle in ready if handle not in self.outputs]
+            for handle in kept:
+                self.loop.call_soon(self.replay, handle)
         if self.slots is not None:
-            ready, waiting = self.slots.admit(ready)
+            # A flow step takes no slot: its items and iterations do, as they run.
+            flows = [handle for handle in ready if steps[handle].flow is not None]
+            ready, waiting = self.slots.admit([h for h in ready if steps[h].flow is None])
+            ready += flows
         for handle in ready:
-            step = self.graph.steps[handle]
-            self.set(running(handle, now, _generator_key(step, self.options),
-                             step.params.model))
+            step = steps[handle]
+            if step.flow is None:
+                self.set(running(handle, now, _generator_key(step, self.options),
+                                 step.params.model))
+            else:
+                self.set(running(handle, now))
             values = dict(self.inputs)
             for dep in step.deps:
                 values[dep] = self.outputs[dep]
             if step.literals:
                 values.update(step.literals)
-            self.tasks[handle] = self.loop.create_task(self.execute(step, values),
-                                                       name=f"step:{handle}")
+            work = self.execute(step, values) if step.flow is None else self.control(step, values)
+            self.tasks[handle] = self.loop.create_task(work, name=f"step:{handle}")
         for handle in waiting:
             self.set(queued(handle))
+
+    def replay(self, handle: str) -> None:
+        """A step added during a resumed run that succeeded in the earlier one: its record and
+        output stand, its controller hears of it, and what it frees starts."""
+        if self.done.done():
+            return
+        told = self.on_finish.pop(handle, None)
+        if told is not None:
+            told(self.records[handle])
+        self.start(self.graph.succeed(handle), datetime.now(UTC))
+        self.maybe_finish()
 
     async def execute(self, step: CompiledStep, values: Mapping[str, str]) -> None:
         """A step's task: values in, one outcome handed to `finish` (no other shared state)."""
@@ -283,31 +335,51 @@ class _Execution:
             self.parked.discard(step.handle)
         return Generation(text=answer.result(), model="human")
 
+    async def control(self, step: CompiledStep, values: Mapping[str, str]) -> None:
+        """A flow step's task (engine/flow.py): its controller's outcome handed to `finish`."""
+        try:
+            outcome, message = await run_flow(self, step, values)
+        except asyncio.CancelledError:
+            self.settle(step.handle, [], self.ending)
+            raise
+        except Exception as exc:  # a bug in a controller: the step fails, the run goes on
+            failure = describe_failure(exc, f"the {type(step.flow).__name__} controller")
+            log.error("step `%s`: %s", step.handle, failure.message, exc_info=exc)
+            self.settle(step.handle, [], failure)
+        else:
+            self.settle(step.handle, [], outcome, message)
+
     def settle(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> None:
+               outcome: Generation | Failure, message: str | None = None) -> None:
         """`finish`, where a bug of the engine's own ends the run with it instead of hanging."""
         try:
-            self.finish(handle, attempts, outcome)
+            self.finish(handle, attempts, outcome, message)
         except Exception as exc:
             if not self.done.done():
                 self.done.set_exception(exc)
 
     def finish(self, handle: str, attempts: list[AttemptRecord],
-               outcome: Generation | Failure) -> None:
-        """The one place a step's end is recorded and the steps it frees are started."""
+               outcome: Generation | Failure, message: str | None = None) -> None:
+        """The one place a step's end is recorded and the steps it frees are started; a flow
+        step's controller hears of its items' and iterations' ends here."""
         del self.tasks[handle]
         current = self.records[handle]
         now = datetime.now(UTC)  # also when the steps it frees start
-        if self.slots is not None:
+        if self.slots is not None and self.graph.steps[handle].flow is None:
             self.slots.release()
+        told = self.on_finish.pop(handle, None)
         if isinstance(outcome, Generation):
-            self.set(succeeded(current, outcome, attempts, now))
+            self.set(succeeded(current, outcome, attempts, now, message))
             self.outputs[handle] = outcome.text
+            if told is not None:
+                told(self.records[handle])
             self.start(self.graph.succeed(handle), now)
         elif outcome is CANCELLED:  # a run being cancelled starts and skips nothing more
             self.set(cancelled(current, attempts, now))
         else:
             self.set(failed(current, outcome, attempts, now))
+            if told is not None:
+                told(self.records[handle])
             if outcome is not self.ending:  # nor does one past its deadline
                 self.first_failure = self.first_failure or handle
                 for child, cause in self.graph.block(handle):
@@ -321,7 +393,7 @@ class _Execution:
             self.done.set_result(None)
 
 
-async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
+async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     generators: Mapping[str, GeneratorProtocol],
                     options: RunOptions | None = None, *,
                     observer: StepObserver | None = None,
@@ -343,8 +415,17 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, str],
     values = chain.resolve_inputs(inputs)
     if approvals is None:
         refuse_without_gate(chain)
-    missing = sorted({_generator_key(step, options) for step in chain.steps.values()}
+    missing = sorted({_generator_key(step, options) for step in chain.model_calls()}
                      - generators.keys() - {APPROVAL})
+    unknown_maps = sorted(name for name in options.map_concurrency
+                          if name not in chain.steps
+                          or not isinstance(chain.steps[name].flow, MapFlow))
+    if unknown_maps:
+        maps = [h for h, s in chain.steps.items() if isinstance(s.flow, MapFlow)]
+        raise ChainDefinitionError(
+            f"RunOptions.map_concurrency names {', '.join(f'`{n}`' for n in unknown_maps)}, "
+            f"not a map step of chain `{chain.handle}` (its maps: "
+            f"{', '.join(f'`{h}`' for h in maps) or 'none'})")
     if missing:
         raise ChainDefinitionError(
             f"chain `{chain.handle}` needs generator(s) {', '.join(missing)}, which this runner "

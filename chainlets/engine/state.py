@@ -5,7 +5,7 @@ keep one); the engine checks every move against `NEXT_STATES`, so a new state (a
 for approval, say) is one entry here and the functions that make it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime
 
 from chainlets.engine.failures import Failure
@@ -18,10 +18,11 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.errors import ConflictError
+from chainlets.language.spec import JsonValue
 
 __all__ = ["CANCELLED", "NEXT_STATES", "build_result", "cancelled", "check_transition",
            "deadline_failure", "failed", "past_deadline", "queued", "running", "skipped",
-           "succeeded"]
+           "skipped_because", "succeeded"]
 
 _ENDED = frozenset({RunState.FAILED, RunState.CANCELLED})  # by the deadline, or cancelled
 NEXT_STATES: Mapping[RunState, frozenset[RunState]] = {
@@ -57,8 +58,10 @@ def running(handle: str, now: datetime, backend: str | None = None,
 
 
 def succeeded(current: StepRecord, generation: Generation, attempts: list[AttemptRecord],
-              now: datetime) -> StepRecord:
+              now: datetime, message: str | None = None) -> StepRecord:
+    """`message`: how a flow step ended (the branch a choice took, a loop's iterations)."""
     return StepRecord(handle=current.handle, state=RunState.SUCCEEDED, output=generation.text,
+                      statusMessage=message,
                       attempts=attempts, started_at=current.started_at, finished_at=now,
                       usage=generation.usage, backend=current.backend,
                       model=generation.model or current.model,
@@ -100,14 +103,20 @@ def skipped(handle: str, cause: StepRecord) -> StepRecord:
                       statusMessage=f"not run: depends on `{cause.handle}`, which {why}")
 
 
-def build_result(chain: str, inputs: Mapping[str, str], handles: Iterable[str],
+def skipped_because(handle: str, reason: str) -> StepRecord:
+    """Not run, for `reason` (a choice took another branch)."""
+    return StepRecord(handle=handle, state=RunState.SKIPPED, statusMessage=reason)
+
+
+def build_result(chain: str, inputs: Mapping[str, JsonValue], handles: Iterable[str],
                  records: Mapping[str, StepRecord], output: str | None,
-                 first_failure: str | None) -> InvocationResult:
+                 first_failure: str | None,
+                 tolerated: Container[str] = frozenset()) -> InvocationResult:
     """The run's result from its steps' records (in `handles`' order; a step without one is
-    waiting): the chain failed if a step did, naming `first_failure` (the first to fail in
-    time) and counting the others."""
+    waiting): the chain failed if a step did (other than the map items in `tolerated`),
+    naming `first_failure` (the first to fail in time) and counting the others."""
     steps = [records.get(h) or StepRecord(handle=h) for h in handles]
-    failed_steps = [r for r in steps if r.state == RunState.FAILED]
+    failed_steps = [r for r in steps if r.state == RunState.FAILED and r.handle not in tolerated]
     state, message = RunState.SUCCEEDED, None
     if failed_steps:
         first = next((r for r in failed_steps if r.handle == first_failure), failed_steps[0])

@@ -6,23 +6,39 @@ earlier ones could read, so schema and semantic problems are reported together.
 """
 
 import functools
+import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
 from chainlets.language.capabilities import Capability, Served
-from chainlets.language.draft import ChainDraft, read_draft
+from chainlets.language.draft import ChainDraft, StepDraft, read_draft
+from chainlets.language.flow import (
+    ChoiceFlow,
+    LoopFlow,
+    MapFlow,
+    MemberFlow,
+    parse_tolerance,
+)
 from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
 from chainlets.language.routing import check_capabilities
-from chainlets.language.spec import ChainSpec, StepSpec
+from chainlets.language.spec import ChainSpec, JsonValue, StepSpec
 from chainlets.language.templating import Template
 
-__all__ = ["CompiledChain", "CompiledStep", "compile_chain"]
+__all__ = ["CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain", "input_text"]
+
+Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
+
+# The plugin of steps that make no model call of their own (choices, loops, a loop's body step
+# as seen outside it): the engine runs their flow instead.
+CONTROL = Plugin("control", ModelParams, lambda config: ModelParams(), generator="",
+                 description="A choice or loop step: no model call of its own.")
+_NO_PROMPT = Template(parts=())
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,12 @@ class CompiledStep:
     deps: frozenset[str]  # step handles that must finish first
     literals: Mapping[str, str]  # the step's own `input`, stringified
     served: Mapping[Capability, Served] = field(default_factory=dict)
+    flow: Flow | None = None  # how a map, choice, loop (or a loop's body step) runs
+
+    @property
+    def calls(self) -> bool:
+        """Whether running the step calls its plugin's generator (a map: once per item)."""
+        return self.flow is None or isinstance(self.flow, MapFlow)
 
     @property
     def handle(self) -> str:
@@ -94,7 +116,7 @@ class CompiledChain:
     steps: Mapping[str, CompiledStep]  # in definition order
     dependents: Mapping[str, tuple[str, ...]]
     required_inputs: tuple[str, ...]
-    defaults: Mapping[str, str]
+    defaults: Mapping[str, JsonValue]
     output_handle: str
     # Chain input → the steps whose templates use it, for messages that name them.
     input_users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -116,7 +138,15 @@ class CompiledChain:
     def _like_step(self) -> Suggestions:
         return Suggestions(self.steps)
 
-    def resolve_inputs(self, given: Mapping[str, str]) -> dict[str, str]:
+    def model_calls(self) -> Iterator[CompiledStep]:
+        """Every step that calls a generator, loop bodies included."""
+        for step in self.steps.values():
+            if step.calls:
+                yield step
+            elif isinstance(step.flow, LoopFlow):
+                yield from step.flow.body
+
+    def resolve_inputs(self, given: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
         """The run's inputs with defaults filled in; InputsError lists every missing name."""
         values = {**self.defaults, **given}
         problems = [f"missing input `{name}` ({self.input_usage(name)}): pass it with "
@@ -129,9 +159,10 @@ class CompiledChain:
                     problems.append(f"unknown input `{name}`: this chain declares "
                                     f"{_declared(sorted(declared))}{suggest(name, declared)}")
         if not problems:  # with every input known, a prompt too long already is refused now
+            texts = {name: input_text(value) for name, value in values.items()}
             problems = [problem for step in self.steps.values()
                         if (problem := prompt_problem(
-                            f"step `{step.handle}`", step.prompt_chars(values),
+                            f"step `{step.handle}`", step.prompt_chars(texts),
                             _AT_LEAST if step.deps else _RENDERED))]
         if problems:
             raise InputsError.from_problems(f"chain `{self.handle}` cannot run with these inputs",
@@ -169,23 +200,58 @@ def compile_chain(chain: ChainSpec | Any, plugins: PluginRegistry = DEFAULT_PLUG
     if problems or draft.spec is None:
         raise ChainDefinitionError.from_problems(invalid(source, draft.handle),
                                                  problems.messages())
-    return _assemble(draft.spec, analysis)
+    return _assemble(draft.spec, draft, analysis)
 
 
-def _assemble(spec: ChainSpec, analysis: Analysis) -> CompiledChain:
+def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None = None,
+              flow: Flow | None = None) -> CompiledStep:
+    """`draft` as every pass accepted it; a prompt step's flow is its map, if it has one."""
+    step, facts = draft.spec, analysis.steps[draft.index]
+    if step.map is not None:
+        flow = MapFlow(over=step.map.over, split=step.map.split, item=step.map.item,
+                       max_concurrency=step.map.max_concurrency,
+                       tolerance=parse_tolerance(step.map.tolerate))
+    templates = facts.templates
+    calls = flow is None or isinstance(flow, MapFlow)
+    assert not calls or (facts.plugin is not None and facts.params is not None)
+    return CompiledStep(
+        spec=step, plugin=facts.plugin or CONTROL, params=facts.params or ModelParams(),
+        system=templates.get("system_prompt"),
+        history=tuple((m.role, templates[f"messages[{i}].content"])
+                      for i, m in enumerate(step.messages)),
+        prompt=templates.get("prompt", _NO_PROMPT), deps=facts.deps if deps is None else deps,
+        literals={k: str(v) for k, v in step.input.items()}, served=dict(facts.served),
+        flow=flow)
+
+
+def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> CompiledChain:
     """The runnable chain from a spec every pass accepted."""
     compiled: dict[str, CompiledStep] = {}
-    for index, step in enumerate(spec.steps):
-        facts = analysis.steps[index]
-        assert facts.plugin is not None and facts.params is not None  # every pass accepted it
-        templates = facts.templates
-        compiled[step.handle] = CompiledStep(
-            spec=step, plugin=facts.plugin, params=facts.params,
-            system=templates.get("system_prompt"),
-            history=tuple((m.role, templates[f"messages[{i}].content"])
-                          for i, m in enumerate(step.messages)),
-            prompt=templates["prompt"], deps=facts.deps,
-            literals={k: str(v) for k, v in step.input.items()}, served=dict(facts.served))
+    for step in draft.steps:
+        spec_ = step.spec
+        if step.loop is not None:
+            continue
+        if spec_.choice is not None:
+            choice = ChoiceFlow(branches=tuple((b.when, tuple(b.then))
+                                               for b in spec_.choice.branches),
+                                otherwise=tuple(spec_.choice.otherwise))
+            compiled[spec_.handle] = _compiled(step, analysis, flow=choice)
+        elif spec_.loop is not None:
+            body = [s for s in draft.steps if s.loop == spec_.handle]
+            body_deps = {s.spec.handle: analysis.steps[s.index].body_deps for s in body}
+            assert spec_.loop.max_iterations is not None  # a pass requires it
+            loop = LoopFlow(body=_in_order([_compiled(s, analysis, deps=frozenset())
+                                            for s in body], body_deps),
+                            body_deps=body_deps, until=spec_.loop.until,
+                            max_iterations=spec_.loop.max_iterations,
+                            on_limit=spec_.loop.on_limit)
+            compiled[spec_.handle] = _compiled(step, analysis, flow=loop)
+            for member in body:
+                compiled[member.spec.handle] = _compiled(
+                    member, analysis, deps=frozenset({spec_.handle}),
+                    flow=MemberFlow(loop=spec_.handle))
+        else:
+            compiled[spec_.handle] = _compiled(step, analysis)
     dependents: dict[str, list[str]] = {h: [] for h in compiled}
     for handle, step_ in compiled.items():
         for dep in step_.deps:
@@ -198,3 +264,19 @@ def _assemble(spec: ChainSpec, analysis: Analysis) -> CompiledChain:
                          required_inputs=required_inputs, defaults=defaults,
                          output_handle=spec.output or spec.steps[-1].handle,
                          input_users={k: tuple(v) for k, v in analysis.input_users.items()})
+
+
+def _in_order(body: list[CompiledStep],
+              deps: Mapping[str, frozenset[str]]) -> tuple[CompiledStep, ...]:
+    """`body` ordered so that each step comes after the steps it reads (the body is acyclic)."""
+    placed: dict[str, CompiledStep] = {}
+    while len(placed) < len(body):
+        for step in body:
+            if step.handle not in placed and deps[step.handle] <= placed.keys():
+                placed[step.handle] = step
+    return tuple(placed.values())
+
+
+def input_text(value: JsonValue) -> str:
+    """An input's value as templates show it: text as is, any other JSON as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

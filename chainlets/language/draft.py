@@ -23,9 +23,10 @@ M = TypeVar("M", bound=BaseModel)
 class StepDraft:
     """A step as far as it parsed: `broken` fields hold placeholders and are not checked again."""
 
-    index: int
+    index: int  # in the flattened order: each loop's body steps follow the loop step
     spec: StepSpec
     broken: frozenset[str] = frozenset()
+    loop: str | None = None  # the handle of the loop whose body holds this step
 
     @property
     def where(self) -> str:
@@ -49,8 +50,32 @@ class ChainDraft:
         return cls(handle=spec.handle,
                    inputs=None if spec.inputs is None else tuple(spec.inputs),
                    output=spec.output,
-                   steps=tuple(StepDraft(i, step) for i, step in enumerate(spec.steps)),
+                   steps=_flatten(_numbered([(step, frozenset()) for step in spec.steps])),
                    spec=spec)
+
+
+def _body(step: StepSpec, broken: frozenset[str]) -> list[StepSpec]:
+    return step.loop.steps if step.loop is not None and "loop" not in broken else []
+
+
+def _numbered(steps: list[tuple[StepSpec, frozenset[str]]]
+              ) -> list[tuple[int, StepSpec, frozenset[str]]]:
+    """`steps` with their indexes in the flattened order."""
+    numbered, index = [], 0
+    for step, broken in steps:
+        numbered.append((index, step, broken))
+        index += 1 + len(_body(step, broken))
+    return numbered
+
+
+def _flatten(steps: list[tuple[int, StepSpec, frozenset[str]]]) -> tuple[StepDraft, ...]:
+    """Drafts of `steps` (index, step, broken fields), each loop's body after the loop."""
+    drafts: list[StepDraft] = []
+    for index, step, broken in steps:
+        drafts.append(StepDraft(index, step, broken))
+        drafts.extend(StepDraft(index + 1 + i, body, loop=step.handle)
+                      for i, body in enumerate(_body(step, broken)))
+    return tuple(drafts)
 
 
 def _salvage(model: type[M], raw: Any,
@@ -85,29 +110,35 @@ def read_draft(data: Any, problems: Problems) -> ChainDraft:
         loc = err["loc"]
         if len(loc) >= 2 and loc[0] in ("steps", "inputs") and isinstance(loc[1], int):
             per_item.setdefault((str(loc[0]), loc[1]), []).append({**err, "loc": loc[2:]})
+    salvaged: list[tuple[int, StepSpec, frozenset[str]]] = []
+    flat_index: dict[int, int] = {}  # a step's index in `steps` → in the flattened drafts
+    at = 0
+    for index, raw in enumerate(_items(data, "steps") if isinstance(data, dict) else ()):
+        flat_index[index] = at
+        step, broken = _salvage(StepSpec, raw, per_item.get(("steps", index), []))
+        if step is not None:
+            salvaged.append((at, step, broken))
+            at += len(_body(step, broken))
+        at += 1
     for err in without_misspelt(errors, ChainSpec):
         loc = err["loc"]
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
-            problems.step(loc[1], chain_problem(data, err))
+            problems.step(flat_index.get(loc[1], loc[1]), chain_problem(data, err))
         else:
             problems.chain(chain_problem(data, err))
     if not isinstance(data, dict):
         return ChainDraft(handle=None, inputs=(), output=None, steps=(), spec=None)
 
-    steps = []
-    for index, raw in enumerate(_items(data, "steps")):
-        step, broken = _salvage(StepSpec, raw, per_item.get(("steps", index), []))
-        if step is not None:
-            steps.append(StepDraft(index, step, broken))
+    steps = _flatten(salvaged)
     inputs: tuple[InputDecl, ...] | None = None
     if isinstance(data.get("inputs"), list):
-        salvaged = [_salvage(InputDecl, raw, per_item.get(("inputs", i), []))
-                    for i, raw in enumerate(data["inputs"])]
+        decls = [_salvage(InputDecl, raw, per_item.get(("inputs", i), []))
+                 for i, raw in enumerate(data["inputs"])]
         # An input whose name is unreadable leaves the declared names unknown: no reference
         # can then be called undeclared.
-        if all(decl is not None and "name" not in broken for decl, broken in salvaged):
-            inputs = tuple(decl for decl, _ in salvaged if decl is not None)
+        if all(decl is not None and "name" not in broken for decl, broken in decls):
+            inputs = tuple(decl for decl, _ in decls if decl is not None)
     handle, output = data.get("handle"), data.get("output")
     return ChainDraft(handle=handle if isinstance(handle, str) else None, inputs=inputs,
                       output=output if isinstance(output, str) else None,
-                      steps=tuple(steps), spec=None)
+                      steps=steps, spec=None)

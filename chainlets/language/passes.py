@@ -1,5 +1,6 @@
-"""Validation passes 2 to 7 over a draft chain: names, plugins, templates, references, cycles and
-the output. Each pass checks what the earlier ones left readable and records what it learnt."""
+"""Validation passes 2 to 9 over a draft chain: names, step kinds, plugins, templates,
+references, control flow (flow_passes.py), cycles and the output. Each pass checks what the
+earlier ones left readable and records what it learnt."""
 
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +41,8 @@ class StepFacts:
     served: dict[Capability, Served] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per field, even rejected
-    deps: frozenset[str] = frozenset()
+    deps: frozenset[str] = frozenset()  # of a loop's body step: its loop (as seen outside)
+    body_deps: frozenset[str] = frozenset()  # of a loop's body step: its body siblings
 
 
 @dataclass
@@ -152,7 +154,7 @@ def check_plugins(draft: ChainDraft, analysis: Analysis, problems: Problems) -> 
     """Each step's plugins are registered and its `plugin_config` valid for each of them."""
     plugins = analysis.plugins
     for step in draft.steps:
-        if "plugin" in step.broken:
+        if "plugin" in step.broken or step.spec.plugin is None:
             continue
         names = [step.spec.plugin] if isinstance(step.spec.plugin, str) else step.spec.plugin
         facts = analysis.steps[step.index]
@@ -179,7 +181,7 @@ def check_plugins(draft: ChainDraft, analysis: Analysis, problems: Problems) -> 
 
 def _template_sources(step: StepDraft) -> Iterator[tuple[str, str]]:
     spec = step.spec
-    if "prompt" not in step.broken:
+    if spec.prompt is not None and "prompt" not in step.broken:
         yield "prompt", spec.prompt
     if spec.system_prompt is not None and "system_prompt" not in step.broken:
         yield "system_prompt", spec.system_prompt
@@ -232,7 +234,9 @@ def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) 
                     problems.step(step.index, f"{where}: depends_on names `{dep}`, which is not "
                                               f"a step{like_step(dep)}")
         # With `input` unreadable, any name may be one of its keys: none is called unknown.
-        own = spec.input if "input" not in step.broken else None
+        own: set[str] | None = None if "input" in step.broken else set(spec.input)
+        if own is not None and spec.map is not None and "map" not in step.broken:
+            own.add(spec.map.item)
         for name_field, names in facts.names.items():
             for name in names:
                 if own is not None and name in own:
@@ -317,5 +321,8 @@ def check_output(draft: ChainDraft, analysis: Analysis, problems: Problems) -> N
                        f"{suggest(draft.output, analysis.known)}")
 
 
-PASSES: tuple[Pass, ...] = (check_names, check_plugins, check_templates, check_references,
-                            check_cycles, check_output)
+# Imported last: the flow passes use this module's Analysis.
+from chainlets.language.flow_passes import check_flow, check_kinds  # noqa: E402
+
+PASSES: tuple[Pass, ...] = (check_names, check_kinds, check_plugins, check_templates,
+                            check_references, check_flow, check_cycles, check_output)

@@ -113,9 +113,9 @@ def check_capabilities(draft: ChainDraft, analysis: Analysis, problems: Problems
     Runs after `check_plugins`, which lists each step's candidates."""
     memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict] = {}
     for step in draft.steps:
-        if "capabilities" in step.broken:
-            continue
         spec = step.spec
+        if "capabilities" in step.broken or spec.plugin is None:
+            continue  # a choice or loop makes no call: check_kinds refuses requests on one
         requests = requested(spec.capabilities,
                              None if "system_prompt" in step.broken else spec.system_prompt,
                              () if "messages" in step.broken else spec.messages)

@@ -13,17 +13,22 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.capabilities import CapabilityRequests
+from chainlets.language.conditions import Condition
+from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
-from chainlets.language.messages import invalid, schema_problem, show, without_misspelt
+from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
 
-__all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "StepSpec",
+__all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue", "LoopSpec",
+           "StepSpec",
            "chain_json_schema", "load_chain", "locate", "parse_chain", "read_chain_json"]
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 Scalar = str | int | float | bool
+# An input's value: text, or any JSON (a list to map over, an object to read a field of).
+JsonValue = pydantic.JsonValue
 # A handle or input name. The pattern is for editors only: the compiler checks it, with a
 # message that says how prompts reference the name, rather than pydantic's bare regex error.
 Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
@@ -75,7 +80,8 @@ class InputDecl(BaseModel):
 
     name: Name = Field(description="Input name, referenced in prompts as `{name}`.")
     description: str = Field(default="", description="What the caller should pass.")
-    default: str | None = Field(default=None, description="Used when the caller omits it.")
+    default: JsonValue = Field(default=None, description="Used when the caller omits it: text, "
+                               "or any JSON value (a list to map over).")
 
 
 class StepSpec(BaseModel):
@@ -85,9 +91,12 @@ class StepSpec(BaseModel):
 
     handle: Name = Field(description="Unique step name; other steps reference its output as "
                                     "`{handle}`. Letters, digits, `_` and `-`.")
-    prompt: str = Field(description="Prompt template, Python `str.format` syntax with plain "
-                                    "names only; `{{`/`}}` are literal braces.")
-    plugin: PluginChoice = Field(
+    prompt: str | None = Field(
+        default=None, description="Prompt template, Python `str.format` syntax with plain names "
+        "only; `{{`/`}}` are literal braces. Required, with `plugin`, unless the step is a "
+        "`choice` or a `loop`.")
+    plugin: PluginChoice | None = Field(
+        default=None,
         description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
                     "list of acceptable ones, in preference order: the first whose "
                     "capabilities meet the step's `capabilities` serves it.")
@@ -113,6 +122,41 @@ class StepSpec(BaseModel):
         default_factory=list,
         description="Handles that must finish before this step, without interpolating them.")
     description: str | None = Field(default=None, description="Free text for humans.")
+    map: MapSpec | None = Field(default=None, description="Run this step once per item of a "
+                                "list; items are steps of their own, `handle[i]`.")
+    choice: ChoiceSpec | None = Field(default=None, description="Make this a choice step "
+                                      "(no prompt): route to the first branch whose condition "
+                                      "holds.")
+    loop: "LoopSpec | None" = Field(default=None, description="Make this a loop step (no "
+                                    "prompt): repeat its steps until a condition holds, at "
+                                    "most `max_iterations` times.")
+
+    @property
+    def kind(self) -> str:
+        """`prompt`, `map`, `choice` or `loop`."""
+        return "loop" if self.loop is not None else "choice" if self.choice is not None \
+            else "map" if self.map is not None else "prompt"
+
+
+class LoopSpec(BaseModel):
+    """Repeat a block of steps. Inside it, `{loop-handle}` is the JSON list of the earlier
+    iterations' outputs (`[]` at first); outside, a body step's handle is its last output and
+    `{loop-handle}` every iteration's, as a JSON list of objects by handle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[StepSpec] = Field(min_length=1, description="The block: prompt steps, "
+                                  "handles unique in the whole chain.")
+    until: Condition | None = Field(default=None, description="Checked after each iteration, "
+                                    "over inputs, outer steps and this iteration's outputs.")
+    max_iterations: int | None = Field(default=None, ge=1, description="Required bound on "
+                                       "iterations.")
+    on_limit: Literal["stop", "fail"] = Field(
+        default="stop", description="At `max_iterations` with `until` not holding: end with the "
+        "last iteration (`stop`) or fail.")
+
+
+StepSpec.model_rebuild()
 
 
 class ChainSpec(BaseModel):
@@ -158,9 +202,12 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
     step = defs[chain["properties"]["steps"]["items"]["$ref"].rsplit("/", 1)[-1]]
     names = plugins.names()
     plugin_field = step["properties"]["plugin"]
+    plugin_field.pop("default", None)
     plugin_field["anyOf"] = [{"type": "string", "enum": names},
                              {"type": "array", "minItems": 1,
                               "items": {"type": "string", "enum": names}}]
+    step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
+                     {"required": ["loop"]}]
     # With a list of plugins, `plugin_config` maps each plugin's name to its own config.
     keyed = {"type": "object", "additionalProperties": False,
              "properties": {p.name: refs[(p.config_model, "validation")] for p in plugins}}
@@ -214,14 +261,18 @@ def parse_chain(data: Any, source: str | None = None) -> ChainSpec:
     Only the schema: `compile_chain` on the same data also reports what it finds in the parts
     that did parse (references, cycles, plugin configs, templates), in the same round.
     """
-    try:
-        return ChainSpec.model_validate(data)
-    except pydantic.ValidationError as exc:
-        problems = [chain_problem(data, err)
-                    for err in without_misspelt(exc.errors(), ChainSpec)]
-        handle = data.get("handle") if isinstance(data, dict) else None
+    # Imported here: the draft and the kind check build on this module's models.
+    from chainlets.language.draft import read_draft
+    from chainlets.language.flow_passes import check_kinds
+    from chainlets.language.messages import Problems
+
+    problems = Problems()
+    draft = read_draft(data, problems)
+    check_kinds(draft, None, problems)
+    if problems or draft.spec is None:
         raise ChainDefinitionError.from_problems(
-            invalid(source, handle if isinstance(handle, str) else None), problems) from exc
+            invalid(source, draft.handle), problems.messages())
+    return draft.spec
 
 
 def _stdin() -> bytes | str:

@@ -173,10 +173,10 @@ BAD_REQUESTS: list[tuple[dict[str, Any], list[str]]] = [
     ({"op": "run_chain", "chain_id": "c", "options": {"llm": "gpt"}},
      ["options.llm: Input should be 'mock' or 'openai'"]),
     ({"op": "create_chain", "chain": {"handle": "c", "steps": [
-        {"handle": "a", "prompt": "x", "plugin": "gpt-3", "promt": "y"}, {"handle": "b"}]}},
+        {"handle": "a", "prompt": "x", "plugin": "gpt-3", "promt": "y"},
+        {"handle": "b", "prompt": 3, "plugin": "mock"}]}},
      ["chain.steps[`a`].promt: unknown field (remove it, or check its spelling)",
-      "chain.steps[`b`].prompt: required (add it)",
-      "chain.steps[`b`].plugin: required (add it)"]),
+      "chain.steps[`b`].prompt: Input should be a valid string"]),
     ({"op": "get_chain"}, ["chain_id: required (add it)"]),
     ({"op": "get_chain", "chain_id": ""},
      ["chain_id: String should have at least 1 character"]),

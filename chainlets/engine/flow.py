@@ -1,0 +1,240 @@
+"""Flow controllers: how a map, a choice, a loop and a loop's body step (seen outside) run.
+
+Each runs in its step's task and returns the step's outcome, like a model call. Maps and loops
+add their items and iterations to the run as steps of their own (`critic[3]`, `chef-a[1]`)
+through the execution's `add_step`, so each has its record, attempts, timings and usage, and
+its state changes go through the execution's one place; the controller hears of each end
+synchronously (`on_finish`), so it starts the next item in the same turn of the loop.
+"""
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Protocol
+
+from chainlets.engine.failures import Failure
+from chainlets.engine.models import ErrorKind, Generation, RunOptions, RunState, StepRecord, Usage
+from chainlets.language.compiler import CompiledStep
+from chainlets.language.conditions import evaluate
+from chainlets.language.flow import ChoiceFlow, LoopFlow, MapFlow, MemberFlow
+
+__all__ = ["FlowHost", "Outcome", "map_items", "run_flow"]
+
+# A flow step's outcome, and the status message of a step that succeeded (why, how many).
+Outcome = tuple[Generation | Failure, str | None]
+OnFinish = Callable[[StepRecord], None]
+
+
+class FlowHost(Protocol):
+    """What a controller needs of the run it is part of (`scheduler._Execution`)."""
+
+    @property
+    def options(self) -> RunOptions: ...
+
+    @property
+    def records(self) -> Mapping[str, StepRecord]: ...
+
+    def add_step(self, step: CompiledStep, on_finish: OnFinish | None = None) -> None: ...
+
+    def skip_step(self, handle: str, reason: str) -> None: ...
+
+    def tolerate(self, handles: Iterable[str]) -> None: ...
+
+    @property
+    def over(self) -> bool: ...
+
+
+def _text(item: object) -> str:
+    return item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+
+
+def map_items(flow: MapFlow, text: str) -> list[str]:
+    """The items of a map's list, as template text; ValueError says why there are none."""
+    if flow.split == "lines":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        shown = text if len(text) <= 60 else text[:59] + "…"
+        raise ValueError(f"`{flow.over}` is not a JSON array ({exc.msg}): {json.dumps(shown)}; "
+                         "make it one, or map over its lines with `\"split\": \"lines\"`"
+                         ) from exc
+    if not isinstance(items, list):
+        raise ValueError(f"`{flow.over}` is JSON but not an array (it is a "
+                         f"{type(items).__name__}); make it a list")
+    return [_text(item) for item in items]
+
+
+def _usage(records: list[StepRecord]) -> Usage | None:
+    usages = [r.usage for r in records if r.usage is not None]
+    if not usages:
+        return None
+    return Usage(prompt_tokens=sum(u.prompt_tokens for u in usages),
+                 completion_tokens=sum(u.completion_tokens for u in usages),
+                 total_tokens=sum(u.total_tokens for u in usages))
+
+
+def _named(step: CompiledStep, handle: str, values: Mapping[str, str]) -> CompiledStep:
+    """`step` as a step of its own named `handle`, its values all given (it waits for nothing)."""
+    spec = step.spec.model_copy(update={"handle": handle, "map": None})
+    return replace(step, spec=spec, flow=None, deps=frozenset(), literals=values)
+
+
+async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
+               values: Mapping[str, str]) -> Outcome:
+    try:
+        items = map_items(flow, values[flow.over])
+    except ValueError as exc:
+        return Failure(ErrorKind.MODEL, f"map: {exc}"), None
+    count = len(items)
+    limit = host.options.map_concurrency.get(step.handle, flow.max_concurrency) or count
+    results: list[StepRecord | None] = [None] * count
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    started = 0
+    base = {**values, **step.literals}
+
+    def launch() -> None:
+        nonlocal started
+        index = started
+        started += 1
+        host.add_step(_named(step, f"{step.handle}[{index}]", {**base, flow.item: items[index]}),
+                      lambda record: ended(index, record))
+
+    def ended(index: int, record: StepRecord) -> None:
+        results[index] = record
+        if done.done() or host.over:
+            return  # the run is ending: start nothing more
+        if started < count:
+            launch()
+        elif all(r is not None for r in results):
+            done.set_result(None)
+
+    for _ in range(min(limit, count)):
+        launch()
+    if count:
+        await done
+    records = [r for r in results if r is not None]
+    failed = [r for r in records if r.state != RunState.SUCCEEDED]
+    outputs = [r.output if r.state == RunState.SUCCEEDED else None for r in records]
+    if failed and not flow.tolerance.allows(len(failed), count):
+        first = failed[0]
+        return Failure(first.error_kind or ErrorKind.MODEL,
+                       f"{len(failed)} of {count} items failed ({flow.tolerance.describe(count)});"
+                       f" `{first.handle}`: {first.statusMessage}"), None
+    host.tolerate(r.handle for r in failed)
+    message = f"{len(failed)} of {count} items failed, tolerated " \
+              f"({flow.tolerance.describe(count)})" if failed else None
+    return Generation(text=json.dumps(outputs, ensure_ascii=False), usage=_usage(records)), \
+        message
+
+
+async def _choice(host: FlowHost, step: CompiledStep, flow: ChoiceFlow,
+                  values: Mapping[str, str]) -> Outcome:
+    taken: int | None = None
+    reasons = []
+    for index, (condition, _) in enumerate(flow.branches):
+        verdict = evaluate(condition, values)
+        reasons.append(verdict.reason)
+        if verdict.holds:
+            taken = index
+            break
+    label = "otherwise" if taken is None else f"branch {taken + 1}"
+    why = reasons[-1] if taken is not None else "no branch held: " + "; ".join(reasons)
+    chosen = flow.otherwise if taken is None else flow.branches[taken][1]
+    for targets in [*(t for _, t in flow.branches), flow.otherwise]:
+        if targets is not chosen:
+            for target in targets:
+                host.skip_step(target, f"not run: choice `{step.handle}` took {label} ({why})")
+    return Generation(text=chosen[0] if chosen else "none"), f"took {label}: {why}"
+
+
+async def _iteration(host: FlowHost, loop: CompiledStep, flow: LoopFlow,
+                     values: Mapping[str, str], number: int,
+                     records: list[StepRecord]) -> dict[str, str] | Failure:
+    """One pass over the body: each step added once the body steps it reads succeeded."""
+    outputs: dict[str, str] = {}
+    waiting = list(flow.body)
+    running = 0
+    failure: StepRecord | None = None
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def launch_ready() -> None:
+        nonlocal running
+        for body in [s for s in waiting if flow.body_deps[s.handle] <= outputs.keys()]:
+            waiting.remove(body)
+            running += 1
+            given = {**values, **{d: outputs[d] for d in flow.body_deps[body.handle]},
+                     **body.literals}
+            host.add_step(_named(body, f"{body.handle}[{number}]", given),
+                          functools.partial(ended, body.handle))
+
+    def ended(handle: str, record: StepRecord) -> None:
+        nonlocal running, failure
+        running -= 1
+        records.append(record)
+        if record.state == RunState.SUCCEEDED:
+            outputs[handle] = record.output or ""
+            if failure is None and not done.done() and not host.over:
+                launch_ready()
+        else:
+            failure = failure or record
+        if running == 0 and not done.done():
+            done.set_result(None)
+
+    launch_ready()
+    await done
+    if failure is None:
+        return outputs
+    for body in waiting:  # recorded skipped, behind the failed step
+        host.add_step(replace(_named(body, f"{body.handle}[{number}]", {}),
+                              deps=frozenset({failure.handle})))
+    return Failure(failure.error_kind or ErrorKind.MODEL,
+                   f"iteration {number}: step `{failure.handle}` failed: {failure.statusMessage}")
+
+
+async def _loop(host: FlowHost, step: CompiledStep, flow: LoopFlow,
+                values: Mapping[str, str]) -> Outcome:
+    iterations: list[dict[str, str]] = []
+    records: list[StepRecord] = []
+    reason = "no `until`"
+    for number in range(flow.max_iterations):
+        given = {**values, step.handle: json.dumps(iterations, ensure_ascii=False)}
+        outputs = await _iteration(host, step, flow, given, number, records)
+        if isinstance(outputs, Failure):
+            return outputs, None
+        iterations.append(outputs)
+        if flow.until is not None:
+            verdict = evaluate(flow.until, {**values, **outputs})
+            reason = verdict.reason
+            if verdict.holds:
+                return Generation(text=json.dumps(iterations, ensure_ascii=False),
+                                  usage=_usage(records)), \
+                    f"`until` held after {number + 1} iteration(s): {reason}"
+    if flow.until is not None and flow.on_limit == "fail":
+        return Failure(ErrorKind.MODEL, f"`until` did not hold within max_iterations = "
+                                        f"{flow.max_iterations}: {reason}"), None
+    return Generation(text=json.dumps(iterations, ensure_ascii=False), usage=_usage(records)), \
+        f"stopped at max_iterations = {flow.max_iterations} ({reason})"
+
+
+async def _member(host: FlowHost, step: CompiledStep, flow: MemberFlow,
+                  values: Mapping[str, str]) -> Outcome:
+    iterations = json.loads(values[flow.loop])
+    records = [host.records[f"{step.handle}[{i}]"] for i in range(len(iterations))]
+    return Generation(text=iterations[-1][step.handle], usage=_usage(records)), \
+        f"the last of {len(iterations)} iteration(s) of loop `{flow.loop}`"
+
+
+async def run_flow(host: FlowHost, step: CompiledStep, values: Mapping[str, str]) -> Outcome:
+    """Run a flow step (one whose `flow` is set) to its outcome."""
+    flow = step.flow
+    if isinstance(flow, MapFlow):
+        return await _map(host, step, flow, values)
+    if isinstance(flow, ChoiceFlow):
+        return await _choice(host, step, flow, values)
+    if isinstance(flow, LoopFlow):
+        return await _loop(host, step, flow, values)
+    assert isinstance(flow, MemberFlow)
+    return await _member(host, step, flow, values)

@@ -1,0 +1,75 @@
+"""The Step Functions catalog as JSON chains (chains/specs/), run on the mock model with the
+scripts in chains/specs/mock/ so that each takes its interesting paths."""
+
+import json
+from pathlib import Path
+
+from chainlets.engine.models import Generation, GenerationRequest, InvocationResult, RunOptions
+from chainlets.engine.models import RunState as S
+from chainlets.engine.scheduler import run_chain
+from chainlets.generators.mock_model import MockModel, MockScript
+from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import load_chain
+
+SPECS = Path(__file__).resolve().parent.parent / "chains" / "specs"
+
+
+class ScriptedMock:
+    """The mock generator's model, scripted, behind the generator port."""
+
+    def __init__(self, script: MockScript) -> None:
+        self.model = MockModel(script)
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        return await self.model.generate(request)
+
+
+async def run(name: str, inputs: dict[str, str] | None = None,
+              script: MockScript | None = None) -> InvocationResult:
+    chain = compile_chain(load_chain(SPECS / f"{name}.json"))
+    script = script or MockScript.load(SPECS / "mock" / f"{name}.json")
+    return await run_chain(chain, inputs or {}, {"mock": ScriptedMock(script)},
+                           RunOptions(llm="mock", max_attempts=1))
+
+
+def states(result: InvocationResult) -> dict[str, S]:
+    return {r.handle: r.state for r in result.steps}
+
+
+async def test_story_writer_maps_over_generated_characters_tolerating_one_failure() -> None:
+    result = await run("story-writer")
+    assert result.state == S.SUCCEEDED
+    assert states(result) == {"characters": S.SUCCEEDED, "arc": S.SUCCEEDED, "story": S.SUCCEEDED,
+                              "arc[0]": S.SUCCEEDED, "arc[1]": S.FAILED, "arc[2]": S.SUCCEEDED}
+    assert json.loads(result.step("arc").output or "") == [
+        "Ada learns to leave the light.", None, "Cy guides Bo home."]
+    assert result.step("arc").statusMessage == "1 of 3 items failed, tolerated (tolerates 1)"
+
+
+async def test_meal_planner_debates_until_consensus_then_writes_the_recipe() -> None:
+    result = await run("meal-planner")
+    assert result.state == S.SUCCEEDED
+    got = states(result)
+    assert [h for h in got if h.startswith("judge[")] == ["judge[0]", "judge[1]"]
+    assert got["recipe"] == S.SUCCEEDED and got["compromise"] == S.SKIPPED
+    assert result.step("chef-a").output == "Chilli fried rice with egg"
+    assert len(json.loads(result.step("debate").output or "")) == 2
+
+
+async def test_meal_planner_without_consensus_stops_at_its_bound_and_compromises() -> None:
+    result = await run("meal-planner", script=MockScript())
+    got = states(result)
+    assert [h for h in got if h.startswith("judge[")] == [f"judge[{i}]" for i in range(4)]
+    assert got["recipe"] == S.SKIPPED and got["compromise"] == S.SUCCEEDED
+    assert (result.step("debate").statusMessage or "").startswith(
+        "stopped at max_iterations = 4")
+
+
+async def test_is_it_a_book_takes_either_branch() -> None:
+    book = await run("is-it-a-book")
+    assert book.state == S.SUCCEEDED and book.output is not None
+    assert states(book)["not-a-book"] == S.SKIPPED
+    other = await run("is-it-a-book", {"title": "The Eiffel Tower"})
+    got = states(other)
+    assert got["summary"] == got["advert"] == S.SKIPPED and got["not-a-book"] == S.SUCCEEDED
+    assert other.output is None and other.state == S.SUCCEEDED
