@@ -70,7 +70,7 @@ class Dispatcher:
         try:
             body = WebhookEvent.model_validate(event.body())
             outcome = await self.sender.deliver(body, event.url, attempt=event.attempts + 1,
-                                                window_start=event.created_at)
+                                                window_start=event.window_start)
             if outcome.kind is OutcomeKind.DELIVERED:
                 await self.store.event_delivered(claim)
             else:

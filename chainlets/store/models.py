@@ -220,6 +220,9 @@ class Event(BaseModel):
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    window_start: datetime = Field(description="Retries go no later than the give-up period "
+                                               "after this: the event's creation, or its last "
+                                               "redelivery.")
 
     def body(self) -> dict[str, Any]:
         """The JSON object a callback receiver gets."""

@@ -169,7 +169,7 @@ def event_rows(events: Sequence[NewEvent], invocation: Row, last_seq: int, now: 
              "state": state.value, "attempts": 0, "next_attempt_at": now if url else None,
              "last_attempt_at": None, "last_error": None, "delivered_at": None,
              "claimed_by": None, "claim_attempt": 0,
-             "claim_expires_at": None}
+             "claim_expires_at": None, "window_start": now}
             for i, e in enumerate(events, start=1)]
 
 
@@ -180,4 +180,6 @@ def event_from_row(row: Row) -> Event:
                  state=EventState(row["state"]), attempts=row["attempts"],
                  last_attempt_at=from_ts(row["last_attempt_at"]),
                  next_attempt_at=from_ts(row["next_attempt_at"]),
-                 last_error=row["last_error"], delivered_at=from_ts(row["delivered_at"]))
+                 last_error=row["last_error"], delivered_at=from_ts(row["delivered_at"]),
+                 window_start=_at(row["window_start"] if row["window_start"] is not None
+                                  else row["created_at"]))

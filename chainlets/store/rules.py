@@ -295,7 +295,10 @@ def redeliverable(events: Sequence[R], invocation_id: str, event_id: str | None)
 
 
 def redelivered(now: float) -> dict[str, Any]:
-    return {"state": PENDING, "attempts": 0, "next_attempt_at": now, "last_error": None,
+    """Sent again from attempt 0, with a give-up period starting now (not at the event's
+    creation, which may be long past)."""
+    return {"state": PENDING, "attempts": 0, "next_attempt_at": now, "window_start": now,
+            "last_error": None,
             "last_attempt_at": None,
             "delivered_at": None, "claimed_by": None, "claim_expires_at": None}
 

@@ -96,6 +96,9 @@ events = sa.Table(
     sa.Column("claimed_by", sa.String(255)),
     sa.Column("claim_attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Column("claim_expires_at", sa.Double),
+    # Retries are scheduled within the give-up period from here: creation, or a redelivery
+    # (revision 0002; null in rows an older replica writes, read as `created_at`).
+    sa.Column("window_start", sa.Double),
     sa.UniqueConstraint("invocation_id", "seq", name="uq_events_invocation_seq"),
     sa.Index("ix_events_due", "state", "next_attempt_at"),
 )

@@ -19,6 +19,7 @@ from chainlets.store.tables import metadata
 from tests.store.conftest import ADMIN_URL
 
 FIRST = "0001"
+HEAD = "0002"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,6 +55,10 @@ def _write_at_first_revision(url: str) -> None:
         conn.execute(sa.text(
             "INSERT INTO steps (invocation_id, handle, position, state, updated_at) "
             "VALUES ('inv_old', 'a', 0, 'waiting', 1.0)"))
+        conn.execute(sa.text(
+            "INSERT INTO events (id, invocation_id, chain_id, seq, type, url, created_at, "
+            "state, next_attempt_at) VALUES ('evt_old', 'inv_old', 'chn_old', 1, "
+            "'step.finished', 'https://r.example/hook', 1.0, 'gave_up', NULL)"))
     engine.dispose()
 
 
@@ -68,6 +73,8 @@ async def test_a_database_from_the_first_migration_upgrades_to_head(empty_url: s
         assert (invocation.chain_id, invocation.input) == ("chn_old", {"topic": "x"})
         assert [s.handle for s in invocation.steps] == ["a"]
         assert (await store.get_chain("chn_old")).handle == "old"
+        [event] = await store.list_events("inv_old")  # its retry period starts at creation
+        assert event.window_start == event.created_at
         assert [lease.invocation_id for lease in await store.claim("A")] == ["inv_old"]
     finally:
         await store.close()
@@ -90,7 +97,7 @@ def test_the_migrated_schema_is_the_one_the_code_queries(empty_url: str) -> None
 def test_migrations_ship_with_the_package() -> None:
     assert (MIGRATIONS / "env.py").is_file()
     assert (MIGRATIONS / "script.py.mako").is_file()
-    assert head_revision() == FIRST
+    assert head_revision() == HEAD
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

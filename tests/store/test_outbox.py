@@ -174,3 +174,22 @@ async def test_concurrent_deliverers_keep_each_invocations_order(backend: str,
     finally:
         for opened in {id(s): s for s in stores}.values():
             await opened.close()
+
+
+async def test_a_redelivered_event_gets_a_retry_period_from_its_redelivery(
+        store: Store, clock: FakeClock) -> None:
+    invocation_id = await _three_events(store)
+    first = (await store.list_events(invocation_id))[0]
+    assert first.window_start == first.created_at
+    [claim] = await store.claim_events("A")
+    await store.event_failed(claim, error="HTTP 500", retry_at=None)  # its period ran out
+    clock.advance(3 * 86_400)
+    redelivered_at = clock.now
+    assert await store.redeliver(invocation_id, first.event_id) == 1
+    [again] = await store.claim_events("A")
+    assert (again.event.window_start, again.event.created_at) == (at(redelivered_at),
+                                                                  first.created_at)
+    await store.event_failed(again, error="HTTP 500", retry_at=at(clock.now + 1))
+    clock.advance(1)  # a retry keeps the redelivery's period
+    [retry] = await store.claim_events("A")
+    assert (retry.event.attempts, retry.event.window_start) == (1, at(redelivered_at))

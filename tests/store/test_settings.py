@@ -92,7 +92,8 @@ _STEP = StoredStep(handle="a", position=0, state=State.SUCCEEDED, output="x",
                               "error": None}], started_at=NOW, finished_at=NOW)
 _EVENT = Event(event_id="evt_1", invocation_id="inv_1", chain_id="chn_1", seq=1,
                type="step.finished", step="a", data={"output": "x"}, url="https://r.example",
-               created_at=NOW, state=EventState.PENDING, next_attempt_at=NOW)
+               created_at=NOW, state=EventState.PENDING, next_attempt_at=NOW,
+               window_start=NOW)
 
 
 @pytest.mark.parametrize("model", [
