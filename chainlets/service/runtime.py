@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -69,11 +69,14 @@ class ServiceConfig:
 
 class Runtime:
     """One per runner process: `ensure_started` is idempotent and safe to call from every
-    request and probe; everything runs on the server's event loop."""
+    request and probe; everything runs on the server's event loop. `clock` tells the
+    retention timer the time (give it the store's, when the store has an injected one)."""
 
     def __init__(self, config: ServiceConfig, execute: Execute, plugins: PluginRegistry, *,
-                 store: Store | None = None, http: httpx.AsyncClient | None = None) -> None:
+                 store: Store | None = None, http: httpx.AsyncClient | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config, self.execute, self.plugins = config, execute, plugins
+        self._clock = clock
         self._given_store, self._http = store, http
         self._started: asyncio.Task[Operations] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,7 +131,7 @@ class Runtime:
             if self.store is None:
                 continue
             try:
-                cutoff = datetime.now(UTC) - timedelta(seconds=self.config.store.retention_s)
+                cutoff = self._clock() - timedelta(seconds=self.config.store.retention_s)
                 counts = await self.store.purge(cutoff)
                 if counts.invocations:
                     log.info("retention: purged %s invocations", counts.invocations)
@@ -138,6 +141,7 @@ class Runtime:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # a purge stops first
         if self.worker is not None:
             await self.worker.close()
         if self.dispatcher is not None:
