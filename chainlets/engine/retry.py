@@ -1,12 +1,11 @@
 """Retry policy for generator calls: exponential backoff on transient failures only."""
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.failures import StepTimeoutError, describe_failure, is_overload, is_transient
@@ -52,11 +51,29 @@ class RetryPolicy:
         number = 0
         while True:
             number += 1
-            started = datetime.now(UTC)
             try:
-                async with gate.call() if gate is not None else contextlib.nullcontext():
-                    started = datetime.now(UTC)  # waiting for the gate is no part of the try
-                    result = await _within(fn, arg, timeout_s, generator)
+                if gate is not None and not gate.try_enter():
+                    await gate.enter()
+                started = datetime.now(UTC)  # waiting for the gate is no part of the try
+                try:
+                    if timeout_s is None:
+                        result = await fn(arg)
+                    else:  # inline, not a helper coroutine: one frame less per call in flight
+                        expiry = _Expiry.start(timeout_s)
+                        try:
+                            result = await fn(arg)
+                        except asyncio.CancelledError:
+                            if expiry.ours():
+                                raise StepTimeoutError(
+                                    f"generator `{generator}` gave no answer within "
+                                    f"step_timeout_s={timeout_s:g} s; the attempt was "
+                                    "abandoned") from None
+                            raise
+                        finally:
+                            expiry.stop()
+                finally:
+                    if gate is not None:
+                        gate.leave()
             except Exception as exc:
                 failure = describe_failure(exc, f"generator `{generator}`")
                 attempts.append(AttemptRecord(
@@ -74,16 +91,47 @@ class RetryPolicy:
             await asyncio.sleep(delay)
 
 
-async def _within(fn: Callable[[A], Awaitable[T]], arg: A, timeout_s: float | None,
-                  generator: str) -> T:
-    """`fn(arg)`, or StepTimeoutError once `timeout_s` has passed."""
-    if timeout_s is None:
-        return await fn(arg)
-    try:
-        async with asyncio.timeout(timeout_s) as scope:
-            return await fn(arg)
-    except TimeoutError:
-        if not scope.expired():
-            raise  # the call's own timeout, not ours
-        raise StepTimeoutError(f"generator `{generator}` gave no answer within step_timeout_s="
-                               f"{timeout_s:g} s; the attempt was abandoned") from None
+class _Expiry:
+    """One attempt's time limit, as asyncio.timeout keeps it: a timer cancels the attempt's
+    task, and that cancellation is the timeout only when no one else cancelled the task too.
+
+    A loop.call_later timer calling this slotted object, rather than asyncio.timeout: its
+    Timeout object (with a __dict__), its __aenter__/__aexit__ coroutines and the helper
+    coroutine around them cost every call in flight ~400 B (4 MB in the 10,000-step
+    benchmark) and ~2 µs.
+    """
+
+    __slots__ = ("cancelling", "fired", "task", "timer")
+
+    def __init__(self, task: "asyncio.Task[Any]", timeout_s: float) -> None:
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.fired = False
+        self.timer = task.get_loop().call_later(timeout_s, self)
+
+    @classmethod
+    def start(cls, timeout_s: float) -> "_Expiry":
+        """The current task's attempt, cancelled after `timeout_s` seconds."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a step's time limit needs a task")
+        return cls(task, timeout_s)
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+    def ours(self) -> bool:
+        """The task was cancelled by this timer, and by no one else."""
+        if not self.fired:
+            return False
+        self.fired = False  # its cancel request is taken back once
+        return self.task.uncancel() <= self.cancelling
+
+    def stop(self) -> None:
+        """The attempt ended: no timer; a cancel it requested as the answer came is taken
+        back (as asyncio.timeout's exit does)."""
+        self.timer.cancel()
+        if self.fired:
+            self.fired = False
+            self.task.uncancel()
