@@ -5,11 +5,12 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.failures import StepTimeoutError, describe_failure, is_overload, is_transient
 from chainlets.engine.models import AttemptRecord
+from chainlets.engine.timeouts import AttemptTimer
 
 __all__ = ["RetryPolicy"]
 
@@ -38,13 +39,13 @@ class RetryPolicy:
 
     async def call(self, fn: Callable[[A], Awaitable[T]], arg: A, attempts: list[AttemptRecord],
                    generator: str, *, gate: BackendGate | None = None,
-                   timeout_s: float | None = None) -> T:
+                   timer: AttemptTimer | None = None) -> T:
         """Run `fn(arg)`, a call to `generator`, under the policy, appending one record per
         try to `attempts`.
 
         Each try waits for `gate` (the backend's cap on calls in flight, closed while its
-        backends back off) and may take at most `timeout_s` seconds: one that takes longer
-        is recorded as a timeout and retried. An overload (HTTP 429, a refused connection)
+        backends back off) and may take at most `timer.timeout_s` seconds: one that takes
+        longer is recorded as a timeout and retried. An overload (HTTP 429, a refused connection)
         closes `gate` for the backoff, so every call to that backend waits it out together.
         Re-raises the last error when it is not transient or the attempts are used up.
         """
@@ -56,21 +57,21 @@ class RetryPolicy:
                     await gate.enter()
                 started = datetime.now(UTC)  # waiting for the gate is no part of the try
                 try:
-                    if timeout_s is None:
+                    if timer is None:
                         result = await fn(arg)
                     else:  # inline, not a helper coroutine: one frame less per call in flight
-                        expiry = _Expiry.start(timeout_s)
+                        attempt = timer.start()
                         try:
                             result = await fn(arg)
                         except asyncio.CancelledError:
-                            if expiry.ours():
+                            if attempt.timed_out():
                                 raise StepTimeoutError(
                                     f"generator `{generator}` gave no answer within "
-                                    f"step_timeout_s={timeout_s:g} s; the attempt was "
+                                    f"step_timeout_s={timer.timeout_s:g} s; the attempt was "
                                     "abandoned") from None
                             raise
                         finally:
-                            expiry.stop()
+                            timer.stop(attempt)
                 finally:
                     if gate is not None:
                         gate.leave()
@@ -89,49 +90,3 @@ class RetryPolicy:
                                               finished_at=datetime.now(UTC)))
                 return result
             await asyncio.sleep(delay)
-
-
-class _Expiry:
-    """One attempt's time limit, as asyncio.timeout keeps it: a timer cancels the attempt's
-    task, and that cancellation is the timeout only when no one else cancelled the task too.
-
-    A loop.call_later timer calling this slotted object, rather than asyncio.timeout: its
-    Timeout object (with a __dict__), its __aenter__/__aexit__ coroutines and the helper
-    coroutine around them cost every call in flight ~400 B (4 MB in the 10,000-step
-    benchmark) and ~2 µs.
-    """
-
-    __slots__ = ("cancelling", "fired", "task", "timer")
-
-    def __init__(self, task: "asyncio.Task[Any]", timeout_s: float) -> None:
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.fired = False
-        self.timer = task.get_loop().call_later(timeout_s, self)
-
-    @classmethod
-    def start(cls, timeout_s: float) -> "_Expiry":
-        """The current task's attempt, cancelled after `timeout_s` seconds."""
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a step's time limit needs a task")
-        return cls(task, timeout_s)
-
-    def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-    def ours(self) -> bool:
-        """The task was cancelled by this timer, and by no one else."""
-        if not self.fired:
-            return False
-        self.fired = False  # its cancel request is taken back once
-        return self.task.uncancel() <= self.cancelling
-
-    def stop(self) -> None:
-        """The attempt ended: no timer; a cancel it requested as the answer came is taken
-        back (as asyncio.timeout's exit does)."""
-        self.timer.cancel()
-        if self.fired:
-            self.fired = False
-            self.task.uncancel()

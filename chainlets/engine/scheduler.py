@@ -60,6 +60,7 @@ from chainlets.engine.state import (
     skipped_because,
     succeeded,
 )
+from chainlets.engine.timeouts import AttemptTimer
 from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.language.compiler import CompiledChain, CompiledStep, input_text
 from chainlets.language.flow import MapFlow
@@ -103,6 +104,7 @@ class _Execution:
         self.policy = RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
+        self.timer = AttemptTimer(options.step_timeout_s)
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.graph = StepGraph(chain, succeeded=())
         self.records: dict[str, StepRecord] = {}  # a step without one is waiting
@@ -272,8 +274,8 @@ class _Execution:
                 generation = await self.approve(step, values)
             else:  # the call awaited here, not in a helper coroutine: one frame less in flight
                 generation = self.served(step, await self.policy.call(
-                    self.generators[key].run_remote, self.request(step, values), attempts,
-                    key, gate=self.gate(key), timeout_s=self.options.step_timeout_s))
+                    self.generators[key].run_remote, self.request(step, values), attempts, key,
+                    gate=self.gate(key), timer=self.timer))
         except asyncio.CancelledError:
             if handle in self.parked:  # the run ends while it waits: it stays waiting
                 del self.tasks[handle]
