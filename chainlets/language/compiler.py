@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
@@ -39,6 +40,11 @@ Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
 CONTROL = Plugin("control", ModelParams, lambda config: ModelParams(), generator="",
                  description="A choice or loop step: no model call of its own.")
 _NO_PROMPT = Template(parts=())
+
+
+# One read-only empty mapping shared by every step without literals or capabilities: an empty
+# dict of its own each cost 64 B, 1.3 MB of the 10,000-step benchmark's peak.
+_NONE: Mapping[Any, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -220,8 +226,8 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
         history=tuple((m.role, templates[f"messages[{i}].content"])
                       for i, m in enumerate(step.messages)),
         prompt=templates.get("prompt", _NO_PROMPT), deps=facts.deps if deps is None else deps,
-        literals={k: str(v) for k, v in step.input.items()}, served=dict(facts.served),
-        flow=flow)
+        literals={k: str(v) for k, v in step.input.items()} or _NONE,
+        served=dict(facts.served) or _NONE, flow=flow)
 
 
 def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> CompiledChain:
