@@ -74,10 +74,11 @@ MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
 ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
 
 
-def prompt_problem(where: str, chars: int, what: str) -> str | None:
+def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:
     """Why a prompt of `chars` characters is refused, located by `where` ("step `a`"), `what`
-    it is ("the rendered prompt", …); None when it is within MAX_PROMPT_CHARS."""
-    if chars <= MAX_PROMPT_CHARS.value():
+    it is ("the rendered prompt", …); None when it is within MAX_PROMPT_CHARS (`most`: its
+    value, read once by a caller checking many prompts)."""
+    if chars <= (MAX_PROMPT_CHARS.value() if most is None else most):
         return None
     return f"{where}: {what} is {chars:,} characters, "\
         f"{MAX_PROMPT_CHARS.exceeded('shorten it')}"
