@@ -33,7 +33,7 @@ from chainlets.engine.models import RunState, StepRecord
 from chainlets.store import NewInvocation, OpenApproval, State, Store, StoreSettings, open_store
 from chainlets.store.migrate import upgrade
 from chainlets.store.tables import metadata
-from tests.store.conftest import ADMIN_URL
+from tests.postgres import ADMIN_URL
 
 __all__ = ["main"]
 

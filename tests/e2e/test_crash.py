@@ -5,7 +5,6 @@ invocations over). The fake OpenAI backend counts the calls per prompt: a commit
 never called again. Real processes, real sockets, processes killed by the pids we started."""
 
 import contextlib
-import secrets
 import signal
 import time
 from collections import Counter
@@ -15,16 +14,14 @@ from typing import Any
 
 import httpx
 import psutil
-import psycopg
 import pytest
-import sqlalchemy as sa
 
 from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
 from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client
 from tests.e2e.fakes import FakeBackend, Loopback, Receiver
-from tests.store.conftest import ADMIN_URL
+from tests.postgres import fresh_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -59,21 +56,6 @@ def backend() -> Iterator[tuple[FakeBackend, int, Receiver, str]]:
         yield fake, port, receiver, hook
     finally:
         loop.stop()
-
-
-def _postgres_database() -> Iterator[str]:
-    """A fresh database on the test server (skipped, with the reason, where none answers)."""
-    name = f"chainrunner_crash_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL backend skipped: no server at {ADMIN_URL} ({exc})".strip())
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _launch(database_url: str, backend_port: int) -> ServeProcess:
@@ -151,7 +133,7 @@ def _events(receiver: Receiver, invocation_id: str) -> list[tuple[str, str | Non
 def test_a_replica_killed_whole_is_taken_over_by_another_on_one_postgresql_database(
         backend: tuple[FakeBackend, int, Receiver, str]) -> None:
     fake, port, receiver, hook = backend
-    databases = _postgres_database()
+    databases = fresh_database("chainrunner_crash")
     url = next(databases)
     first, second = _launch(url, port), _launch(url, port)
     try:

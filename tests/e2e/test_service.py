@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-import sqlalchemy as sa
 
 from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
@@ -19,7 +17,7 @@ from chainlets.errors import ConflictError, NotFoundError, RequestError
 from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client
 from tests.e2e.fakes import FakeBackend, Loopback, Receiver
-from tests.store.conftest import ADMIN_URL
+from tests.postgres import fresh_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -35,20 +33,6 @@ SLOW_CHAIN = {"handle": "slow", "inputs": [{"name": "topic"}], "steps": [
     {"handle": "long", "plugin": "openai", "prompt": "slow {quick}"},
     {"handle": "after", "plugin": "openai", "prompt": "After {long}"}]}
 OPTIONS = RunOptions(llm="openai", initial_backoff_s=0)
-
-
-def _postgres_database() -> Iterator[str]:
-    name = f"chainrunner_e2e_{int(time.time())}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL backend skipped: no server at {ADMIN_URL} ({exc})".strip())
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +55,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         databases: Iterator[str] = iter(
             [f"sqlite:///{tmp_path_factory.mktemp('db') / 'service.db'}"])
     else:
-        databases = _postgres_database()
+        databases = fresh_database("chainrunner_e2e")
     url = next(databases)
     backend_port = fakes[3]
     server = ServeProcess.launch(REPO / "chains" / "runner.py", cwd=REPO, via_cli=True, env={

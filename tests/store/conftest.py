@@ -2,24 +2,19 @@
 this test session (skipped, with the reason shown, where no server answers)."""
 
 import itertools
-import os
-import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from chainlets.store import MemoryStore, Store, StoreSettings, open_store
 from chainlets.store.migrate import upgrade
 from chainlets.store.settings import Limits
 from chainlets.store.tables import metadata
+from tests.postgres import fresh_database
 
-# Where the test server is; CI's machine has one with trust auth for `postgres`.
-ADMIN_URL = os.environ.get("CHAINRUNNER_TEST_POSTGRES",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
 LIMITS = Limits(max_input_bytes=2_000, max_step_output_bytes=1_000, max_chain_bytes=4_000)
 LEASE_S = 10.0
 
@@ -50,20 +45,9 @@ class CountingIds:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database with a random name on the test server, migrated, dropped at the end."""
-    name = f"chainrunner_test_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL backend skipped: no server at {ADMIN_URL} ({exc})".strip())
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = str(sa.make_url(ADMIN_URL).set(database=name).render_as_string(
-            hide_password=False))
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for url in fresh_database("chainrunner_test"):
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,9 @@
 the migrated schema is what the code queries; SQLite runs in WAL mode."""
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -16,7 +14,7 @@ from chainlets.store import StoreSettings, open_store
 from chainlets.store.dialect import create_sync_engine, database_url, sync_url
 from chainlets.store.migrate import MIGRATIONS, current_revision, head_revision, upgrade
 from chainlets.store.tables import metadata
-from tests.store.conftest import ADMIN_URL
+from tests.postgres import fresh_database
 
 FIRST = "0001"
 HEAD = "0002"
@@ -28,18 +26,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    name = f"chainrunner_migrate_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL backend skipped: no server at {ADMIN_URL} ({exc})".strip())
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(
-                hide_password=False)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database("chainrunner_migrate")
 
 
 def _write_at_first_revision(url: str) -> None:
