@@ -33,7 +33,7 @@ from chainlets.engine.models import RunState, StepRecord
 from chainlets.store import NewInvocation, OpenApproval, State, Store, StoreSettings, open_store
 from chainlets.store.migrate import upgrade
 from chainlets.store.tables import metadata
-from tests.postgres import ADMIN_URL
+from tests.postgres import ADMIN_URL, temporary_database
 
 __all__ = ["main"]
 
@@ -54,16 +54,11 @@ def database(folder: Path, postgres: bool) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    name = f"chainrunner_durability_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(
-                hide_password=False)
-            upgrade(url)
-            yield url
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("chainrunner_durability") as pg_url:
+        if pg_url is None:
+            raise RuntimeError(f"no PostgreSQL server answers at {ADMIN_URL}")
+        upgrade(pg_url)
+        yield pg_url
 
 
 def postgres_available() -> bool:

@@ -16,20 +16,15 @@ after; skipped without one).
 
 import argparse
 import asyncio
-import contextlib
-import secrets
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import psycopg
-import sqlalchemy as sa
 
 from benchmarks.service_anchor import dbos_rate, sqlite_url
 from benchmarks.service_inprocess import Durability, durability, throughput
 from benchmarks.service_serve import Submission, through_serve
-from benchmarks.store import ADMIN_URL, _backend
+from benchmarks.store import _backend
+from tests.postgres import ADMIN_URL, temporary_database
 
 __all__ = ["main", "run_inprocess"]
 
@@ -37,28 +32,10 @@ TARGET_X_DBOS = 5.0
 TARGET_RATIO = 1.10
 
 
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str | None]:
-    """A fresh PostgreSQL database for DBOS (dropped after), or None without a server."""
-    name = f"chainrunner_dbos_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        yield None
-        return
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(
-                hide_password=False)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _anchor(backend: str, folder: Path, invocations: int, concurrency: int) -> float | str:
     if backend == "sqlite":
         return dbos_rate(sqlite_url(folder / "dbos.db"), invocations, concurrency)
-    with _postgres_database() as url:
+    with temporary_database("chainrunner_dbos") as url:
         if url is None:
             return f"no PostgreSQL server at {ADMIN_URL}"
         return dbos_rate(url, invocations, concurrency)

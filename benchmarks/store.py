@@ -11,8 +11,6 @@ backend is reported as skipped. A step's life is two writes (`running`, then its
 import argparse
 import asyncio
 import contextlib
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -23,18 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-import sqlalchemy as sa
-
 from chainlets.engine.models import RunState, StepRecord
 from chainlets.store import MemoryStore, NewEvent, NewInvocation, State, Store, StoreSettings
 from chainlets.store import open_store as open_sql_store
 from chainlets.store.migrate import upgrade
+from tests.postgres import ADMIN_URL, temporary_database
 
 __all__ = ["Figures", "main", "measure", "render"]
 
-ADMIN_URL = os.environ.get("CHAINRUNNER_TEST_POSTGRES",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
 CHAIN = {"handle": "bench", "steps": [{"handle": h, "plugin": "mock", "prompt": "x"}
                                       for h in ("a", "b", "c")]}
 HANDLES = ["a", "b", "c"]
@@ -159,24 +153,16 @@ async def _backend(name: str, folder: Path, sync: str | None) -> AsyncIterator[S
         finally:
             await store.close()
         return
-    db = f"chainrunner_bench_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        yield None
-        return
-    with admin:
-        admin.execute(f'CREATE DATABASE "{db}"')
+    with temporary_database("chainrunner_bench") as pg_url:
+        if pg_url is None:
+            yield None
+            return
+        upgrade(pg_url)
+        store = await open_sql_store(StoreSettings(url=pg_url, sync=sync), migrate=False)
         try:
-            url = sa.make_url(ADMIN_URL).set(database=db).render_as_string(hide_password=False)
-            upgrade(url)
-            store = await open_sql_store(StoreSettings(url=url, sync=sync), migrate=False)
-            try:
-                yield store
-            finally:
-                await store.close()
+            yield store
         finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await store.close()
 
 
 def render(rows: Sequence[Figures], workers: int) -> str:
