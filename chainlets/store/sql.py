@@ -45,6 +45,18 @@ __all__ = ["SqlStore"]
 
 _inv, _steps = invocations.c, steps.c
 
+# Hot statements built once (see sql_base): values are passed as parameters named like their
+# columns, keys as `b_…` parameters.
+_LIVE_CHAIN = sa.select(chains).where(chains.c.id == sa.bindparam("b_id"),
+                                      chains.c.deleted_at.is_(None))
+_CHAIN_EXISTS = sa.select(chains.c.id).where(chains.c.id == sa.bindparam("b_id"),
+                                             chains.c.deleted_at.is_(None))
+_INSERT_INVOCATION = sa.insert(invocations)
+_INSERT_STEPS = sa.insert(steps)
+_STEPS_OF = sa.select(steps).where(_steps.invocation_id == sa.bindparam("b_id"))
+_UPDATE_STEP = sa.update(steps).where(_steps.invocation_id == sa.bindparam("b_id"),
+                                      _steps.handle == sa.bindparam("b_handle"))
+
 
 class SqlStore(SqlOutbox):
     """A `Store` in a database; `open_store` migrates the database first and makes one."""
@@ -76,9 +88,9 @@ class SqlStore(SqlOutbox):
         return await self._read(lambda conn: chain_from_row(self._chain(conn, chain_id)))
 
     @staticmethod
-    def _chain(conn: sa.Connection, chain_id: str) -> sa.RowMapping:
-        row = conn.execute(sa.select(chains).where(
-            chains.c.id == chain_id, chains.c.deleted_at.is_(None))).mappings().first()
+    def _chain(conn: sa.Connection, chain_id: str, *, exists: bool = False) -> sa.RowMapping:
+        row = conn.execute(_CHAIN_EXISTS if exists else _LIVE_CHAIN,
+                           {"b_id": chain_id}).mappings().first()
         if row is None:
             raise refusals.chain_not_found(chain_id)
         return row
@@ -127,7 +139,7 @@ class SqlStore(SqlOutbox):
                 events: Sequence[NewEvent]) -> Created:
         if new.idempotency_key is not None and (existing := self._by_key(conn, new)):
             return existing
-        self._chain(conn, new.chain_id)
+        self._chain(conn, new.chain_id, exists=True)
         source: list[sa.RowMapping] = []
         if new.rerun_of is not None:
             self._invocation(conn, new.rerun_of.invocation_id)
@@ -137,9 +149,9 @@ class SqlStore(SqlOutbox):
         now = self._clock()
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
         rows = rules.initial_steps(new, row["id"], source, now)
-        conn.execute(sa.insert(invocations).values(row))
+        conn.execute(_INSERT_INVOCATION, row)
         if rows:
-            conn.execute(sa.insert(steps), rows)
+            conn.execute(_INSERT_STEPS, rows)
         self._add_events(conn, row, events, now)
         return Created(invocation=invocation_from_row(row, rows), created=True,
                        lease=rules.lease_of(row) if owner else None)
@@ -149,8 +161,7 @@ class SqlStore(SqlOutbox):
 
     def _full(self, conn: sa.Connection, invocation_id: str) -> Invocation:
         row = self._invocation(conn, invocation_id)
-        rows = conn.execute(sa.select(steps).where(
-            _steps.invocation_id == invocation_id)).mappings().all()
+        rows = conn.execute(_STEPS_OF, {"b_id": invocation_id}).mappings().all()
         return invocation_from_row(row, rows)
 
     async def list_invocations(self, *, chain_id: str | None = None, state: State | None = None,
@@ -176,8 +187,8 @@ class SqlStore(SqlOutbox):
 
         def work(conn: sa.Connection) -> None:
             row = self._fence(conn, lease, events, now)
-            key = (_steps.invocation_id == row["id"]) & (_steps.handle == step.handle)
-            if conn.execute(sa.update(steps).where(key).values(values)).rowcount == 0:
+            if conn.execute(_UPDATE_STEP, {"b_id": row["id"], "b_handle": step.handle,
+                                           **values}).rowcount == 0:
                 position = conn.execute(sa.select(
                     sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
                     _steps.invocation_id == row["id"])).scalar_one()
