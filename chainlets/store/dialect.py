@@ -151,7 +151,8 @@ class _SqliteThreads:
         self._writes = self.engine.execution_options(**{WRITE: True})
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="chainrunner-store-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="chainrunner-store-read")
-        self._group = ThreadGroupCommit(lambda work: self._transaction(work, True))
+        self._group = ThreadGroupCommit(lambda work: self._transaction(work, True),
+                                        self._writer.submit)
 
     def _transaction(self, work: Callable[[sa.Connection], T], write: bool) -> T:
         with (self._writes if write else self.engine).begin() as connection:
@@ -161,9 +162,7 @@ class _SqliteThreads:
         loop = asyncio.get_running_loop()
         if not write:
             return await loop.run_in_executor(self._readers, self._transaction, work, False)
-        done = self._group.submit(work)
-        loop.run_in_executor(self._writer, self._group.drain)
-        return await done
+        return await self._group.submit(work)
 
     async def close(self) -> None:
         for pool in (self._writer, self._readers):

@@ -29,6 +29,21 @@ def _insert(key: str) -> Callable[[sa.Connection], str]:
     return work
 
 
+class _Thread:
+    """The writer thread, held: drains handed to it run when the test says."""
+
+    def __init__(self) -> None:
+        self.drains: list[Callable[[], None]] = []
+
+    def __call__(self, drain: Callable[[], None]) -> None:
+        self.drains.append(drain)
+
+    async def run(self) -> None:
+        drains, self.drains = self.drains, []
+        for drain in drains:
+            await asyncio.to_thread(drain)
+
+
 def _keys(engine: sa.Engine) -> list[str]:
     with engine.connect() as connection:
         return sorted(connection.execute(sa.select(rows.c.key)).scalars())
@@ -42,11 +57,18 @@ async def test_writes_queued_together_commit_in_one_transaction(engine: sa.Engin
         with engine.begin() as connection:
             work(connection)
 
-    group = ThreadGroupCommit(transaction)
+    thread = _Thread()
+    group = ThreadGroupCommit(transaction, thread)
     futures = [group.submit(_insert(key)) for key in ("a", "b", "c")]
-    await asyncio.to_thread(group.drain)
+    assert len(thread.drains) == 1  # one drain queued for the three, not one each
+    await thread.run()
     assert [await f for f in futures] == ["a", "b", "c"]
     assert len(transactions) == 1 and _keys(engine) == ["a", "b", "c"]
+    # Once drained, the next write queues a drain again.
+    later = group.submit(_insert("d"))
+    assert len(thread.drains) == 1
+    await thread.run()
+    assert await later == "d" and len(transactions) == 2
 
 
 async def test_a_failing_write_fails_only_its_caller(engine: sa.Engine) -> None:
@@ -54,11 +76,12 @@ async def test_a_failing_write_fails_only_its_caller(engine: sa.Engine) -> None:
         with engine.begin() as connection:
             work(connection)
 
-    group = ThreadGroupCommit(transaction)
+    thread = _Thread()
+    group = ThreadGroupCommit(transaction, thread)
     first = group.submit(_insert("a"))
     duplicate = group.submit(_insert("a"))  # the primary key is taken by the first
     last = group.submit(_insert("b"))
-    await asyncio.to_thread(group.drain)
+    await thread.run()
     assert await first == "a" and await last == "b"
     with pytest.raises(sa.exc.IntegrityError):
         await duplicate
