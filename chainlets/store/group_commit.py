@@ -13,13 +13,13 @@ transaction holding its write has committed.
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["Write", "run_together"]
+__all__ = ["ThreadGroupCommit", "Write", "run_together"]
 
 T = TypeVar("T")
 
@@ -35,11 +35,6 @@ class Write(Generic[T]):
 
     def __post_init__(self) -> None:
         self.loop = self.future.get_loop()
-
-    def settle(self) -> None:
-        """Answer the caller (from any thread)."""
-        assert self.outcome is not None
-        self.loop.call_soon_threadsafe(_resolve, self.future, self.outcome)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -128,43 +123,3 @@ def _commit(batch: list[Write[Any]],
             for write in batch:
                 write.outcome = None
                 _commit([write], transaction)
-
-
-class AsyncGroupCommit:
-    """For a store whose transactions are awaited (PostgreSQL): one writer task at a time
-    takes every write queued while the previous transaction ran."""
-
-    def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], Awaitable[None]],
-                 max_batch: int = 500) -> None:
-        self._transaction, self._max_batch = transaction, max_batch
-        self._queue: list[Write[Any]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def run(self, work: Callable[[sa.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(Write(work, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-            await self._commit(batch)
-
-    async def _commit(self, batch: list[Write[Any]]) -> None:
-        try:
-            await self._transaction(lambda connection: run_together(connection, batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].outcome = (False, exc)
-            else:  # nothing was committed: each write again, alone
-                for write in batch:
-                    await self._commit([write])
-                return
-        for write in batch:
-            write.settle()
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)

@@ -3,12 +3,13 @@ failing write fails only its own caller."""
 
 import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from chainlets.store.group_commit import AsyncGroupCommit, ThreadGroupCommit
+from chainlets.store.group_commit import ThreadGroupCommit
 
 metadata = sa.MetaData()
 rows = sa.Table("rows", metadata, sa.Column("key", sa.String, primary_key=True))
@@ -88,18 +89,19 @@ async def test_a_failing_write_fails_only_its_caller(engine: sa.Engine) -> None:
     assert _keys(engine) == ["a", "b"]
 
 
-async def test_the_awaited_group_answers_each_caller_after_its_commit(engine: sa.Engine) -> None:
+async def test_each_caller_is_answered_after_its_commit_on_a_real_thread(
+        engine: sa.Engine) -> None:
     committed: list[list[str]] = []
 
-    async def transaction(work: Callable[[sa.Connection], None]) -> None:
+    def transaction(work: Callable[[sa.Connection], None]) -> None:
         with engine.begin() as connection:
             work(connection)
         committed.append(_keys(engine))
 
-    group = AsyncGroupCommit(transaction)
-    results = await asyncio.gather(group.run(_insert("a")), group.run(_insert("a")),
-                                   group.run(_insert("b")), return_exceptions=True)
+    with ThreadPoolExecutor(1) as thread:
+        group = ThreadGroupCommit(transaction, thread.submit)
+        results = await asyncio.gather(*(group.submit(_insert(k)) for k in ("a", "a", "b")),
+                                       return_exceptions=True)
     assert results[0] == "a" and results[2] == "b"
     assert isinstance(results[1], sa.exc.IntegrityError)
     assert _keys(engine) == ["a", "b"] and committed[-1] == ["a", "b"]
-    await group.close()
