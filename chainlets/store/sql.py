@@ -186,14 +186,9 @@ class SqlStore(SqlOutbox):
         values = rules.step_columns(step, approval, now)
 
         def work(conn: sa.Connection) -> None:
-            row = self._fence(conn, lease, events, now)
-            if conn.execute(_UPDATE_STEP, {"b_id": row["id"], "b_handle": step.handle,
-                                           **values}).rowcount == 0:
-                position = conn.execute(sa.select(
-                    sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
-                    _steps.invocation_id == row["id"])).scalar_one()
-                conn.execute(sa.insert(steps).values(
-                    rules.empty_step(row["id"], step.handle, position, now) | values))
+            self._fence(conn, lease, events, now,
+                        then=lambda row: self._put_step(conn, row["id"], step.handle, values,
+                                                        now))
 
         try:
             await self._write(work)
@@ -202,12 +197,36 @@ class SqlStore(SqlOutbox):
                 raise
             raise refusals.token_reused(step.handle) from exc
 
+    @staticmethod
+    def _put_step(conn: sa.Connection, invocation_id: str, handle: str,
+                  values: Mapping[str, Any], now: float) -> None:
+        """Update the step's row, or add one after the others (a step added at run time)."""
+        if conn.execute(_UPDATE_STEP, {"b_id": invocation_id, "b_handle": handle,
+                                       **values}).rowcount == 0:
+            position = conn.execute(sa.select(
+                sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
+                _steps.invocation_id == invocation_id)).scalar_one()
+            conn.execute(sa.insert(steps).values(
+                rules.empty_step(invocation_id, handle, position, now) | dict(values)))
+
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
-                                events: Sequence[NewEvent] = ()) -> None:
+                                events: Sequence[NewEvent] = (),
+                                steps: Sequence[StepRecord] = ()) -> None:
+        for step in steps:
+            self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.invocation_update(state, output, status_message, self.limits, now)
-        await self._write(lambda conn: self._fence(conn, lease, events, now, values))
+        records = [(s.handle, rules.step_columns(s, None, now)) for s in steps]
+
+        def work(conn: sa.Connection) -> None:
+            def put_steps(row: sa.RowMapping) -> None:
+                for handle, columns in records:
+                    self._put_step(conn, row["id"], handle, columns, now)
+
+            self._fence(conn, lease, events, now, values, then=put_steps if records else None)
+
+        await self._write(work)
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,
                       events: Sequence[NewEvent] = ()) -> bool:

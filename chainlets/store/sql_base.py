@@ -66,14 +66,18 @@ class SqlBase:
         return row
 
     def _fence(self, conn: sa.Connection, lease: Lease, new_events: Sequence[NewEvent],
-               now: float, values: Mapping[str, Any] | None = None) -> sa.RowMapping:
+               now: float, values: Mapping[str, Any] | None = None,
+               then: Callable[[sa.RowMapping], None] | None = None) -> sa.RowMapping:
         """Update the invocation's row only while `lease` holds it (which also locks the row
-        for the rest of the transaction) and append `new_events`."""
+        for the rest of the transaction), do `then` (its steps' writes), and append
+        `new_events`."""
         row: sa.RowMapping | None = conn.execute(_FENCE, {
             "b_id": lease.invocation_id, "b_owner": lease.owner, "b_attempt": lease.attempt,
             "b_events": len(new_events), "updated_at": now, **(values or {})}).mappings().first()
         if row is None:
             raise refusals.lease_lost(lease)
+        if then is not None:
+            then(row)
         if new_events:
             conn.execute(_INSERT_EVENTS, event_rows(
                 new_events, row, row["event_seq"] - len(new_events), now, self._ids))
