@@ -25,6 +25,7 @@ from chainlets.store.models import (
     State,
     StoredChain,
 )
+from chainlets.store.prepared import Prepared
 from chainlets.store.rows import (
     Clock,
     IdFactory,
@@ -49,13 +50,11 @@ _inv, _steps = invocations.c, steps.c
 # columns, keys as `b_…` parameters.
 _LIVE_CHAIN = sa.select(chains).where(chains.c.id == sa.bindparam("b_id"),
                                       chains.c.deleted_at.is_(None))
-_CHAIN_EXISTS = sa.select(chains.c.id).where(chains.c.id == sa.bindparam("b_id"),
-                                             chains.c.deleted_at.is_(None))
-_INSERT_INVOCATION = sa.insert(invocations)
-_INSERT_STEPS = sa.insert(steps)
+_CHAIN_EXISTS = Prepared(sa.select(chains.c.id).where(chains.c.id == sa.bindparam("b_id"),
+                                                      chains.c.deleted_at.is_(None)))
+_INSERT_INVOCATION = Prepared(sa.insert(invocations))
+_INSERT_STEPS = Prepared(sa.insert(steps))
 _STEPS_OF = sa.select(steps).where(_steps.invocation_id == sa.bindparam("b_id"))
-_UPDATE_STEP = sa.update(steps).where(_steps.invocation_id == sa.bindparam("b_id"),
-                                      _steps.handle == sa.bindparam("b_handle"))
 
 
 class SqlStore(SqlOutbox):
@@ -88,9 +87,8 @@ class SqlStore(SqlOutbox):
         return await self._read(lambda conn: chain_from_row(self._chain(conn, chain_id)))
 
     @staticmethod
-    def _chain(conn: sa.Connection, chain_id: str, *, exists: bool = False) -> sa.RowMapping:
-        row = conn.execute(_CHAIN_EXISTS if exists else _LIVE_CHAIN,
-                           {"b_id": chain_id}).mappings().first()
+    def _chain(conn: sa.Connection, chain_id: str) -> sa.RowMapping:
+        row = conn.execute(_LIVE_CHAIN, {"b_id": chain_id}).mappings().first()
         if row is None:
             raise refusals.chain_not_found(chain_id)
         return row
@@ -139,7 +137,8 @@ class SqlStore(SqlOutbox):
                 events: Sequence[NewEvent]) -> Created:
         if new.idempotency_key is not None and (existing := self._by_key(conn, new)):
             return existing
-        self._chain(conn, new.chain_id, exists=True)
+        if _CHAIN_EXISTS.first(conn, {"b_id": new.chain_id}) is None:
+            raise refusals.chain_not_found(new.chain_id)
         source: list[sa.RowMapping] = []
         if new.rerun_of is not None:
             self._invocation(conn, new.rerun_of.invocation_id)
@@ -149,9 +148,9 @@ class SqlStore(SqlOutbox):
         now = self._clock()
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
         rows = rules.initial_steps(new, row["id"], source, now)
-        conn.execute(_INSERT_INVOCATION, row)
+        _INSERT_INVOCATION.run(conn, row).close()
         if rows:
-            conn.execute(_INSERT_STEPS, rows)
+            _INSERT_STEPS.run_many(conn, rows)
         self._add_events(conn, row, events, now)
         return Created(invocation=invocation_from_row(row, rows), created=True,
                        lease=rules.lease_of(row) if owner else None)
@@ -186,9 +185,7 @@ class SqlStore(SqlOutbox):
         values = rules.step_columns(step, approval, now)
 
         def work(conn: sa.Connection) -> None:
-            self._fence(conn, lease, events, now,
-                        then=lambda row: self._put_step(conn, row["id"], step.handle, values,
-                                                        now))
+            self._fence_steps(conn, lease, events, now, [(step.handle, values)])
 
         try:
             await self._write(work)
@@ -196,18 +193,6 @@ class SqlStore(SqlOutbox):
             if approval is None:
                 raise
             raise refusals.token_reused(step.handle) from exc
-
-    @staticmethod
-    def _put_step(conn: sa.Connection, invocation_id: str, handle: str,
-                  values: Mapping[str, Any], now: float) -> None:
-        """Update the step's row, or add one after the others (a step added at run time)."""
-        if conn.execute(_UPDATE_STEP, {"b_id": invocation_id, "b_handle": handle,
-                                       **values}).rowcount == 0:
-            position = conn.execute(sa.select(
-                sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
-                _steps.invocation_id == invocation_id)).scalar_one()
-            conn.execute(sa.insert(steps).values(
-                rules.empty_step(invocation_id, handle, position, now) | dict(values)))
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
@@ -219,14 +204,8 @@ class SqlStore(SqlOutbox):
         values = rules.invocation_update(state, output, status_message, self.limits, now)
         records = [(s.handle, rules.step_columns(s, None, now)) for s in steps]
 
-        def work(conn: sa.Connection) -> None:
-            def put_steps(row: sa.RowMapping) -> None:
-                for handle, columns in records:
-                    self._put_step(conn, row["id"], handle, columns, now)
-
-            self._fence(conn, lease, events, now, values, then=put_steps if records else None)
-
-        await self._write(work)
+        await self._write(lambda conn: self._fence_steps(conn, lease, events, now, records,
+                                                         values))
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,
                       events: Sequence[NewEvent] = ()) -> bool:
