@@ -150,12 +150,16 @@ class _Threads:
     """
 
     def __init__(self, url: URL, sync: str | None, readers: int = 4) -> None:
-        self.engine = create_sync_engine(url, sync, pool_size=readers + 1, max_overflow=0)
+        # SQLite has one writer at a time anyway; PostgreSQL's two overlap one transaction's
+        # commit (a disk flush, with synchronous_commit on) with the next one's statements.
+        writers = 1 if url.get_backend_name() == "sqlite" else 2
+        self.engine = create_sync_engine(url, sync, pool_size=readers + writers,
+                                         max_overflow=0)
         self._writes = self.engine.execution_options(**{WRITE: True})
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="chainrunner-store-write")
+        self._writer = ThreadPoolExecutor(writers, thread_name_prefix="chainrunner-store-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="chainrunner-store-read")
         self._group = ThreadGroupCommit(lambda work: self._transaction(work, True),
-                                        self._writer.submit)
+                                        self._writer.submit, drains=writers)
 
     def _transaction(self, work: Callable[[sa.Connection], T], write: bool) -> T:
         with (self._writes if write else self.engine).begin() as connection:

@@ -57,22 +57,25 @@ def run_together(connection: sa.Connection, writes: list[Write[Any]]) -> None:
 
 class ThreadGroupCommit:
     """For a store whose writes run on one worker thread (SQLite): `submit` queues a write and,
-    unless one is already queued or running, a drain on the thread; a drain commits every
-    write queued by then, in one transaction, until none is left."""
+    unless `drains` are already queued or running, a drain on the thread; a drain commits every
+    write queued by then, in one transaction, until none is left. With two drains (two
+    writer threads and connections), one batch runs while the other waits for its commit to
+    be flushed to disk."""
 
     def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], None],
                  thread: Callable[[Callable[[], None]], object],
-                 max_batch: int = 500) -> None:
+                 max_batch: int = 500, drains: int = 1) -> None:
         self._transaction, self._thread, self._max_batch = transaction, thread, max_batch
         self._queue: list[Write[Any]] = []
-        self._draining = False  # a drain is queued or running on the thread
+        self._drains, self._draining = drains, 0  # drains queued or running on the threads
         self._lock = threading.Lock()
 
     def submit(self, work: Callable[[sa.Connection], T]) -> "asyncio.Future[T]":
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._queue.append(Write(work, future))
-            start, self._draining = not self._draining, True
+            start = self._draining < self._drains
+            self._draining += start
         if start:
             self._thread(self.drain)
         return future
@@ -84,7 +87,7 @@ class ThreadGroupCommit:
             with self._lock:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 if not batch:
-                    self._draining = False
+                    self._draining -= 1
                     return
             try:
                 _commit(batch, lambda together: self._transaction(together))

@@ -105,3 +105,24 @@ async def test_each_caller_is_answered_after_its_commit_on_a_real_thread(
     assert results[0] == "a" and results[2] == "b"
     assert isinstance(results[1], sa.exc.IntegrityError)
     assert _keys(engine) == ["a", "b"] and committed[-1] == ["a", "b"]
+
+
+async def test_two_drains_take_the_writes_queued_while_the_other_commits(
+        engine: sa.Engine) -> None:
+    thread = _Thread()
+    group = ThreadGroupCommit(lambda work: _in_transaction(engine, work), thread, drains=2)
+    first = group.submit(_insert("a"))
+    second = group.submit(_insert("b"))
+    third = group.submit(_insert("c"))
+    assert len(thread.drains) == 2  # at most two at once; the third write waits for one
+    await thread.run()
+    assert [await f for f in (first, second, third)] == ["a", "b", "c"]
+    later = group.submit(_insert("d"))  # both drains ended: a new one starts
+    assert len(thread.drains) == 1
+    await thread.run()
+    assert await later == "d" and _keys(engine) == ["a", "b", "c", "d"]
+
+
+def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], None]) -> None:
+    with engine.begin() as connection:
+        work(connection)
