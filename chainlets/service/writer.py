@@ -92,8 +92,8 @@ class InvocationWriter:
         async with self._lock:
             while self._pending:
                 handle, record = next(iter(self._pending.items()))
-                events = self._events(step_finished(record)) \
-                    if record.state.finished and handle not in self.announced else []
+                events = [step_finished(record)] if self.callbacks and record.state.finished \
+                    and handle not in self.announced else []
                 await self.store.record_step(self.lease, record, events=events)
                 if self._pending.get(handle) is record:
                     del self._pending[handle]
@@ -108,7 +108,8 @@ class InvocationWriter:
             self._pending[record.handle] = record  # no timer: `finish` comes next
             return
         self._pending.pop(record.handle, None)
-        events = [] if record.handle in self.announced else self._events(step_finished(record))
+        events = [step_finished(record)] \
+            if self.callbacks and record.handle not in self.announced else []
         async with self._lock:
             await self.store.record_step(self.lease, record, events=events)
         if events:

@@ -50,9 +50,20 @@ _inv, _steps = invocations.c, steps.c
 # columns, keys as `b_…` parameters.
 _LIVE_CHAIN = sa.select(chains).where(chains.c.id == sa.bindparam("b_id"),
                                       chains.c.deleted_at.is_(None))
-_CHAIN_EXISTS = Prepared(sa.select(chains.c.id).where(chains.c.id == sa.bindparam("b_id"),
-                                                      chains.c.deleted_at.is_(None)))
-_INSERT_INVOCATION = Prepared(sa.insert(invocations))
+def _typed(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """A parameter for `column` in a SELECT list; PostgreSQL types an untyped one as text,
+    which a number column refuses (its `None`), so numbers are cast."""
+    bind = sa.bindparam(column.name, type_=column.type)
+    return sa.cast(bind, column.type) if isinstance(column.type, sa.Double) else bind
+
+
+# The invocation's row, only while its chain is stored: a chain deleted meanwhile is caught
+# without a statement of its own (no row inserted).
+_INSERT_INVOCATION = Prepared(sa.insert(invocations).from_select(
+    [c.name for c in invocations.c],
+    sa.select(*[_typed(c) for c in invocations.c]).where(
+        sa.exists().where(chains.c.id == sa.bindparam("chain_id", type_=_inv.chain_id.type),
+                          chains.c.deleted_at.is_(None)))))
 _INSERT_STEPS = Prepared(sa.insert(steps))
 _STEPS_OF = sa.select(steps).where(_steps.invocation_id == sa.bindparam("b_id"))
 
@@ -137,8 +148,6 @@ class SqlStore(SqlOutbox):
                 events: Sequence[NewEvent]) -> Created:
         if new.idempotency_key is not None and (existing := self._by_key(conn, new)):
             return existing
-        if _CHAIN_EXISTS.first(conn, {"b_id": new.chain_id}) is None:
-            raise refusals.chain_not_found(new.chain_id)
         source: list[sa.RowMapping] = []
         if new.rerun_of is not None:
             self._invocation(conn, new.rerun_of.invocation_id)
@@ -148,7 +157,8 @@ class SqlStore(SqlOutbox):
         now = self._clock()
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
         rows = rules.initial_steps(new, row["id"], source, now)
-        _INSERT_INVOCATION.run(conn, row).close()
+        if _INSERT_INVOCATION.rowcount(conn, row) == 0:
+            raise refusals.chain_not_found(new.chain_id)
         if rows:
             _INSERT_STEPS.run_many(conn, rows)
         self._add_events(conn, row, events, now)
