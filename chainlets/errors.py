@@ -6,6 +6,7 @@
     │   ├── InputsError              the chain is fine, the run's inputs are not: fix the inputs
     │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
+    │   ├── FunctionCallError        a code step's function refused its arguments or raised
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │       │                        (HTTP 429/5xx, timeout, connection error)
     │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
@@ -27,6 +28,7 @@ __all__ = [
     "ChainrunnerError",
     "ConfigurationError",
     "ConflictError",
+    "FunctionCallError",
     "GenerationError",
     "InputsError",
     "LeaseLostError",
@@ -75,6 +77,12 @@ class PayloadTooLargeError(RequestError):
 
 class GenerationError(ChainrunnerError):
     """Raised when a generator call fails and retrying would not help."""
+
+
+class FunctionCallError(GenerationError):
+    """Raised when a code step's (or a tool's) function cannot be called with its arguments
+    (a type mismatch, an unknown name) or raises; the message names the step, the function
+    and, for an argument, its value and the type expected. Not retried."""
 
 
 class TransientGenerationError(GenerationError):

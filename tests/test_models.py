@@ -125,7 +125,7 @@ def test_json_schema_describes_the_language() -> None:
 def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
     assert sorted(chainlets.errors.__all__) == [
         "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
-        "ConfigurationError", "ConflictError",
+        "ConfigurationError", "ConflictError", "FunctionCallError",
         "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
         "PayloadTooLargeError", "RequestError", "TransientGenerationError"]
     for name in chainlets.errors.__all__:
