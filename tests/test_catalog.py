@@ -4,6 +4,8 @@ scripts in chains/specs/mock/ so that each takes its interesting paths."""
 import json
 from pathlib import Path
 
+import pytest
+
 from chainlets.engine.models import Generation, GenerationRequest, InvocationResult, RunOptions
 from chainlets.engine.models import RunState as S
 from chainlets.engine.scheduler import run_chain
@@ -25,11 +27,12 @@ class ScriptedMock:
 
 
 async def run(name: str, inputs: dict[str, str] | None = None,
-              script: MockScript | None = None) -> InvocationResult:
+              script: MockScript | None = None, max_attempts: int = 1) -> InvocationResult:
     chain = compile_chain(load_chain(SPECS / f"{name}.json"))
     script = script or MockScript.load(SPECS / "mock" / f"{name}.json")
     return await run_chain(chain, inputs or {}, {"mock": ScriptedMock(script)},
-                           RunOptions(llm="mock", max_attempts=1))
+                           RunOptions(llm="mock", max_attempts=max_attempts,
+                                      initial_backoff_s=0))
 
 
 def states(result: InvocationResult) -> dict[str, S]:
@@ -54,15 +57,72 @@ async def test_meal_planner_debates_until_consensus_then_writes_the_recipe() -> 
     assert got["recipe"] == S.SUCCEEDED and got["compromise"] == S.SKIPPED
     assert result.step("chef-a").output == "Chilli fried rice with egg"
     assert len(json.loads(result.step("debate").output or "")) == 2
+    # The code step read the last round's scores: a tie goes to the first listed.
+    winner = result.step("winner")
+    assert (winner.backend, winner.model) == ("code", "pick_winner")
+    assert json.loads(winner.output or "") == {
+        "name": "a", "score": 90.0, "candidate": "Chilli fried rice with egg",
+        "scores": {"a": 90.0, "b": 90.0}}
+    assert (winner.output or "") in (result.step("recipe").output or "")
 
 
 async def test_meal_planner_without_consensus_stops_at_its_bound_and_compromises() -> None:
-    result = await run("meal-planner", script=MockScript())
+    result = await run("meal-planner", script=MockScript.load(
+        SPECS / "mock" / "meal-planner-no-consensus.json"))
     got = states(result)
     assert [h for h in got if h.startswith("judge[")] == [f"judge[{i}]" for i in range(4)]
     assert got["recipe"] == S.SKIPPED and got["compromise"] == S.SUCCEEDED
     assert (result.step("debate").statusMessage or "").startswith(
         "stopped at max_iterations = 4")
+    assert json.loads(result.step("winner").output or "")["name"] == "b"
+
+
+async def test_meal_planner_whose_judge_answers_no_json_fails_at_the_code_step() -> None:
+    """The unscripted mock's judge answers text: the code step's type check fails the step,
+    naming the argument, its value and the type expected; nothing after it runs."""
+    result = await run("meal-planner", script=MockScript())
+    winner = result.step("winner")
+    assert winner.state == S.FAILED and result.state == S.FAILED
+    assert (winner.statusMessage or "").startswith(
+        "FunctionCallError: step `winner`: function `pick_winner` argument `scores` = "
+        "\"[mock] judge[3] re:")
+    assert "is not a valid dict[str, JsonValue]: Input should be a valid dictionary" \
+        in (winner.statusMessage or "")
+    assert [len(winner.attempts), winner.error_kind] == [1, "model"]
+    got = states(result)
+    assert got["recipe"] == got["compromise"] == S.SKIPPED
+
+
+async def test_trip_planner_researches_in_parallel_then_writes_the_itinerary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_ITINERARY_DIR", str(tmp_path / "out"))
+    result = await run("trip-planner", max_attempts=2)
+    assert result.state == S.SUCCEEDED, result.statusMessage
+    research = [result.step(h) for h in ("hotels", "restaurants", "activities")]
+    # Started together, in one turn of the engine; one was retried after a transient failure.
+    assert len({r.started_at for r in research}) == 1
+    assert [len(r.attempts) for r in research] == [1, 2, 1]
+    written = json.loads(result.output or "")
+    assert written == {"file": "lisbon.md", "bytes": written["bytes"], "destination": "Lisbon"}
+    text = (tmp_path / "out" / "lisbon.md").read_text(encoding="utf-8")
+    assert written["bytes"] == len(text.encode())
+    assert text.startswith("# Itinerary: Lisbon\n\nSaturday: check in at Casa do Rio")
+    assert "## Restaurants\n\nTaberna da Rua" in text and "## Activities\n\nRide tram 28" in text
+    assert result.step("itinerary-file").backend == "code"
+
+
+@pytest.mark.parametrize("destination", ["../../etc/passwd", "/tmp/x", "..", "Zürich/.ssh"],
+                         ids=["traversal", "absolute", "dots", "unicode-and-hidden"])
+async def test_trip_planner_never_writes_outside_its_directory(
+        destination: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "out"
+    monkeypatch.setenv("CHAINRUNNER_ITINERARY_DIR", str(folder))
+    result = await run("trip-planner", {"destination": destination}, max_attempts=2)
+    assert result.state == S.SUCCEEDED, result.statusMessage
+    name = json.loads(result.output or "")["file"]
+    assert [p.name for p in folder.iterdir()] == [name]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [folder / name]
+    assert name.endswith(".md") and "/" not in name and not name.startswith(".")
 
 
 async def test_is_it_a_book_takes_either_branch() -> None:
