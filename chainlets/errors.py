@@ -7,6 +7,7 @@
     │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   ├── FunctionCallError        a code step's function refused its arguments or raised
+    │   │   └── UnknownFunctionError a code runner has no function of that name
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │       │                        (HTTP 429/5xx, timeout, connection error)
     │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
@@ -36,6 +37,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestError",
     "TransientGenerationError",
+    "UnknownFunctionError",
 ]
 
 
@@ -83,6 +85,11 @@ class FunctionCallError(GenerationError):
     """Raised when a code step's (or a tool's) function cannot be called with its arguments
     (a type mismatch, an unknown name) or raises; the message names the step, the function
     and, for an argument, its value and the type expected. Not retried."""
+
+
+class UnknownFunctionError(FunctionCallError):
+    """Raised by a code runner asked for a function it does not have (the runner then calls
+    its own, if it has one of that name)."""
 
 
 class TransientGenerationError(GenerationError):

@@ -11,7 +11,7 @@ import truss_chains as chains
 from chainlets import deploy
 from chainlets.code_runner import CodeRunner
 from chainlets.engine.approval import ApprovalGate
-from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner
+from chainlets.engine.code import CodeRunnerProtocol, FallbackCodeRunner, FunctionRunner
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
@@ -74,10 +74,12 @@ class ChainRunner(chains.ChainletBase):
                  code: CodeRunnerProtocol = chains.depends(CodeRunner),
                  context: chains.DeploymentContext = chains.depends_context()) -> None:
         self.generators: Mapping[str, GeneratorProtocol] = {"openai": openai, "mock": mock}
-        # A subclass written before code steps calls super().__init__ without `code`: the
-        # default is then truss's marker, not a chainlet.
-        self.code: CodeRunnerProtocol = code if callable(getattr(code, "run_remote", None)) \
-            else FunctionRunner(with_installed(self.plugins.functions))
+        # A function the code runner chainlet lacks (one registered in a subclass's `plugins`
+        # only) runs here. A subclass written before code steps calls super().__init__ without
+        # `code`: the default is then truss's marker, not a chainlet, and all run here.
+        local = FunctionRunner(with_installed(self.plugins.functions))
+        self.code: CodeRunnerProtocol = FallbackCodeRunner(code, local) \
+            if callable(getattr(code, "run_remote", None)) else local
         self._secrets = {name: context.secrets[name] for name in deploy.SERVICE_SECRETS
                          if name in context.secrets
                          and context.secrets[name] != chains.public_types.SECRET_DUMMY}

@@ -127,7 +127,8 @@ def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
         "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
         "ConfigurationError", "ConflictError", "FunctionCallError",
         "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
-        "PayloadTooLargeError", "RequestError", "TransientGenerationError"]
+        "PayloadTooLargeError", "RequestError", "TransientGenerationError",
+        "UnknownFunctionError"]
     for name in chainlets.errors.__all__:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"

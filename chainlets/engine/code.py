@@ -20,13 +20,14 @@ from chainlets.engine.failures import StepTimeoutError
 from chainlets.engine.models import AttemptRecord, Generation, RunOptions
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.timeouts import AttemptTimer
-from chainlets.errors import FunctionCallError
+from chainlets.errors import FunctionCallError, UnknownFunctionError
 from chainlets.language.compiler import CompiledChain, CompiledStep
 from chainlets.language.functions import FunctionRegistry
 from chainlets.language.messages import listing
 from chainlets.language.plugins import CODE
 
-__all__ = ["CallHost", "CodeRunnerProtocol", "FunctionRunner", "chain_functions", "run_code"]
+__all__ = ["CallHost", "CodeRunnerProtocol", "FallbackCodeRunner", "FunctionRunner",
+           "chain_functions", "run_code"]
 
 
 class CodeRunnerProtocol(Protocol):
@@ -112,7 +113,7 @@ class FunctionRunner:
     async def run_remote(self, call: CodeCall) -> CodeResult:
         function = self.functions.get(call.function)
         if function is None:
-            raise FunctionCallError(
+            raise UnknownFunctionError(
                 f"step `{call.step}`: function `{call.function}` is not registered with the "
                 f"code runner (it has {listing(self.functions.names())}); register it with the "
                 "code runner as well as with the runner's plugins")
@@ -131,3 +132,19 @@ class FunctionRunner:
             raise FunctionCallError(f"step `{call.step}`: function `{function.name}` raised "
                                     f"{type(exc).__name__}: {exc}") from exc
         return CodeResult(output=function.output(call.step, result))
+
+
+class FallbackCodeRunner:
+    """The code runner chainlet first; a function it does not have, this process's `local`
+    runner (a runner subclass's own functions, registered in its plugins only)."""
+
+    def __init__(self, remote: CodeRunnerProtocol, local: FunctionRunner) -> None:
+        self.remote, self.local = remote, local
+
+    async def run_remote(self, call: CodeCall) -> CodeResult:
+        try:
+            return await self.remote.run_remote(call)
+        except UnknownFunctionError:
+            if self.local.functions.get(call.function) is None:
+                raise
+        return await self.local.run_remote(call)
