@@ -30,6 +30,9 @@ __all__ = ["CallHost", "CodeRunnerProtocol", "FallbackCodeRunner", "FunctionRunn
            "chain_functions", "run_code"]
 
 
+_GRACE_S = 1.0
+
+
 class CodeRunnerProtocol(Protocol):
     """A chainlet that calls registered functions (the seed's Lambda)."""
 
@@ -118,8 +121,11 @@ class FunctionRunner:
                 f"code runner (it has {listing(self.functions.names())}); register it with the "
                 "code runner as well as with the runner's plugins")
         kwargs = function.bind(call.step, call.args)
+        # A backstop for a caller that stops waiting without cancelling (a remote one): the
+        # caller's own limit ends the wait first, so the grace keeps its message the one seen.
+        limit = None if call.timeout_s is None else call.timeout_s + _GRACE_S
         try:
-            async with asyncio.timeout(call.timeout_s):
+            async with asyncio.timeout(limit):
                 result = await function.fn(**kwargs) if function.is_async \
                     else await _in_thread(function.fn, kwargs, function.name)
         except TimeoutError as exc:
