@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from chainlets.engine.scheduler import run_chain
 from chainlets.errors import ChainDefinitionError, FunctionCallError, UnknownFunctionError
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
-from chainlets.language.builtin_functions import DEFAULT_FUNCTIONS
+from chainlets.language.builtin_functions import DEFAULT_FUNCTIONS, write_itinerary
 from chainlets.language.compiler import compile_chain
 from chainlets.language.functions import Function
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
@@ -256,3 +257,31 @@ def test_code_models_round_trip_through_json() -> None:
     assert CodeCall.model_validate_json(call.model_dump_json()) == call
     spec = parse_chain({"handle": "c", "steps": [code_step("s", "stats", values="{a}")]})
     assert type(spec).model_validate_json(spec.model_dump_json()) == spec
+
+
+async def test_a_code_step_may_map_and_may_be_in_a_loops_body() -> None:
+    result = await run(
+        {"handle": "lists", "plugin": "mock", "prompt": "x"},
+        {**code_step("sums", "stats", values="{numbers}"),
+         "map": {"over": "batches", "item": "numbers"}},
+        {"handle": "again", "loop": {"max_iterations": 2, "steps": [
+            {"handle": "ask", "plugin": "mock", "prompt": "more"},
+            code_step("tally", "stats", values=[1, 2, 3], label="{ask}")]}},
+        inputs={"batches": [[1, 2], [3, 5]]})
+    assert result.state == S.SUCCEEDED, result.statusMessage
+    assert [result.step(f"sums[{i}]").output for i in range(2)] == [
+        '{"total":3,"mean":1.5}', '{"total":8,"mean":4.0}']
+    assert result.step("tally[1]").output == '{"total":6,"mean":2.0}'
+
+
+def test_write_itinerary_refuses_a_link_planted_at_its_file_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, elsewhere = tmp_path / "out", tmp_path / "elsewhere.md"
+    folder.mkdir()
+    elsewhere.write_text("keep me", encoding="utf-8")
+    (folder / "lisbon.md").symlink_to(elsewhere)
+    monkeypatch.setenv("CHAINRUNNER_ITINERARY_DIR", str(folder))
+    with pytest.raises(ValueError, match=r"lisbon\.md in the itinerary directory is a link "
+                                         "to elsewhere; remove it"):
+        write_itinerary("Lisbon", "Day 1")
+    assert elsewhere.read_text(encoding="utf-8") == "keep me"

@@ -78,3 +78,16 @@ async def test_the_loop_is_bounded(server: FakeOpenAIServer) -> None:
         "ToolRoundsError: step `ask`: the model still asked for tools (`pick_winner`) after "
         "max_tool_rounds = 1 round(s)")
     assert len(server.requests) == 2
+
+
+async def test_with_tools_the_reply_is_not_streamed_and_the_record_says_so(
+        server: FakeOpenAIServer) -> None:
+    chain = parse_chain({"handle": "judge", "steps": [
+        {**CHAIN.steps[0].model_dump(exclude_defaults=True),
+         "capabilities": {"streaming": "optional"}}]})
+    result = await run(chain, {})
+
+    assert result.state == RunState.SUCCEEDED, result.statusMessage
+    assert "stream" not in server.requests[0].body
+    assert result.step("ask").capabilities == {Capability.FUNCTION_CALLING: Served.NATIVE,
+                                               Capability.STREAMING: Served.UNSERVED}
