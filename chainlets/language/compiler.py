@@ -15,6 +15,7 @@ from typing import Any
 
 from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.code import CompiledCode
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
     ChoiceFlow,
@@ -23,7 +24,7 @@ from chainlets.language.flow import (
     MemberFlow,
     parse_tolerance,
 )
-from chainlets.language.functions import CompiledCode, Function
+from chainlets.language.functions import Function
 from chainlets.language.limits import MAX_PROMPT_CHARS, MAX_TOOL_ROUNDS, prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis

@@ -11,8 +11,8 @@ import pydantic
 from pydantic_core import ErrorDetails
 
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.code import arg_templates
 from chainlets.language.draft import ChainDraft, StepDraft
-from chainlets.language.functions import arg_templates
 from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import (
     Problems,

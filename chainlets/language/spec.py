@@ -13,9 +13,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.capabilities import CapabilityRequests
+from chainlets.language.code import CodeSpec
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
-from chainlets.language.functions import CodeSpec
 from chainlets.language.jsontext import decode_json
 from chainlets.language.limits import MAX_TOOL_ROUNDS, MaxToolRounds
 from chainlets.language.messages import invalid, schema_problem, show
