@@ -29,6 +29,7 @@ from chainlets.language.functions import Function
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.spec import parse_chain
 from chainlets.runner import ChainRunner
+from chainrunner.mermaid import to_mermaid
 from mocks.fake_generator import FakeGenerator
 
 
@@ -285,3 +286,10 @@ def test_write_itinerary_refuses_a_link_planted_at_its_file_name(
                                          "to elsewhere; remove it"):
         write_itinerary("Lisbon", "Day 1")
     assert elsewhere.read_text(encoding="utf-8") == "keep me"
+
+
+def test_the_graph_shows_a_code_steps_function_and_the_inputs_it_reads() -> None:
+    chain = compile_chain({"handle": "c", "steps": [
+        code_step("sum", "stats", values="[{n}]")]}, PLUGINS)
+    assert to_mermaid(chain) == ('flowchart TD\n    s0["sum<br/>code: stats"]\n'
+                                 '    in0[/"n"/]\n    in0 --> s0\n')
