@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from chainlets.code_runner import CodeRunner
 from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner
-from chainlets.engine.code_models import CodeCall
+from chainlets.engine.code_models import CodeCall, CodeResult
 from chainlets.engine.models import ErrorKind, InvocationResult, RunOptions
 from chainlets.engine.models import RunState as S
 from chainlets.engine.protocols import GeneratorProtocol
@@ -256,6 +256,8 @@ def test_code_models_round_trip_through_json() -> None:
     call = CodeCall(step="s", function="stats", args={"values": [1, 2], "label": "x"},
                     timeout_s=2.5)
     assert CodeCall.model_validate_json(call.model_dump_json()) == call
+    result = CodeResult(output='{"total":3}')
+    assert CodeResult.model_validate_json(result.model_dump_json()) == result
     spec = parse_chain({"handle": "c", "steps": [code_step("s", "stats", values="{a}")]})
     assert type(spec).model_validate_json(spec.model_dump_json()) == spec
 

@@ -100,8 +100,7 @@ class _Execution:
                  approvals: ApprovalGate | None = None,
                  code: CodeRunnerProtocol | None = None) -> None:
         self.chain, self.given, self.generators = chain, inputs, generators
-        # Code steps and tools call functions through it; without one, in this process.
-        self.code = code or FunctionRunner(chain_functions(chain))
+        self._code = code
         self.inputs = {name: input_text(value) for name, value in inputs.items()}
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
@@ -172,6 +171,14 @@ class _Execution:
                                 f"{len(unfinished)} unfinished step(s) failed: "
                                 f"{listing(unfinished, limit=10)}")
         return result
+
+    @property
+    def code(self) -> CodeRunnerProtocol:
+        """Code steps and tools call functions through it; without one, in this process
+        (made on first use: most chains have no code step)."""
+        if self._code is None:
+            self._code = FunctionRunner(chain_functions(self.chain))
+        return self._code
 
     def gate(self, backend: str) -> BackendGate:
         gate = self.gates.get(backend)
