@@ -84,13 +84,13 @@ async def test_the_model_calls_a_tool_then_answers_and_each_round_is_recorded() 
     assert record.capabilities == {Capability.FUNCTION_CALLING: Served.NATIVE}
     # Offered with its schema; the second call carries the first round and its result.
     offered, answered = mock.requests
-    assert offered.tools == [ToolSpec(name="add", description="The sum of `a` and `b`.",
+    assert offered.tools == (ToolSpec(name="add", description="The sum of `a` and `b`.",
                                       parameters={
         "type": "object", "required": ["a", "b"],
         "properties": {"a": {"title": "A", "type": "integer"},
-                       "b": {"title": "B", "type": "integer"}}})]
-    assert offered.tool_rounds == []
-    assert answered.tool_rounds == [ToolRound(text="", calls=first.tool_calls)]
+                       "b": {"title": "B", "type": "integer"}}}),)
+    assert offered.tool_rounds == ()
+    assert answered.tool_rounds == (ToolRound(text="", calls=first.tool_calls or []),)
     # Usage is every round's together.
     assert record.usage is not None and record.usage.prompt_tokens == 2 * 5
 

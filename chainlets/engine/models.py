@@ -80,11 +80,12 @@ class GenerationRequest(BaseModel):
     call_id: str | None = Field(
         default=None, description="The caller's name for this call, so that it can cancel it "
         "later (chainlets.generators.calls); None: not cancellable by name.")
-    tools: list[ToolSpec] = Field(
-        default_factory=list, description="Functions the model may call (function calling).")
-    tool_rounds: list[ToolRound] = Field(
-        default_factory=list, description="Earlier rounds of tool calls and their results, "
-        "after `messages`: the model's next reply follows them.")
+    # Tuples, empty by default: a list made per request cost the 10,000-call benchmark 1.1 MB.
+    tools: tuple[ToolSpec, ...] = Field(
+        default=(), description="Functions the model may call (function calling).")
+    tool_rounds: tuple[ToolRound, ...] = Field(
+        default=(), description="Earlier rounds of tool calls and their results, after "
+        "`messages`: the model's next reply follows them.")
 
 
 class Usage(BaseModel):

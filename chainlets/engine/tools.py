@@ -89,7 +89,7 @@ async def run_tools(host: ToolLoopHost, step: CompiledStep, request: GenerationR
     """The step's answer after at most `max_tool_rounds` rounds of tool calls; its usage is
     every round's together."""
     functions = {f.name: f for f in step.tools}
-    request = request.model_copy(update={"tools": tool_specs(step)})
+    request = request.model_copy(update={"tools": tuple(tool_specs(step))})
     rounds: list[ToolRound] = []
     usage: Usage | None = None
     number = 0
@@ -118,4 +118,4 @@ async def run_tools(host: ToolLoopHost, step: CompiledStep, request: GenerationR
                    for call in generation.tool_calls]
         attempts[-1] = replace(attempts[-1], tool_calls=records)
         rounds.append(ToolRound(text=generation.text, calls=records))
-        request = request.model_copy(update={"tool_rounds": list(rounds)})
+        request = request.model_copy(update={"tool_rounds": tuple(rounds)})

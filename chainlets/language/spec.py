@@ -135,9 +135,9 @@ class StepSpec(BaseModel):
     code: CodeSpec | None = Field(default=None, description="Make this a code step (no "
                                   "prompt or plugin): call a registered function with JSON "
                                   "arguments; its output is the return value as JSON.")
-    tools: list[Name] = Field(default_factory=list, description="Registered functions the "
-                              "model may call (function calling); the model → tools → model "
-                              "loop runs at most `max_tool_rounds` rounds.")
+    tools: tuple[Name, ...] = Field(default=(), description="Registered functions the model "
+                                    "may call (function calling); the model → tools → model "
+                                    "loop runs at most `max_tool_rounds` rounds.")
     max_tool_rounds: MaxToolRounds = Field(
         default=4, description=f"Most rounds of tool calls before the model must answer; at "
         f"most {MAX_TOOL_ROUNDS.default} unless {MAX_TOOL_ROUNDS.env} says otherwise.")
