@@ -130,15 +130,19 @@ def _ref_problems(schema: dict[str, Any]) -> list[str]:
 
 
 def _compile(schema: dict[str, Any], max_repairs: int) -> StructuredOutput | list[str]:
-    from referencing.exceptions import Unretrievable
+    from referencing.jsonschema import UnknownDialect, specification_with
 
-    try:
-        cls = _validator_class(schema)
-    except Unretrievable:
-        return [f"`$schema` `{schema.get('$schema')}` is not a JSON Schema draft jsonschema "
-                "knows; remove it (draft 2020-12 is the default)"]
+    dialect = schema.get("$schema")
+    if dialect is not None:
+        try:
+            specification_with(str(dialect))
+        except UnknownDialect:
+            return [f"`$schema` `{dialect}` is not a JSON Schema draft jsonschema knows; "
+                    "remove it (draft 2020-12 is the default)"]
+    cls = _validator_class(schema)
+    errors = sorted(cls(cls.META_SCHEMA).iter_errors(schema), key=lambda e: e.json_path)
     problems = [f"output_schema{error.json_path[1:]}: {_short(error.message)}"
-                for error in cls(cls.META_SCHEMA).iter_errors(schema)]
+                for error in errors]
     if problems:
         return problems
     refs = [f"output_schema: {problem}" for problem in _ref_problems(schema)]
