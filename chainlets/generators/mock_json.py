@@ -7,10 +7,11 @@ properties) and `$defs` references within the schema are followed; a schema beyo
 repairs or fails, as with a real model.
 """
 
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["mock_json"]
 
+T = TypeVar("T")
 _DEPTH = 16  # a recursive schema ends here with null
 
 
@@ -28,6 +29,12 @@ def _resolve(node: Any, root: Any) -> Any:
         else:
             return {}
     return target
+
+
+def _of(node: dict[str, Any], key: str, kind: type[T], default: T) -> T:
+    """`node[key]` when it is a `kind`, else `default`."""
+    value = node.get(key)
+    return value if isinstance(value, kind) else default
 
 
 def _number(node: dict[str, Any], integer: bool) -> int | float:
@@ -60,14 +67,12 @@ def _value(node: Any, root: Any, label: str, depth: int) -> Any:
     if kind is None:
         kind = "object" if "properties" in node else "array" if "items" in node else "string"
     if kind == "object":
-        props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
-        required = node.get("required") if isinstance(node.get("required"), list) else []
+        props = _of(node, "properties", dict, {})
         return {name: _value(props.get(name, {}), root, f"{label}.{name}", depth + 1)
-                for name in required if isinstance(name, str)}
+                for name in _of(node, "required", list, []) if isinstance(name, str)}
     if kind == "array":
-        prefix = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else []
-        count = max(node.get("minItems", 0) if isinstance(node.get("minItems"), int) else 0,
-                    len(prefix))
+        prefix: list[Any] = _of(node, "prefixItems", list, [])
+        count = max(_of(node, "minItems", int, 0), len(prefix))
         items = node.get("items", {})
         return [_value(prefix[i] if i < len(prefix) else items, root, f"{label}[{i}]", depth + 1)
                 for i in range(count)]

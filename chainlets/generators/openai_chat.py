@@ -3,7 +3,7 @@
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import truss_chains as chains
 
@@ -21,6 +21,7 @@ from chainlets.language.capabilities import Capability, Served
 if TYPE_CHECKING:
     import openai
     from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat.completion_create_params import ResponseFormat
     from openai.types.completion_usage import CompletionUsage
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
@@ -64,7 +65,7 @@ def _json_mode(request: GenerationRequest) -> bool:
     return request.capabilities.get(Capability.JSON_MODE) in _SERVED
 
 
-def _response_format(request: GenerationRequest) -> dict[str, Any]:
+def _response_format(request: GenerationRequest) -> "ResponseFormat":
     """OpenAI's structured outputs for a step with an output schema (not `strict`: that takes
     a subset of JSON Schema only; the engine validates every reply), else JSON mode."""
     if request.output_schema is None:
