@@ -4,9 +4,11 @@ the value parsed as JSON, walked by our code; no Python object is ever reached."
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chainlets.errors import StepDataError
-from chainlets.language.templating import parse_template
+from chainlets.language.templating import TemplateProblem, parse_template
 
 CARD = json.dumps({"name": "Ada", "age": 36, "tags": ["math", {"k": [1, 2]}], "a key": True,
                    "nested": {"x": None}})
@@ -85,3 +87,30 @@ def test_a_read_that_finds_nothing_says_where(value: str, message: str) -> None:
 def test_an_index_past_the_end_finds_nothing() -> None:
     with pytest.raises(StepDataError, match=r"has nothing at `\[3\]`"):
         parse_template("{x[3]}").render({"x": "[0, 1, 2]"})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet="abc _.[]\"'"),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "__class__", "upper", "0", "a b"]), inner,
+                      max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.text(alphabet='x.[]"_09a\\-!:', min_size=1, max_size=14), value=_JSON)
+def test_any_field_is_rejected_or_read_from_json_only(field: str, value: object) -> None:
+    """Whatever is written between braces: refused at parse time, or rendered from the JSON
+    value alone (failing with StepDataError when nothing is there); never a Python object's
+    attribute or repr (no `<` can appear: the values hold none)."""
+    try:
+        template = parse_template("{" + field + "}")
+    except TemplateProblem:
+        return
+    values = {name: json.dumps(value) for name in template.names}
+    try:
+        rendered = template.render(values)
+    except StepDataError:
+        return
+    assert "<" not in rendered
+    if not template.reads:
+        assert rendered == values[template.names[0]]
