@@ -159,3 +159,23 @@ def test_routing_prefers_the_first_plugin_once_a_schema_makes_json_mode_emulable
          "plugin_config": {"gpt-3": {"max_words": 50}}}]})
     assert chain.steps["a"].plugin.name == "gpt-3"
     assert chain.steps["a"].served == {Capability.JSON_MODE: Served.BEST_EFFORT}
+
+
+def test_condition_paths_are_checked_against_the_schema_of_the_value_they_test() -> None:
+    found = problems(
+        step("a", "x", output_schema=CARD),
+        {"handle": "route", "choice": {"branches": [
+            {"when": {"all": [{"value": "a", "path": "name", "equals": "Ada"},
+                              {"not": {"value": "a", "path": "tags[0].kk", "equals": "x"}}]},
+             "then": ["b"]}]}},
+        step("b", "x"),
+        {"handle": "l", "loop": {"max_iterations": 2, "until": {
+            "value": "j", "path": "agee", "ge": 3}, "steps": [step("j", "x",
+                                                                 output_schema=CARD)]}})
+    assert found == [
+        "step `route`: branch 1 `when`: path `tags[0].kk` of `a` is never in its "
+        "output_schema: at `tags[0]` the schema has no property `kk` (did you mean `k`?); its "
+        "properties are `k`",
+        "step `l`: `until`: path `agee` of `j` is never in its output_schema: at the top the "
+        "schema has no property `agee` (did you mean `age`?); its properties are `name`, `age`, "
+        "`tags`, `pair`, `any`"]

@@ -2,7 +2,8 @@
 
 The validation pass `check_structured` checks each `output_schema` itself (against its draft's
 metaschema, every problem at once), its `$ref`s, `max_repairs`, and every path read
-(`{judge.score}`) of a step with a schema against the schema's properties. `StructuredOutput`
+(`{judge.score}`, a condition's `path`) of a step with a schema against the schema's
+properties. `StructuredOutput`
 is what the engine's repair loop (engine/repair.py) applies to each reply: parsed as JSON,
 validated, and written back canonically, or the validation errors to re-prompt with.
 
@@ -15,9 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chainlets.language.conditions import Condition
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.messages import Problems, listing, suggest
-from chainlets.language.paths import PathStep, format_path
+from chainlets.language.paths import PathProblem, PathStep, format_path, parse_path
 from chainlets.language.spec import DEFAULT_REPAIRS
 
 if TYPE_CHECKING:
@@ -228,6 +230,38 @@ def _check_reads(step: StepDraft, analysis: "Analysis", schemas: dict[str, Any],
                                           f"`{base}`'s output_schema never has: {why}")
 
 
+def _conditions(step: StepDraft) -> Iterator[tuple[str, Condition]]:
+    """Every test of a choice's branches and a loop's `until`, with where it is."""
+    spec = step.spec
+    roots: list[tuple[str, Condition]] = []
+    if spec.choice is not None and "choice" not in step.broken:
+        roots = [(f"branch {i + 1} `when`", b.when) for i, b in enumerate(spec.choice.branches)]
+    elif spec.loop is not None and "loop" not in step.broken and spec.loop.until is not None:
+        roots = [("`until`", spec.loop.until)]
+    for what, root in roots:
+        stack = [root]
+        while stack:
+            condition = stack.pop()
+            stack.extend(condition.children())
+            yield what, condition
+
+
+def _check_condition_paths(step: StepDraft, schemas: dict[str, Any],
+                           problems: Problems) -> None:
+    for what, condition in _conditions(step):
+        schema = schemas.get(condition.value or "")
+        if schema is None or condition.path is None:
+            continue
+        try:
+            path = parse_path(condition.path)
+        except PathProblem:
+            continue  # reported by the flow pass
+        why = schema_path_problem(schema, path)
+        if why is not None:
+            problems.step(step.index, f"{step.where}: {what}: path `{condition.path}` of "
+                                      f"`{condition.value}` is never in its output_schema: {why}")
+
+
 def check_structured(draft: ChainDraft, analysis: "Analysis", problems: Problems) -> None:
     """Output schemas are valid JSON Schemas (every problem at once), `max_repairs` has one to
     repair against, and path reads fit the schema of the step they read."""
@@ -244,3 +278,4 @@ def check_structured(draft: ChainDraft, analysis: "Analysis", problems: Problems
         for step in draft.steps:
             if any(template.reads for template in analysis.steps[step.index].templates.values()):
                 _check_reads(step, analysis, schemas, problems)
+            _check_condition_paths(step, schemas, problems)
