@@ -23,14 +23,18 @@ from chainlets.generators.mock_json import mock_json
                                                     "items": {"$ref": "#/$defs/tag"}}}},
                                        "tag": {"type": "string", "examples": ["t1"]}}},
     {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+    {"type": "object", "required": ["e", "d", "u", "i"],
+     "properties": {"e": {"format": "email"}, "d": {"format": "date"},
+                    "u": {"format": "uuid"}, "i": {"format": "ipv6"}}},
     {"type": "object", "properties": {"x": {"default": {"a": 1}}}, "required": ["x"]},
     {"properties": {"nested": {"properties": {"deep": {"type": "boolean"}},
                                "required": ["deep"]}}, "required": ["nested"]},
 ], ids=["object", "array", "tuple", "enum", "nullable", "max-length", "refs", "any-of",
-        "default", "untyped"])
+        "formats", "default", "untyped"])
 def test_the_reply_meets_the_schema(schema: dict[str, Any]) -> None:
     value = mock_json(schema, "step")
-    jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator,
+                        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     assert mock_json(schema, "step") == value  # deterministic
 
 

@@ -179,3 +179,21 @@ def test_condition_paths_are_checked_against_the_schema_of_the_value_they_test()
         "step `l`: `until`: path `agee` of `j` is never in its output_schema: at the top the "
         "schema has no property `agee` (did you mean `age`?); its properties are `name`, `age`, "
         "`tags`, `pair`, `any`"]
+
+
+def test_formats_jsonschema_can_check_are_asserted() -> None:
+    chain = compile_chain({"handle": "c", "steps": [step("a", "x", output_schema={
+        "type": "object", "properties": {"e": {"type": "string", "format": "email"},
+                                         "d": {"type": "string", "format": "date"}}})]})
+    structured = chain.steps["a"].structured
+    assert structured is not None
+    assert structured.apply('{"e": "ada@example.com", "d": "2026-12-01"}')[1] == []
+    assert structured.apply('{"e": "ada", "d": "yesterday"}')[1] == [
+        "at `$.e`: 'ada' is not a 'email'", "at `$.d`: 'yesterday' is not a 'date'"]
+
+
+def test_an_approval_step_has_no_output_schema() -> None:
+    assert problems({"handle": "ok", "plugin": "human-approval", "prompt": "Approve?",
+                     "plugin_config": {"timeout_s": 60}, "output_schema": CARD}) == [
+        "step `ok`: a `human-approval` step's answer comes from a person, not a model to "
+        "repair; remove `output_schema`"]

@@ -1,7 +1,7 @@
 """The mock model's structured replies: a small JSON document meeting a step's output schema.
 
 Deterministic and best-effort: `const`, `enum`, `default`, `examples`, `type` (with string
-lengths, number bounds, array `minItems`, `prefixItems` and an object's `required`
+lengths and formats, number bounds, array `minItems`, `prefixItems` and an object's `required`
 properties) and `$defs` references within the schema are followed; a schema beyond them
 (`oneOf`, `pattern`, `not`, …) may get a reply that does not validate, which the engine then
 repairs or fails, as with a real model.
@@ -13,6 +13,13 @@ __all__ = ["mock_json"]
 
 T = TypeVar("T")
 _DEPTH = 16  # a recursive schema ends here with null
+# Strings of the formats the engine checks (jsonschema's format checker), and a few more.
+_FORMATS = {"email": "mock@example.com", "idn-email": "mock@example.com",
+            "date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "time": "00:00:00Z",
+            "ipv4": "192.0.2.1", "ipv6": "2001:db8::1",
+            "uuid": "00000000-0000-4000-8000-000000000000",
+            "uri": "https://example.com/mock", "hostname": "example.com",
+            "idn-hostname": "example.com", "regex": "mock"}
 
 
 def _resolve(node: Any, root: Any) -> Any:
@@ -82,7 +89,7 @@ def _value(node: Any, root: Any, label: str, depth: int) -> Any:
         return False
     if kind == "null":
         return None
-    text = f"[mock] {label}"
+    text = _FORMATS.get(str(node.get("format")), f"[mock] {label}")
     low = node.get("minLength")
     high = node.get("maxLength")
     if isinstance(low, int) and len(text) < low:

@@ -20,6 +20,7 @@ from chainlets.language.conditions import Condition
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.messages import Problems, listing, suggest
 from chainlets.language.paths import PathProblem, PathStep, format_path, parse_path
+from chainlets.language.plugins import APPROVAL
 from chainlets.language.spec import DEFAULT_REPAIRS
 
 if TYPE_CHECKING:
@@ -148,8 +149,8 @@ def _compile(schema: dict[str, Any], max_repairs: int) -> StructuredOutput | lis
     if problems:
         return problems
     refs = [f"output_schema: {problem}" for problem in _ref_problems(schema)]
-    return refs or StructuredOutput(schema=schema, validator=cls(schema),
-                                    max_repairs=max_repairs)
+    return refs or StructuredOutput(schema=schema, max_repairs=max_repairs,
+                                    validator=cls(schema, format_checker=cls.FORMAT_CHECKER))
 
 
 def schema_path_problem(schema: Any, path: tuple[PathStep, ...]) -> str | None:
@@ -201,6 +202,10 @@ def _check_step(step: StepDraft, analysis: "Analysis", problems: Problems,
         kind = "choice" if spec.choice is not None else "loop"
         problems.step(step.index, f"{where}: a `{kind}` step makes no model call, so it has no "
                                   "`output_schema`; put it on the steps it runs")
+        return
+    if APPROVAL in ([spec.plugin] if isinstance(spec.plugin, str) else spec.plugin or []):
+        problems.step(step.index, f"{where}: a `{APPROVAL}` step's answer comes from a person, "
+                                  "not a model to repair; remove `output_schema`")
         return
     key = json.dumps(spec.output_schema, sort_keys=True)
     compiled = cache.get(key)
