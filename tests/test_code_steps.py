@@ -295,3 +295,15 @@ def test_the_graph_shows_a_code_steps_function_and_the_inputs_it_reads() -> None
         code_step("sum", "stats", values="[{n}]")]}, PLUGINS)
     assert to_mermaid(chain) == ('flowchart TD\n    s0["sum<br/>code: stats"]\n'
                                  '    in0[/"n"/]\n    in0 --> s0\n')
+
+
+def test_a_code_step_or_a_step_with_tools_has_no_output_schema() -> None:
+    schema = {"type": "object"}
+    assert problems(
+        {**code_step("a", "stats", values=[1]), "output_schema": schema},
+        {"handle": "b", "plugin": "openai", "prompt": "x", "tools": ["stats"],
+         "output_schema": schema}) == [
+        "step `a`: a `code` step calls a function, not a model, so it has no `output_schema`; "
+        "remove it, or make it a step of its own",
+        "step `b`: a step with `tools` has no `output_schema` (a reply after tool calls is not "
+        "repaired); give the schema to a step that reads this one"]

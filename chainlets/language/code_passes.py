@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 
 __all__ = ["check_code", "check_code_kind"]
 
-# A code step calls its function, not a model: none of a model call's fields apply.
-_MODEL_FIELDS = ("prompt", "plugin", "system_prompt")
+# A code step calls its function, not a model: none of a model call's fields apply (nor a
+# reply's repairs: a function's output is JSON by its return type).
+_MODEL_FIELDS = ("prompt", "plugin", "system_prompt", "output_schema", "max_repairs")
 
 
 def check_code_kind(step: StepDraft, kinds: list[str], problems: Problems) -> None:
@@ -68,6 +69,10 @@ def check_code(draft: ChainDraft, analysis: "Analysis", problems: Problems) -> N
                         literal = function.check_literal(where, key, value)
                         if literal is not None:
                             problems.step(step.index, literal)
+        if spec.tools and spec.output_schema is not None and "tools" not in step.broken:
+            problems.step(step.index, f"{where}: a step with `tools` has no `output_schema` (a "
+                                      "reply after tool calls is not repaired); give the "
+                                      "schema to a step that reads this one")
         if "tools" not in step.broken:
             for tool in dict.fromkeys(spec.tools):
                 if functions.get(tool) is None:
