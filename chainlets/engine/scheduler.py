@@ -30,6 +30,7 @@ from chainlets.engine.approval import (
     refuse_without_gate,
 )
 from chainlets.engine.backends import BackendGate
+from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner, chain_functions, run_code
 from chainlets.engine.failures import Failure, describe_failure
 from chainlets.engine.flow import OnFinish, run_flow
 from chainlets.engine.graph import StepGraph
@@ -44,6 +45,7 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.engine.repair import repaired
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.slots import Slots
 from chainlets.engine.state import (
@@ -61,11 +63,12 @@ from chainlets.engine.state import (
     succeeded,
 )
 from chainlets.engine.timeouts import AttemptTimer
+from chainlets.engine.tools import run_tools
 from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.language.compiler import CompiledChain, CompiledStep, input_text
 from chainlets.language.flow import MapFlow
 from chainlets.language.messages import listing
-from chainlets.language.plugins import APPROVAL, LLM_BACKEND
+from chainlets.language.plugins import APPROVAL, CODE, LLM_BACKEND
 from chainlets.language.spec import JsonValue
 
 __all__ = ["StepCommit", "StepObserver", "run_chain"]
@@ -95,8 +98,10 @@ class _Execution:
     def __init__(self, chain: CompiledChain, inputs: Mapping[str, JsonValue],
                  generators: Mapping[str, GeneratorProtocol], options: RunOptions,
                  observer: StepObserver | None, commit: StepCommit | None = None,
-                 approvals: ApprovalGate | None = None) -> None:
+                 approvals: ApprovalGate | None = None,
+                 code: CodeRunnerProtocol | None = None) -> None:
         self.chain, self.given, self.generators = chain, inputs, generators
+        self._code = code
         self.inputs = {name: input_text(value) for name, value in inputs.items()}
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
@@ -167,6 +172,14 @@ class _Execution:
                                 f"{len(unfinished)} unfinished step(s) failed: "
                                 f"{listing(unfinished, limit=10)}")
         return result
+
+    @property
+    def code(self) -> CodeRunnerProtocol:
+        """Code steps and tools call functions through it; without one, in this process
+        (made on first use: most chains have no code step)."""
+        if self._code is None:
+            self._code = FunctionRunner(chain_functions(self.chain))
+        return self._code
 
     def gate(self, backend: str) -> BackendGate:
         gate = self.gates.get(backend)
@@ -272,12 +285,20 @@ class _Execution:
         try:
             if key == APPROVAL:
                 generation = await self.approve(step, values)
+            elif key == CODE:  # engine/code.py
+                generation = await run_code(self, step, values, attempts)
+            elif step.tools:  # engine/tools.py: the model → tools → model loop
+                generation = self.served(step, await run_tools(
+                    self, step, self.request(step, values), attempts, key, self.generators[key]))
             else:  # the call awaited here, not in a helper coroutine: one frame less in flight
                 request = self.request(step, values)
                 del values  # rendered: not held while the call is in flight (~120 B a step)
                 generation = self.served(step, await self.policy.call(
                     self.generators[key].run_remote, request, attempts, key,
                     gate=self.gate(key), timer=self.timer))
+                if step.structured is not None:  # re-prompted until it meets its schema
+                    generation = await repaired(step, request, generation, attempts,
+                                                self.caller(step, key, attempts))
         except asyncio.CancelledError:
             if handle in self.parked:  # the run ends while it waits: it stays waiting
                 del self.tasks[handle]
@@ -301,7 +322,18 @@ class _Execution:
         return GenerationRequest.model_validate({
             "step": step.handle, "plugin": step.plugin.name, "params": step.params,
             "messages": step.render_messages(values), "timeout_s": self.options.step_timeout_s,
-            "capabilities": step.served})
+            "capabilities": step.served, "output_schema": step.spec.output_schema})
+
+    def caller(self, step: CompiledStep, key: str,
+               attempts: list[AttemptRecord]) -> Callable[[GenerationRequest],
+                                                          Awaitable[Generation]]:
+        """A further call of the step (a repair), under the retry policy like its first."""
+        async def call(request: GenerationRequest) -> Generation:
+            return self.served(step, await self.policy.call(
+                self.generators[key].run_remote, request, attempts, key, gate=self.gate(key),
+                timer=self.timer))
+
+        return call
 
     @staticmethod
     def served(step: CompiledStep, generation: Generation) -> Generation:
@@ -409,8 +441,12 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     observer: StepObserver | None = None,
                     previous: InvocationResult | None = None,
                     commit: StepCommit | None = None,
-                    approvals: ApprovalGate | None = None) -> InvocationResult:
+                    approvals: ApprovalGate | None = None,
+                    code: CodeRunnerProtocol | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
+
+    Code steps and tools call their functions through `code` (the code runner chainlet);
+    without it, in this process.
 
     With `commit`, each step's success is awaited through it before its dependents start.
 
@@ -426,7 +462,7 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     if approvals is None:
         refuse_without_gate(chain)
     missing = sorted({_generator_key(step, options) for step in chain.model_calls()}
-                     - generators.keys() - {APPROVAL})
+                     - generators.keys() - {APPROVAL, CODE})
     unknown_maps = sorted(name for name in options.map_concurrency
                           if name not in chain.steps
                           or not isinstance(chain.steps[name].flow, MapFlow))
@@ -444,4 +480,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
     return await _Execution(chain, values, generators, options, observer, commit,
-                            approvals).run(prior)
+                            approvals, code).run(prior)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CHAT_SUPPORT", "Capability", "CapabilityRequests", "RequestLevel", "Served",
-           "SupportLevel", "requested", "serve", "unmet"]
+           "SupportLevel", "requested", "serve", "unmet", "with_schema"]
 
 
 class Capability(enum.StrEnum):
@@ -24,7 +24,7 @@ class Capability(enum.StrEnum):
     CONVERSATION = "conversation"  # the step's `messages`, earlier chat turns
     JSON_MODE = "json_mode"  # the reply is one JSON document (OpenAI's JSON mode)
     STREAMING = "streaming"  # the backend streams the reply as it is generated
-    FUNCTION_CALLING = "function_calling"  # reserved: tools bound to code steps, not built yet
+    FUNCTION_CALLING = "function_calling"  # the model may call the step's `tools`
 
 
 class RequestLevel(enum.StrEnum):
@@ -83,20 +83,34 @@ class CapabilityRequests(BaseModel):
     streaming: RequestLevel | None = Field(
         default=None, description="The backend streams the reply as it is generated.")
     function_calling: RequestLevel | None = Field(
-        default=None, description="Reserved: function calling is not supported yet; only "
-        "`disable` is accepted.")
+        default=None, description="The model may call the step's `tools` (registered "
+        "functions). Default `native` when the step lists `tools`; no plugin emulates it.")
 
 
 def requested(capabilities: CapabilityRequests, system_prompt: str | None,
-              messages: Sequence[object]) -> dict[Capability, RequestLevel]:
+              messages: Sequence[object], output_schema: bool = False,
+              tools: Sequence[str] = ()) -> dict[Capability, RequestLevel]:
     """A step's requests: the explicit ones, plus the features it uses (a system prompt, chat
-    messages) at their default levels."""
+    messages, an output schema, tools) at their default levels."""
     levels = {Capability(name): level for name, level in capabilities if level is not None}
     if system_prompt is not None:
         levels.setdefault(Capability.SYSTEM_PROMPT, RequestLevel.BEST_EFFORT)
     if messages:
         levels.setdefault(Capability.CONVERSATION, RequestLevel.NATIVE)
+    if output_schema:
+        levels.setdefault(Capability.JSON_MODE, RequestLevel.BEST_EFFORT)
+    if tools:
+        levels.setdefault(Capability.FUNCTION_CALLING, RequestLevel.NATIVE)
     return levels
+
+
+def with_schema(support: Mapping[Capability, SupportLevel]) -> dict[Capability, SupportLevel]:
+    """What a plugin supports for a step with an `output_schema`: JSON mode at least
+    best-effort, emulated by validating each reply and re-prompting (engine/repair.py)."""
+    if support.get(Capability.JSON_MODE, SupportLevel.NONE) \
+            & (SupportLevel.NATIVE | SupportLevel.BEST_EFFORT):
+        return dict(support)
+    return {**support, Capability.JSON_MODE: SupportLevel.BEST_EFFORT | SupportLevel.CAN_DISABLE}
 
 
 def serve(level: RequestLevel, support: SupportLevel) -> Served | None:

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
+from chainlets.errors import (
+    ChainDefinitionError,
+    InputsError,
+    PayloadTooLargeError,
+    StepDataError,
+)
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.code import CompiledCode
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
     ChoiceFlow,
@@ -23,15 +29,24 @@ from chainlets.language.flow import (
     MemberFlow,
     parse_tolerance,
 )
-from chainlets.language.limits import MAX_PROMPT_CHARS, prompt_problem
+from chainlets.language.functions import Function
+from chainlets.language.limits import MAX_PROMPT_CHARS, MAX_TOOL_ROUNDS, prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
-from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
+from chainlets.language.plugins import (
+    CODE,
+    DEFAULT_PLUGINS,
+    ModelParams,
+    Plugin,
+    PluginRegistry,
+)
 from chainlets.language.routing import check_capabilities
 from chainlets.language.spec import ChainSpec, JsonValue, StepSpec
+from chainlets.language.structured import StructuredOutput
 from chainlets.language.templating import Template
 
-__all__ = ["CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain", "input_text"]
+__all__ = ["CODE_PLUGIN", "CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain",
+           "input_text"]
 
 Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
 
@@ -39,6 +54,9 @@ Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
 # as seen outside it): the engine runs their flow instead.
 CONTROL = Plugin("control", ModelParams, lambda config: ModelParams(), generator="",
                  description="A choice or loop step: no model call of its own.")
+# The plugin of code steps: the engine calls their function through the code runner.
+CODE_PLUGIN = Plugin(CODE, ModelParams, lambda config: ModelParams(), generator=CODE,
+                     capabilities={}, description="A code step: calls a registered function.")
 _NO_PROMPT = Template(parts=())
 
 
@@ -62,6 +80,10 @@ class CompiledStep:
     literals: Mapping[str, str]  # the step's own `input`, stringified
     served: Mapping[Capability, Served] = field(default_factory=dict)
     flow: Flow | None = None  # how a map, choice, loop (or a loop's body step) runs
+    structured: StructuredOutput | None = None  # its output_schema: replies checked, repaired
+    code: CompiledCode | None = None  # a code step's function and arguments
+    tools: tuple[Function, ...] = ()  # the functions the model may call
+    max_tool_rounds: int = 0
 
     @property
     def calls(self) -> bool:
@@ -91,11 +113,17 @@ class CompiledStep:
         PayloadTooLargeError when they are longer than CHAINRUNNER_MAX_PROMPT_CHARS together:
         the step fails before its call.
         """
+        try:
+            prompt = self.prompt.render(values)
+            if self.system is None and not self.history:  # the common case, kept short
+                self._check_size(len(prompt))
+                return [{"role": "user", "content": prompt}]
+            return self._chat(prompt, values)
+        except StepDataError as exc:  # a path read found nothing: named with the step
+            raise StepDataError(f"step `{self.handle}`: {exc}") from None
+
+    def _chat(self, prompt: str, values: Mapping[str, str]) -> list[dict[str, str]]:
         served = self.served
-        prompt = self.prompt.render(values)
-        if self.system is None and not self.history:  # the common case, kept short
-            self._check_size(len(prompt))
-            return [{"role": "user", "content": prompt}]
         system = None if self.system is None \
             or served.get(Capability.SYSTEM_PROMPT) is Served.IGNORED \
             else self.system.render(values)
@@ -222,15 +250,27 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
                        tolerance=parse_tolerance(step.map.tolerate))
     templates = facts.templates
     calls = flow is None or isinstance(flow, MapFlow)
-    assert not calls or (facts.plugin is not None and facts.params is not None)
+    functions = analysis.plugins.functions
+    code = None
+    if step.code is not None:
+        function = functions.get(step.code.function)
+        assert function is not None  # check_code found it
+        code = CompiledCode(function, step.code.args,
+                            {k: t for k, t in templates.items() if k.startswith("code.args")})
+    assert not calls or code is not None \
+        or (facts.plugin is not None and facts.params is not None)
+    tools = tuple(f for name in step.tools if (f := functions.get(name)) is not None)
     return CompiledStep(
-        spec=step, plugin=facts.plugin or CONTROL, params=facts.params or ModelParams(),
+        code=code, tools=tools,
+        max_tool_rounds=min(step.max_tool_rounds, MAX_TOOL_ROUNDS.value()) if tools else 0,
+        spec=step, plugin=CODE_PLUGIN if code is not None else facts.plugin or CONTROL,
+        params=facts.params or ModelParams(),
         system=templates.get("system_prompt"),
         history=tuple((m.role, templates[f"messages[{i}].content"])
                       for i, m in enumerate(step.messages)),
         prompt=templates.get("prompt", _NO_PROMPT), deps=facts.deps if deps is None else deps,
         literals={k: str(v) for k, v in step.input.items()} or _NONE,
-        served=dict(facts.served) or _NONE, flow=flow)
+        served=dict(facts.served) or _NONE, flow=flow, structured=facts.structured)
 
 
 def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> CompiledChain:

@@ -13,9 +13,11 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.capabilities import CapabilityRequests
+from chainlets.language.code import CodeSpec
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
+from chainlets.language.limits import MAX_TOOL_ROUNDS, MaxRepairs, MaxToolRounds
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
@@ -25,6 +27,8 @@ __all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue",
            "chain_json_schema", "load_chain", "locate", "parse_chain", "read_chain_json"]
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# Re-prompts of a step with an `output_schema` that does not say `max_repairs`.
+DEFAULT_REPAIRS = 2
 
 Scalar = str | int | float | bool
 # An input's value: text, or any JSON (a list to map over, an object to read a field of).
@@ -92,9 +96,9 @@ class StepSpec(BaseModel):
     handle: Name = Field(description="Unique step name; other steps reference its output as "
                                     "`{handle}`. Letters, digits, `_` and `-`.")
     prompt: str | None = Field(
-        default=None, description="Prompt template, Python `str.format` syntax with plain names "
-        "only; `{{`/`}}` are literal braces. Required, with `plugin`, unless the step is a "
-        "`choice` or a `loop`.")
+        default=None, description="Prompt template: `{name}` placeholders, `{name.key}` / "
+        "`{name[0]}` to read a JSON field; `{{`/`}}` are literal braces. Required, with "
+        "`plugin`, unless the step is a `choice` or a `loop`.")
     plugin: PluginChoice | None = Field(
         default=None,
         description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
@@ -109,6 +113,15 @@ class StepSpec(BaseModel):
         description="Capabilities requested of the plugin, each at `native`, `best-effort`, "
                     "`optional` or `disable`; a plugin that cannot meet them is refused at "
                     "validation.")
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="A JSON Schema (draft 2020-12 unless its `$schema` names "
+        "another) the reply must meet: parsed as JSON, re-prompted with the validation errors "
+        "up to `max_repairs` times, stored as JSON text. Implies `json_mode` (`best-effort`). "
+        "Later steps read its fields: `{handle.key}`, `{handle.items[0]}`.")
+    max_repairs: MaxRepairs | None = Field(
+        default=None, description="Re-prompts after a reply that does not meet `output_schema` "
+        f"(default {DEFAULT_REPAIRS}, at most $CHAINRUNNER_MAX_REPAIRS); then the step fails "
+        "with error kind `schema`.")
     input: dict[str, Scalar] = Field(
         default_factory=dict,
         description="Hard-coded values for this step's placeholders; they override the user's "
@@ -130,12 +143,22 @@ class StepSpec(BaseModel):
     loop: "LoopSpec | None" = Field(default=None, description="Make this a loop step (no "
                                     "prompt): repeat its steps until a condition holds, at "
                                     "most `max_iterations` times.")
+    code: CodeSpec | None = Field(default=None, description="Make this a code step (no "
+                                  "prompt or plugin): call a registered function with JSON "
+                                  "arguments; its output is the return value as JSON.")
+    tools: tuple[Name, ...] = Field(default=(), description="Registered functions the model "
+                                    "may call (function calling); the model → tools → model "
+                                    "loop runs at most `max_tool_rounds` rounds.")
+    max_tool_rounds: MaxToolRounds = Field(
+        default=4, description=f"Most rounds of tool calls before the model must answer; at "
+        f"most {MAX_TOOL_ROUNDS.default} unless {MAX_TOOL_ROUNDS.env} says otherwise.")
 
     @property
     def kind(self) -> str:
-        """`prompt`, `map`, `choice` or `loop`."""
+        """`prompt`, `map`, `choice`, `loop` or `code` (which may also map)."""
         return "loop" if self.loop is not None else "choice" if self.choice is not None \
-            else "map" if self.map is not None else "prompt"
+            else "map" if self.map is not None else "code" if self.code is not None \
+            else "prompt"
 
 
 class LoopSpec(BaseModel):
@@ -207,7 +230,11 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
                              {"type": "array", "minItems": 1,
                               "items": {"type": "string", "enum": names}}]
     step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
-                     {"required": ["loop"]}]
+                     {"required": ["loop"]}, {"required": ["code"]}]
+    functions = plugins.functions.names()
+    code = defs[step["properties"]["code"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]]
+    code["properties"]["function"]["enum"] = functions
+    step["properties"]["tools"]["items"]["enum"] = functions
     # With a list of plugins, `plugin_config` maps each plugin's name to its own config.
     keyed = {"type": "object", "additionalProperties": False,
              "properties": {p.name: refs[(p.config_model, "validation")] for p in plugins}}
