@@ -15,9 +15,11 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
+
+from chainlets.store.pipeline import Staged, run_staged, stages
 
 __all__ = ["ThreadGroupCommit", "Write", "run_together"]
 
@@ -48,11 +50,26 @@ def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
 
 
 def run_together(connection: sa.Connection, writes: list[Write[Any]]) -> None:
-    """Each write's work inside the open transaction, recording each outcome (the caller
-    commits, then settles them). The first error propagates: the transaction rolls back and
-    every write of it runs again alone, so that only the failing one fails."""
-    for write in writes:
-        write.outcome = (True, write.work(connection))
+    """Each write's work inside the open transaction, in order, recording each outcome (the
+    caller commits, then settles them); consecutive staged writes share a round trip where
+    the database allows (pipeline). The first error propagates: the transaction rolls back
+    and every write of it runs again alone, so that only the failing one fails."""
+    pipelined = stages(connection)
+    start = 0
+    while start < len(writes):
+        end = start
+        while pipelined and end < len(writes) and isinstance(writes[end].work, Staged):
+            end += 1
+        if end - start >= 2:
+            staged = writes[start:end]
+            results = run_staged(connection, [cast(Staged[Any], w.work) for w in staged])
+            for write, result in zip(staged, results, strict=True):
+                write.outcome = (True, result)
+            start = end
+        else:
+            write = writes[start]
+            write.outcome = (True, write.work(connection))
+            start += 1
 
 
 class ThreadGroupCommit:

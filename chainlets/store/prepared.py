@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "first_of", "rowcount_of"]
 
 Processor = Callable[[Any], Any] | None
 
@@ -74,25 +74,26 @@ class Prepared:
 
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (all rows with the same parameter names)."""
+        self.send_many(conn, rows).close()
+
+    def send_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """`run_many`, returning the driver's cursor (in a pipeline, still to be answered)."""
         compiled = self._for(conn, tuple(rows[0]))
         parameters = [compiled.parameters(r) for r in rows]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(compiled.sql, parameters)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _translated(conn, compiled.sql, parameters, exc) from exc
-        finally:
             cursor.close()
+            raise _translated(conn, compiled.sql, parameters, exc) from exc
+        return cursor
 
     def rowcount(self, conn: sa.Connection, values: Mapping[str, Any]) -> int:
         """Rows the statement changed (with RETURNING, the rows returned: sqlite3 counts
         those only once fetched)."""
         cursor = self.run(conn, values)
         try:
-            if cursor.description is not None:
-                return len(cursor.fetchall())
-            count: int = cursor.rowcount
-            return count
+            return rowcount_of(cursor)
         finally:
             cursor.close()
 
@@ -100,12 +101,25 @@ class Prepared:
         """The first row of the result as a dict by column name (None: no row)."""
         cursor = self.run(conn, values)
         try:
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            return dict(zip([d[0] for d in cursor.description], row, strict=True))
+            return first_of(cursor)
         finally:
             cursor.close()
+
+
+def rowcount_of(cursor: Any) -> int:
+    """What `Prepared.rowcount` answers, of a cursor `run` executed on."""
+    if cursor.description is not None:
+        return len(cursor.fetchall())
+    count: int = cursor.rowcount
+    return count
+
+
+def first_of(cursor: Any) -> dict[str, Any] | None:
+    """What `Prepared.first` answers, of a cursor `run` executed on."""
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
 def _translated(conn: sa.Connection, sql: str, parameters: Any,

@@ -5,7 +5,7 @@ Each method is one transaction. Lock order, the same in every one: the invocatio
 then its events.
 """
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,8 @@ from chainlets.store.models import (
     State,
     StoredChain,
 )
-from chainlets.store.prepared import Prepared
+from chainlets.store.pipeline import Staged
+from chainlets.store.prepared import Prepared, rowcount_of
 from chainlets.store.rows import (
     Clock,
     IdFactory,
@@ -126,7 +127,7 @@ class SqlStore(SqlOutbox):
                                 events: Sequence[NewEvent] = ()) -> Created:
         rules.check_new_invocation(new, self.limits)
         try:
-            return await self._write(lambda conn: self._create(conn, new, owner, events))
+            return await self._write(self._creating(new, owner, events))
         except IntegrityError:
             # Another request with the same idempotency key committed first: answer with it.
             existing = await self._read(lambda conn: self._by_key(conn, new)) \
@@ -143,6 +144,32 @@ class SqlStore(SqlOutbox):
             return None
         rules.check_same_request(new, row)
         return Created(invocation=invocation_from_row(row), created=False)
+
+    def _creating(self, new: NewInvocation, owner: str | None,
+                  events: Sequence[NewEvent]) -> Callable[[sa.Connection], Created]:
+        """The write creating `new`: on PostgreSQL, when it reads nothing first (no
+        idempotency key, no rerun) and has no events, a staged one (its two INSERTs sent
+        ahead with the group commit's other writes: pipeline)."""
+        if self._dialect != "postgresql" or new.idempotency_key is not None \
+                or new.rerun_of is not None or events:
+            return lambda conn: self._create(conn, new, owner, events)
+        now = self._clock()
+        row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
+        rows = rules.initial_steps(new, row["id"], [], now)
+
+        def send(conn: sa.Connection) -> list[Any]:
+            sent = [_INSERT_INVOCATION.run(conn, row)]
+            if rows:
+                sent.append(_INSERT_STEPS.send_many(conn, rows))
+            return sent
+
+        def then(_conn: sa.Connection, sent: list[Any]) -> Created:
+            if rowcount_of(sent[0]) == 0:
+                raise refusals.chain_not_found(new.chain_id)
+            return Created(invocation=invocation_from_row(row, rows), created=True,
+                           lease=rules.lease_of(row) if owner else None)
+
+        return Staged(send, then)
 
     def _create(self, conn: sa.Connection, new: NewInvocation, owner: str | None,
                 events: Sequence[NewEvent]) -> Created:
@@ -194,11 +221,8 @@ class SqlStore(SqlOutbox):
         now = self._clock()
         values = rules.step_columns(step, approval, now)
 
-        def work(conn: sa.Connection) -> None:
-            self._fence_steps(conn, lease, events, now, [(step.handle, values)])
-
         try:
-            await self._write(work)
+            await self._write(self._fenced_steps(lease, events, now, [(step.handle, values)]))
         except IntegrityError as exc:
             if approval is None:
                 raise
@@ -214,8 +238,7 @@ class SqlStore(SqlOutbox):
         values = rules.invocation_update(state, output, status_message, self.limits, now)
         records = [(s.handle, rules.step_columns(s, None, now)) for s in steps]
 
-        await self._write(lambda conn: self._fence_steps(conn, lease, events, now, records,
-                                                         values))
+        await self._write(self._fenced_steps(lease, events, now, records, values))
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,
                       events: Sequence[NewEvent] = ()) -> bool:

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from chainlets.store import dialect, refusals
 from chainlets.store.models import Lease, NewEvent, Page
-from chainlets.store.prepared import Prepared
+from chainlets.store.pipeline import Staged
+from chainlets.store.prepared import Prepared, first_of
 from chainlets.store.rows import Clock, IdFactory, Row, decode_cursor, encode_cursor, event_rows
 from chainlets.store.settings import Limits
 from chainlets.store.sql_steps import FENCED, STEP_COLUMNS, add_step, fenced_step, put_step
@@ -86,30 +87,40 @@ class SqlBase:
             _INSERT_EVENTS.run_many(conn, event_rows(
                 new_events, row, row["event_seq"] - len(new_events), now, self._ids))
 
-    def _fence_steps(self, conn: sa.Connection, lease: Lease, new_events: Sequence[NewEvent],
-                     now: float, records: Sequence[tuple[str, Mapping[str, Any]]],
-                     values: Mapping[str, Any] | None = None) -> Row:
-        """`_fence`, writing the steps' `records` (handle, columns) in between; on PostgreSQL
-        a single step's transition and the fence are one statement (sql_steps)."""
+    def _fenced_steps(self, lease: Lease, new_events: Sequence[NewEvent], now: float,
+                      records: Sequence[tuple[str, Mapping[str, Any]]],
+                      values: Mapping[str, Any] | None = None,
+                      ) -> Callable[[sa.Connection], Row]:
+        """A write: `_fence`, writing the steps' `records` (handle, columns) in between. On
+        PostgreSQL a single step's transition and the fence are one statement (sql_steps),
+        staged: sent ahead with the group commit's other writes (pipeline)."""
         if self._dialect != "postgresql" or len(records) != 1 \
                 or tuple(records[0][1]) != STEP_COLUMNS:
-            def put_steps(row: Row) -> None:
-                for handle, columns in records:
-                    put_step(conn, row["id"], handle, columns, now)
-            return self._fence(conn, lease, new_events, now, values, then=put_steps)
+            def put_steps(conn: sa.Connection) -> Row:
+                def then(row: Row) -> None:
+                    for handle, columns in records:
+                        put_step(conn, row["id"], handle, columns, now)
+                return self._fence(conn, lease, new_events, now, values, then=then)
+            return put_steps
         fence = {"updated_at": now, **(values or {})}
         [(handle, columns)] = records
-        row = fenced_step(tuple(fence)).first(conn, {
+        statement = fenced_step(tuple(fence))
+        parameters = {
             "b_id": lease.invocation_id, "b_owner": lease.owner, "b_attempt": lease.attempt,
             "b_events": len(new_events), "b_handle": handle,
             **{f"f_{k}": v for k, v in fence.items()},
-            **{f"s_{k}": v for k, v in columns.items()}})
-        if row is None:
-            raise refusals.lease_lost(lease)
-        if not row["stepped"]:  # a step added at run time: its row comes now
-            add_step(conn, row["id"], handle, columns, now)
-        self._append_events(conn, row, new_events, now)
-        return row
+            **{f"s_{k}": v for k, v in columns.items()}}
+
+        def then(conn: sa.Connection, sent: list[Any]) -> Row:
+            row = first_of(sent[0])
+            if row is None:
+                raise refusals.lease_lost(lease)
+            if not row["stepped"]:  # a step added at run time: its row comes now
+                add_step(conn, row["id"], handle, columns, now)
+            self._append_events(conn, row, new_events, now)
+            return row
+
+        return Staged(lambda conn: [statement.run(conn, parameters)], then)
 
     def _add_events(self, conn: sa.Connection, row: Row, new_events: Sequence[NewEvent],
                     now: float) -> None:
