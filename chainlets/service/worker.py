@@ -7,9 +7,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
@@ -107,8 +107,7 @@ class Worker:
                                   delay_s=self.settings.write_delay_s,
                                   wake_outbox=self.wake_outbox, unfinished=_unfinished(
                                       chain, invocation))
-        loop = asyncio.get_running_loop()
-        beat = loop.create_task(self._heartbeat(lease))
+        beat = self._beat(lease)
         approvals = InvocationApprovals(writer, invocation)
         try:
             while True:
@@ -129,7 +128,7 @@ class Worker:
                 if await self.store.suspend(lease, waiting):
                     return  # no task, lease nor memory until an answer or a deadline
                 # One was answered while the run ended: run again with its answer.
-                beat = loop.create_task(self._heartbeat(lease))
+                beat = self._beat(lease)
                 approvals.close()
                 invocation = await self.store.get_invocation(lease.invocation_id)
                 approvals = InvocationApprovals(writer, invocation)
@@ -154,11 +153,14 @@ class Worker:
             await self.store.update_invocation(lease, state=State.FAILED,
                                                status_message=message)
 
+    def _beat(self, lease: Lease) -> "_Beat":
+        return _Beat(asyncio.get_running_loop(), self.settings.heartbeat_s,
+                     lambda: self._heartbeat(lease))
+
     async def _heartbeat(self, lease: Lease) -> None:
-        """Renew the lease a few times per period; lost, the run stops (another worker has it,
-        or it was cancelled)."""
+        """Renew the lease now, then a few times per period; lost, the run stops (another
+        worker has it, or it was cancelled)."""
         while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 renewed = await self.store.heartbeat(lease)
                 if renewed.signals != lease.signals and (
@@ -172,6 +174,7 @@ class Worker:
                 return
             except Exception as exc:  # transient: the next beat tries again
                 log.warning("invocation %s: heartbeat failed: %s", lease.invocation_id, exc)
+            await asyncio.sleep(self.settings.heartbeat_s)
 
     # Claiming invocations no live worker holds.
     def ensure_polling(self) -> None:
@@ -212,6 +215,28 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Beat:
+    """An invocation's lease renewals: a timer until the first is due, then a task renewing
+    every `every_s` (most invocations end before the first, and cost no task)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, every_s: float,
+                 renew: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._loop, self._renew = loop, renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = loop.call_later(every_s, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._task = self._loop.create_task(self._renew())
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _unfinished(chain: CompiledChain, invocation: Invocation) -> set[str]:
