@@ -26,7 +26,7 @@ from chainlets.store.models import (
     StoredChain,
 )
 from chainlets.store.pipeline import Staged
-from chainlets.store.prepared import Prepared, rowcount_of
+from chainlets.store.prepared import Prepared, first_of
 from chainlets.store.rows import (
     Clock,
     IdFactory,
@@ -41,6 +41,7 @@ from chainlets.store.rows import (
 from chainlets.store.settings import Limits
 from chainlets.store.sql_base import keyset
 from chainlets.store.sql_outbox import SqlOutbox
+from chainlets.store.sql_steps import created
 from chainlets.store.tables import chains, invocations, steps
 
 __all__ = ["SqlStore"]
@@ -148,8 +149,8 @@ class SqlStore(SqlOutbox):
     def _creating(self, new: NewInvocation, owner: str | None,
                   events: Sequence[NewEvent]) -> Callable[[sa.Connection], Created]:
         """The write creating `new`: on PostgreSQL, when it reads nothing first (no
-        idempotency key, no rerun) and has no events, a staged one (its two INSERTs sent
-        ahead with the group commit's other writes: pipeline)."""
+        idempotency key, no rerun) and has no events, one statement (sql_steps.created),
+        staged (sent ahead with the group commit's other writes: pipeline)."""
         if self._dialect != "postgresql" or new.idempotency_key is not None \
                 or new.rerun_of is not None or events:
             return lambda conn: self._create(conn, new, owner, events)
@@ -157,19 +158,16 @@ class SqlStore(SqlOutbox):
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
         rows = rules.initial_steps(new, row["id"], [], now)
 
-        def send(conn: sa.Connection) -> list[Any]:
-            sent = [_INSERT_INVOCATION.run(conn, row)]
-            if rows:
-                sent.append(_INSERT_STEPS.send_many(conn, rows))
-            return sent
+        parameters = {**row, "b_handles": list(new.steps), "b_now": now, "b_attempts": []}
 
         def then(_conn: sa.Connection, sent: list[Any]) -> Created:
-            if rowcount_of(sent[0]) == 0:
+            counts = first_of(sent[0])
+            if counts is None or counts["invocations"] == 0:
                 raise refusals.chain_not_found(new.chain_id)
             return Created(invocation=invocation_from_row(row, rows), created=True,
                            lease=rules.lease_of(row) if owner else None)
 
-        return Staged(send, then)
+        return Staged(lambda conn: [created(_INSERT_INVOCATION).run(conn, parameters)], then)
 
     def _create(self, conn: sa.Connection, new: NewInvocation, owner: str | None,
                 events: Sequence[NewEvent]) -> Created:

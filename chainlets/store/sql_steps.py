@@ -9,15 +9,17 @@ row was there. SQLite has no UPDATE inside WITH; its two statements are no round
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from chainlets.store import rules
+from chainlets.store.models import State
 from chainlets.store.prepared import Prepared
 from chainlets.store.tables import invocations, steps
 
-__all__ = ["FENCED", "STEP_COLUMNS", "fenced_step", "put_step"]
+__all__ = ["FENCED", "STEP_COLUMNS", "created", "fenced_step", "put_step"]
 
 _inv, _steps = invocations.c, steps.c
 
@@ -71,3 +73,25 @@ def fenced_step(fence_columns: tuple[str, ...]) -> Prepared:
          for name in STEP_COLUMNS}).returning(_steps.handle).cte("stepped")
     count = sa.select(sa.func.count()).select_from(stepped).scalar_subquery()
     return Prepared(sa.select(*fenced.c, count.label("stepped")))
+
+
+@functools.cache
+def created(invocation: Prepared) -> Prepared:
+    """PostgreSQL's one statement creating an invocation: `invocation` (the INSERT of its row
+    from a SELECT, which inserts nothing once its chain is deleted) and a `waiting` row per
+    step of `b_handles` in order, as `rules.initial_steps` makes them (no step reused; `b_now`,
+    `b_attempts`), in one data-modifying WITH; one row, `invocations` (1, or 0: no chain)."""
+    inserted = cast(sa.Insert, invocation.statement).returning(_inv.id).cte("inserted")
+    handles = sa.func.unnest(sa.bindparam("b_handles", type_=postgresql.ARRAY(sa.String))
+                             ).table_valued("handle", with_ordinality="ord").render_derived()
+    waiting = sa.insert(steps).from_select(
+        ["invocation_id", "handle", "position", "state", "attempts", "updated_at"],
+        sa.select(inserted.c.id, handles.c.handle, handles.c.ord - 1,
+                  sa.literal(State.WAITING.value),
+                  sa.bindparam("b_attempts", type_=_steps.attempts.type),
+                  sa.cast(sa.bindparam("b_now", type_=sa.Double), sa.Double)
+                  ).select_from(inserted).join(handles, sa.true())
+    ).returning(_steps.handle).cte("waiting")
+    return Prepared(sa.select(
+        sa.select(sa.func.count()).select_from(inserted).scalar_subquery().label("invocations"),
+        sa.select(sa.func.count()).select_from(waiting).scalar_subquery().label("steps")))
