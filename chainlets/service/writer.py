@@ -13,6 +13,10 @@ __all__ = ["InvocationWriter", "chain_finished", "step_finished"]
 
 log = logging.getLogger(__name__)
 
+# A flush timer firing this much before its record is due writes it (a timer may fire a
+# little early; rescheduling for less would cost a loop turn for nothing).
+_EARLY_S = 0.001
+
 
 def step_finished(record: StepRecord) -> NewEvent:
     """The `step.finished` event of a step that reached a final state."""
@@ -55,6 +59,7 @@ class InvocationWriter:
         # timeout): their records are written without a second `step.finished`.
         self.announced: set[str] = set()
         self._pending: dict[str, StepRecord] = {}
+        self._noted: dict[str, float] = {}  # loop time each pending step was first noted
         self._lock = asyncio.Lock()
         self._flush: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
@@ -69,13 +74,26 @@ class InvocationWriter:
             self._unfinished.discard(record.handle)
         if record.state == RunState.SUCCEEDED:
             return  # `commit` writes it
+        loop = asyncio.get_running_loop()
         self._pending[record.handle] = record
+        self._noted.setdefault(record.handle, loop.time())
         if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(self.delay_s, self._spawn_flush)
+            self._flush = loop.call_later(self.delay_s, self._spawn_flush)
 
     def _spawn_flush(self) -> None:
+        """The earliest noted record is `delay_s` old: write what is pending. Records noted
+        later (the one that was due was superseded meanwhile) wait for their own time: by
+        then their commit has often superseded them too."""
+        loop = asyncio.get_running_loop()
         self._flush = None
-        task = asyncio.get_running_loop().create_task(self._write_pending())
+        noted = [self._noted[h] for h in self._pending if h in self._noted]
+        if not noted:  # only the last step's result, held: `finish` writes it
+            return
+        due = min(noted) + self.delay_s
+        if due - loop.time() > _EARLY_S:
+            self._flush = loop.call_at(due, self._spawn_flush)
+            return
+        task = loop.create_task(self._write_pending())
         self._flushing.add(task)
         task.add_done_callback(self._flush_done)
 
@@ -96,7 +114,7 @@ class InvocationWriter:
                     and handle not in self.announced else []
                 await self.store.record_step(self.lease, record, events=events)
                 if self._pending.get(handle) is record:
-                    del self._pending[handle]
+                    self._forget(handle)
                 if events:
                     self.wake_outbox()
 
@@ -106,8 +124,9 @@ class InvocationWriter:
         self._unfinished.discard(record.handle)
         if not self._unfinished and record.handle in self._chain_steps:
             self._pending[record.handle] = record  # no timer: `finish` comes next
+            self._noted.pop(record.handle, None)
             return
-        self._pending.pop(record.handle, None)
+        self._forget(record.handle)
         events = [step_finished(record)] \
             if self.callbacks and record.handle not in self.announced else []
         async with self._lock:
@@ -119,7 +138,7 @@ class InvocationWriter:
                    event: NewEvent | None = None) -> None:
         """Write an approval step's `waiting` record now, superseding its noted `running` one
         (with its approval and `step.waiting` event when it opens)."""
-        self._pending.pop(record.handle, None)
+        self._forget(record.handle)
         events = self._events(event) if event is not None else []
         async with self._lock:
             await self.store.record_step(self.lease, record, events=events, approval=approval)
@@ -128,7 +147,11 @@ class InvocationWriter:
 
     def drop(self, handle: str) -> None:
         """Forget the step's noted record: a later one supersedes it."""
+        self._forget(handle)
+
+    def _forget(self, handle: str) -> None:
         self._pending.pop(handle, None)
+        self._noted.pop(handle, None)
 
     async def flush(self) -> None:
         """Write what is pending now."""
@@ -155,6 +178,7 @@ class InvocationWriter:
                 events=[*events, *self._events(chain_finished(result.state, result.output,
                                                                error))])
             self._pending.clear()
+            self._noted.clear()
         if self.callbacks:
             self.wake_outbox()
 
@@ -164,6 +188,7 @@ class InvocationWriter:
             self._flush.cancel()
             self._flush = None
         self._pending.clear()
+        self._noted.clear()
         for task in list(self._flushing):
             task.cancel()
         await asyncio.gather(*self._flushing, return_exceptions=True)
