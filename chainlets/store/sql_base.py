@@ -93,7 +93,8 @@ class SqlBase:
                       ) -> Callable[[sa.Connection], Row]:
         """A write: `_fence`, writing the steps' `records` (handle, columns) in between. On
         PostgreSQL a single step's transition and the fence are one statement (sql_steps),
-        staged: sent ahead with the group commit's other writes (pipeline)."""
+        staged: sent ahead with the group commit's other writes (pipeline); its row is
+        then the fenced columns only when it has events (else `id` alone)."""
         if self._dialect != "postgresql" or len(records) != 1 \
                 or tuple(records[0][1]) != STEP_COLUMNS:
             def put_steps(conn: sa.Connection) -> Row:
@@ -104,7 +105,7 @@ class SqlBase:
             return put_steps
         fence = {"updated_at": now, **(values or {})}
         [(handle, columns)] = records
-        statement = fenced_step(tuple(fence))
+        statement = fenced_step(tuple(fence), full=bool(new_events))
         parameters = {
             "b_id": lease.invocation_id, "b_owner": lease.owner, "b_attempt": lease.attempt,
             "b_events": len(new_events), "b_handle": handle,

@@ -53,17 +53,19 @@ def add_step(conn: sa.Connection, invocation_id: str, handle: str,
 
 
 @functools.cache
-def fenced_step(fence_columns: tuple[str, ...]) -> Prepared:
+def fenced_step(fence_columns: tuple[str, ...], full: bool = True) -> Prepared:
     """PostgreSQL's one statement for a fence setting `fence_columns` (parameters `f_…`,
     with `b_id`, `b_owner`, `b_attempt`, `b_events`) and a step's `STEP_COLUMNS`
-    (parameters `s_…`, with `b_handle`): one row of the fenced columns and `stepped` (1, or
-    0 when the step has no row yet), or none when the lease is lost."""
+    (parameters `s_…`, with `b_handle`): one row of the fenced columns (`full`; else only
+    `id`: a write with no events to number reads nothing else) and `stepped` (1, or 0 when
+    the step has no row yet), or none when the lease is lost."""
     fenced = sa.update(invocations).where(
         _inv.id == sa.bindparam("b_id"), _inv.lease_owner == sa.bindparam("b_owner"),
         _inv.lease_attempt == sa.bindparam("b_attempt")).values(
         {"event_seq": _inv.event_seq + sa.bindparam("b_events", type_=sa.Integer),
          **{name: sa.bindparam(f"f_{name}", type_=invocations.c[name].type)
-            for name in fence_columns}}).returning(*FENCED).cte("fenced")
+            for name in fence_columns}}).returning(*(FENCED if full else FENCED[:1])).cte(
+        "fenced")
     # The key as parameters (found by the primary key), and joined to the fenced row (written
     # only when the fence let the write in).
     stepped = sa.update(steps).where(
