@@ -36,10 +36,12 @@ _ROOT_ERROR = re.compile(r"(?P<name>[A-Za-z_][\w.]*): ?(?P<message>.*)", re.DOTA
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A failed call as recorded: its kind and `message`, the error's type and message."""
+    """A failed call as recorded: its kind and `message`, the error's type and message;
+    `transient` when it was worth another attempt (a catch of `transient` failures)."""
 
     kind: ErrorKind
     message: str
+    transient: bool = False
 
 
 def _chainlet_connection_error(exc: BaseException) -> bool:
@@ -118,4 +120,4 @@ def describe_failure(exc: BaseException, where: str) -> Failure:
     summary = f"{name}: {message}" if message else name
     if kind is ErrorKind.INTERNAL:
         summary = f"internal error in {where}: {summary}"
-    return Failure(kind, summary)
+    return Failure(kind, summary, is_transient(exc))

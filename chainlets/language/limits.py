@@ -14,8 +14,9 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.errors import ConfigurationError
 
-__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_TOKENS", "MAX_WORDS", "ApprovalTimeout",
-           "Limit", "MaxTokens", "MaxWords", "prompt_problem"]
+__all__ = ["MAX_APPROVAL_S", "MAX_BACKOFF_S", "MAX_DEADLINE_S", "MAX_PROMPT_CHARS",
+           "MAX_STEP_ATTEMPTS", "MAX_STEP_TIMEOUT_S", "MAX_TOKENS", "MAX_WORDS", "ApprovalTimeout",
+           "Limit", "MaxTokens", "MaxWords", "at_most", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,14 @@ MAX_WORDS = Limit("CHAINRUNNER_MAX_WORDS", 50_000, "words")
 MAX_PROMPT_CHARS = Limit("CHAINRUNNER_MAX_PROMPT_CHARS", 1_000_000, "characters")
 # How long a human-approval step may wait for its answer: a week unless configured.
 MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
+# Per-step policies (policies.py) and a chain's own `deadline_s`.
+MAX_STEP_ATTEMPTS = Limit("CHAINRUNNER_MAX_STEP_ATTEMPTS", 20, "attempts")
+MAX_BACKOFF_S = Limit("CHAINRUNNER_MAX_BACKOFF_S", 60, "seconds")
+MAX_STEP_TIMEOUT_S = Limit("CHAINRUNNER_MAX_STEP_TIMEOUT_S", 3600, "seconds")
+MAX_DEADLINE_S = Limit("CHAINRUNNER_MAX_DEADLINE_S", 86_400, "seconds")
 
 
-def _at_most(limit: Limit) -> Callable[[Any], Any]:
+def at_most(limit: Limit) -> Callable[[Any], Any]:
     """A check before the integer parse, so that 1e30 is named as over the limit rather than
     as too large for an integer."""
     def check(value: Any) -> Any:
@@ -69,9 +75,9 @@ def _at_most(limit: Limit) -> Callable[[Any], Any]:
 
 
 # Plugin config fields: positive whole numbers, at most the configured bound.
-MaxTokens = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOKENS))]
-MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
-ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
+MaxTokens = Annotated[PositiveInt, BeforeValidator(at_most(MAX_TOKENS))]
+MaxWords = Annotated[PositiveInt, BeforeValidator(at_most(MAX_WORDS))]
+ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(at_most(MAX_APPROVAL_S))]
 
 
 def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WrapValidator,
+)
 from pydantic.json_schema import WithJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -16,8 +24,10 @@ from chainlets.language.capabilities import CapabilityRequests
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
+from chainlets.language.limits import MAX_DEADLINE_S, at_most
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
+from chainlets.language.policies import CatchSpec, RetrySpec, StepSeconds
 from chainlets.language.templating import NAME_PATTERN
 
 __all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue", "LoopSpec",
@@ -29,6 +39,7 @@ SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 Scalar = str | int | float | bool
 # An input's value: text, or any JSON (a list to map over, an object to read a field of).
 JsonValue = pydantic.JsonValue
+ChainSeconds = Annotated[float, Field(gt=0), BeforeValidator(at_most(MAX_DEADLINE_S))]
 # A handle or input name. The pattern is for editors only: the compiler checks it, with a
 # message that says how prompts reference the name, rather than pydantic's bare regex error.
 Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
@@ -130,6 +141,13 @@ class StepSpec(BaseModel):
     loop: "LoopSpec | None" = Field(default=None, description="Make this a loop step (no "
                                     "prompt): repeat its steps until a condition holds, at "
                                     "most `max_iterations` times.")
+    retry: RetrySpec | None = Field(default=None, description="How failed calls are tried "
+                                    "again (a map: each item's); overrides the run's options.")
+    timeout_s: StepSeconds | None = Field(
+        default=None, description="Most seconds one attempt may take (a map: each item's); "
+        "the call is cancelled then. Overrides the run's `step_timeout_s`.")
+    catch: CatchSpec | None = Field(default=None, description="On final failure, succeed "
+                                    "with a fallback `output` or a catch `step`'s output.")
 
     @property
     def kind(self) -> str:
@@ -185,6 +203,10 @@ class ChainSpec(BaseModel):
                                            "(default: the last step).")
     callback_url: HttpUrlText | None = Field(
         default=None, description="http(s) URL notified when steps and the chain finish.")
+    deadline_s: ChainSeconds | None = Field(
+        default=None, description="Most seconds a run of the chain may take; a run's own "
+        "`deadline_s` option applies too, the smaller wins. At most "
+        "CHAINRUNNER_MAX_DEADLINE_S (86400).")
 
 
 def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, Any]:
