@@ -10,7 +10,8 @@ scheduler's one place where a step ends (`_Execution.conclude`), through `Catche
   or failed, naming both errors. A catch step whose step succeeded is skipped with the reason.
 """
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -21,12 +22,14 @@ from chainlets.engine.models import (
     CaughtError,
     Generation,
     RunOptions,
+    RunState,
     StepRecord,
 )
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.state import CANCELLED, skipped, skipped_because
 from chainlets.engine.timeouts import AttemptTimer
 from chainlets.language.compiler import CompiledChain, CompiledStep
+from chainlets.language.flow import LoopFlow, MapFlow
 from chainlets.language.messages import listing
 from chainlets.language.policies import RetrySpec, catch_text, kind_matches
 from chainlets.language.spec import StepSpec
@@ -96,6 +99,8 @@ class CatchHost(Protocol):
 
     def skip_step(self, handle: str, reason: str) -> None: ...
 
+    def tolerate(self, handles: Iterable[str]) -> None: ...
+
     def conclude(self, handle: str, attempts: list[AttemptRecord],
                  outcome: Generation | Failure, message: str | None = None) -> None: ...
 
@@ -136,6 +141,8 @@ class Catches:
                                         f"catch (it catches {listing(catch.errors)})")
             return outcome, message, None
         caught = CaughtError(error=outcome.message, error_kind=outcome.kind, step=catch.step)
+        if isinstance(step.flow, MapFlow | LoopFlow):  # its failed items fail the run no more
+            host.tolerate(_failed_members(step, host.records))
         if catch.step is None:
             return Generation(text=catch_text(catch.output)), \
                 f"caught: {outcome.message}; the output is `catch.output`", caught
@@ -187,3 +194,12 @@ class Catches:
             for child, cause in host.graph.block(handle):
                 host.set(skipped(child, host.records[cause]))
         return keep
+
+
+def _failed_members(step: CompiledStep, records: Mapping[str, StepRecord]) -> list[str]:
+    """The failed items of a map, or failed iterations' steps of a loop (`name[3]`)."""
+    names = [body.handle for body in step.flow.body] if isinstance(step.flow, LoopFlow) \
+        else [step.handle]
+    member = re.compile("|".join(re.escape(name) for name in names) + r"\[\d+\]")
+    return [handle for handle, record in records.items()
+            if record.state == RunState.FAILED and member.fullmatch(handle)]
