@@ -268,6 +268,8 @@ async def test_a_caught_loop_succeeds_and_its_failed_iteration_fails_the_run_no_
     assert (result.state, result.output) == (RunState.SUCCEEDED, "gave up")
     assert result.step("draft[1]").state == RunState.FAILED
     assert result.step("edit[1]").state == RunState.SKIPPED
+    assert result.step("edit").statusMessage == ("not run: loop `l` failed and its catch caught "
+                                                 "it, so its steps have no last output")
 
 
 async def test_the_chain_deadline_ends_the_run_when_smaller_than_the_run_option() -> None:

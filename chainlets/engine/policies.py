@@ -143,6 +143,10 @@ class Catches:
         caught = CaughtError(error=outcome.message, error_kind=outcome.kind, step=catch.step)
         if isinstance(step.flow, MapFlow | LoopFlow):  # its failed items fail the run no more
             host.tolerate(_failed_members(step, host.records))
+        if isinstance(step.flow, LoopFlow):  # its output is no list of iterations now
+            for body in step.flow.body:
+                host.skip_step(body.handle, f"not run: loop `{handle}` failed and its catch "
+                                            "caught it, so its steps have no last output")
         if catch.step is None:
             return Generation(text=catch_text(catch.output)), \
                 f"caught: {outcome.message}; the output is `catch.output`", caught
