@@ -204,6 +204,6 @@ def _failed_members(step: CompiledStep, records: Mapping[str, StepRecord]) -> li
     """The failed items of a map, or failed iterations' steps of a loop (`name[3]`)."""
     names = [body.handle for body in step.flow.body] if isinstance(step.flow, LoopFlow) \
         else [step.handle]
-    member = re.compile("|".join(re.escape(name) for name in names) + r"\[\d+\]")
+    member = re.compile("(?:" + "|".join(re.escape(name) for name in names) + r")\[\d+\]")
     return [handle for handle, record in records.items()
             if record.state == RunState.FAILED and member.fullmatch(handle)]
