@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 
 from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, RunState
-from chainlets.language.capabilities import Capability, Served
 from chainlets.errors import (
     ConflictError,
     LeaseLostError,
@@ -15,6 +14,7 @@ from chainlets.errors import (
     PayloadTooLargeError,
     RequestError,
 )
+from chainlets.language.capabilities import Capability, Served
 from chainlets.store import NewInvocation, RerunOf, State, Store
 from tests.store.conftest import FakeClock, make_store
 from tests.store.helpers import CHAIN, STEPS, at, chain, start, step
