@@ -190,6 +190,25 @@ async def test_a_catch_step_runs_on_failure_with_the_error_and_gives_its_output(
     assert fake.calls("fix") == 1
 
 
+@pytest.mark.parametrize("catch", [{"output": "fallback"}, {"step": "fix"}],
+                         ids=["value", "step"])
+async def test_a_caught_step_is_committed_before_its_dependents_start(
+        catch: dict[str, str]) -> None:
+    committed: list[str] = []
+    fake = FakeGenerator(replies={"a": GenerationError("no"),
+                                  "b": lambda r: f"b after {committed}"})
+
+    async def commit(record: Any) -> None:
+        await asyncio.sleep(0)
+        committed.append(record.handle if record.caught is None else f"{record.handle}!")
+
+    fix = [step("fix", "{error}")] if "step" in catch else []
+    compiled = chain(step("a", catch=catch), *fix, step("b", "{a}"))
+    result = await run(compiled, fake, commit=commit)
+    assert result.state == RunState.SUCCEEDED
+    assert result.output == ("b after ['a!']" if "output" in catch else "b after ['fix', 'a!']")
+
+
 async def test_a_catch_step_is_skipped_when_its_step_succeeds() -> None:
     fake = FakeGenerator()
     compiled = chain(step("a", catch={"step": "fix"}), step("fix", "{error}"),

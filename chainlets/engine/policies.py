@@ -10,9 +10,10 @@ scheduler's one place where a step ends (`_Execution.conclude`), through `Catche
   or failed, naming both errors. A catch step whose step succeeded is skipped with the reason.
 """
 
+import asyncio
 import re
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 from chainlets.engine.failures import Failure
@@ -26,7 +27,7 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.engine.retry import RetryPolicy
-from chainlets.engine.state import CANCELLED, skipped, skipped_because
+from chainlets.engine.state import CANCELLED, skipped, skipped_because, succeeded
 from chainlets.engine.timeouts import AttemptTimer
 from chainlets.language.compiler import CompiledChain, CompiledStep
 from chainlets.language.flow import LoopFlow, MapFlow
@@ -104,6 +105,15 @@ class CatchHost(Protocol):
     def conclude(self, handle: str, attempts: list[AttemptRecord],
                  outcome: Generation | Failure, message: str | None = None) -> None: ...
 
+    @property
+    def commit(self) -> Callable[[StepRecord], Awaitable[None]] | None: ...
+
+    @property
+    def tasks(self) -> dict[str, "asyncio.Task[None]"]: ...
+
+    @property
+    def done(self) -> "asyncio.Future[None]": ...
+
 
 class Catches:
     """The `catch` of every step of one run, and the catch steps running for a failed step."""
@@ -148,8 +158,9 @@ class Catches:
                 host.skip_step(body.handle, f"not run: loop `{handle}` failed and its catch "
                                             "caught it, so its steps have no last output")
         if catch.step is None:
-            return Generation(text=catch_text(catch.output)), \
-                f"caught: {outcome.message}; the output is `catch.output`", caught
+            return self._succeed(handle, attempts, Generation(text=catch_text(catch.output)),
+                                 f"caught: {outcome.message}; the output is `catch.output`",
+                                 caught, now)
         pending = host.graph.pending
         if pending.get(catch.step) != 1:  # not waiting for this step alone: it cannot run
             return outcome, message, None
@@ -175,14 +186,43 @@ class Catches:
         message = None
         self.resolving[handle] = None
         if isinstance(outcome, Generation):
-            outcome = Generation(text=record.output or "")
             message = f"caught: {caught.error}; the output is catch step `{record.handle}`'s"
-            self.resolving[handle] = caught
+            settled = self._succeed(handle, attempts, Generation(text=record.output or ""),
+                                    message, caught, datetime.now(UTC))
+            if settled is None:
+                return
+            outcome, message, self.resolving[handle] = settled
         elif outcome is not CANCELLED and outcome is not self.host.ending:
             outcome = Failure(caught.error_kind, f"{caught.error}; its catch step "
                                                  f"`{record.handle}` failed too: "
                                                  f"{record.statusMessage}")
         self.host.conclude(handle, attempts, outcome, message)
+
+    def _succeed(self, handle: str, attempts: list[AttemptRecord], generation: Generation,
+                 message: str, caught: CaughtError, now: datetime) -> Settled | None:
+        """A caught step's success; with a commit hook, None: it is committed first (in a
+        task of its own, like a model call's result), then concluded."""
+        host = self.host
+        if host.commit is None:
+            return generation, message, caught
+        record = succeeded(host.records[handle], generation, attempts, now, message, caught)
+        host.tasks[handle] = asyncio.get_running_loop().create_task(
+            self._commit(record, attempts, generation), name=f"step:{handle}")
+        return None
+
+    async def _commit(self, record: StepRecord, attempts: list[AttemptRecord],
+                      generation: Generation) -> None:
+        host = self.host
+        assert host.commit is not None
+        try:
+            await host.commit(record)
+        except Exception as exc:  # as a model call's commit: the run ends with it
+            if not host.done.done():
+                host.done.set_exception(exc)
+            return
+        del host.tasks[record.handle]
+        self.resolving[record.handle] = record.caught
+        host.conclude(record.handle, attempts, generation, record.statusMessage)
 
     def unneeded(self, ready: list[str], succeeded: Mapping[str, StepRecord]) -> list[str]:
         """`ready` less the catch steps of steps that succeeded in an earlier run (resumed),
