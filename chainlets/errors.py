@@ -8,8 +8,10 @@
     ├── GenerationError              a generator call failed for good (bad request, refused)
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │       │                        (HTTP 429/5xx, timeout, connection error)
-    │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
-    │                                connections: every call to it backs off together
+    │       ├── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
+    │       │                        connections: every call to it backs off together
+    │       └── GenerationTimeoutError  the backend gave no answer within the call's limit
+    │                                (also a TimeoutError: its error_kind is `timeout`)
     ├── NotFoundError                an id names nothing stored (HTTP 404)
     ├── ConflictError                the request contradicts the current state (HTTP 409)
     ├── ConfigurationError           a setting (environment variable, secret) is malformed
@@ -28,6 +30,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "GenerationError",
+    "GenerationTimeoutError",
     "InputsError",
     "LeaseLostError",
     "NotFoundError",
@@ -84,6 +87,11 @@ class TransientGenerationError(GenerationError):
 class BackendOverloadedError(TransientGenerationError):
     """Raised when the backend says it is overloaded (HTTP 429) or refuses the connection:
     the engine retries it, and holds back every call to that backend for the backoff."""
+
+
+class GenerationTimeoutError(TransientGenerationError, TimeoutError):
+    """Raised when the backend gave no answer within the call's time limit (the request's
+    `timeout_s`, handed to its client): a timeout, retried like one."""
 
 
 class ConflictError(ChainrunnerError):

@@ -76,10 +76,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _kind(exc: BaseException) -> ErrorKind:
-    if isinstance(exc, ChainrunnerError):
-        return ErrorKind.MODEL
+    # Before ChainrunnerError: a GenerationTimeoutError is both.
     if isinstance(exc, TimeoutError | httpx.TimeoutException):  # aiohttp's timeouts included
         return ErrorKind.TIMEOUT
+    if isinstance(exc, ChainrunnerError):
+        return ErrorKind.MODEL
     if isinstance(exc, httpx.TransportError | ConnectionError) \
             or _chainlet_connection_error(exc):
         return ErrorKind.CONNECTION
