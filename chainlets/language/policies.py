@@ -179,6 +179,11 @@ def _check_catch(step: "StepDraft", draft: "ChainDraft", analysis: "Analysis",
         return
     mine = analysis.steps[step.index].deps
     facts = analysis.steps[other.index]
+    if target in mine:
+        problems.step(step.index, f"{where}: catch step `{target}` is also a step it reads; a "
+                                  "catch step runs only after this one failed: name another "
+                                  "step, or stop reading it")
+        return
     if handle in facts.deps:
         problems.step(other.index, f"{other.where}: it is the catch step of `{handle}`, so it "
                                    f"runs only when `{handle}` failed and cannot read "
