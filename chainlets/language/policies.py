@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.language.limits import (
     MAX_BACKOFF_S,
+    MAX_DEADLINE_S,
     MAX_STEP_ATTEMPTS,
     MAX_STEP_TIMEOUT_S,
     at_most,
@@ -31,8 +32,8 @@ if TYPE_CHECKING:  # spec.py imports the models: the draft, built on spec.py, on
     from chainlets.language.passes import Analysis
 
 __all__ = ["CATCH_NAMES", "ERROR_KINDS", "TRANSIENT", "Attempts", "BackoffSeconds", "CatchSpec",
-           "RetrySpec", "StepSeconds", "catch_text", "check_policies", "find_catch_steps",
-           "kind_matches"]
+           "ChainSeconds", "RetrySpec", "StepSeconds", "catch_text", "check_policies",
+           "find_catch_steps", "kind_matches"]
 
 # The engine's ErrorKind values a policy may name (`cancelled` ends a run: nothing catches it
 # or retries it); tests/test_policies_engine.py pins them to ErrorKind.
@@ -58,6 +59,7 @@ ErrorName = Annotated[str, AfterValidator(_error_name),
 Attempts = Annotated[PositiveInt, BeforeValidator(at_most(MAX_STEP_ATTEMPTS))]
 BackoffSeconds = Annotated[float, Field(ge=0), BeforeValidator(at_most(MAX_BACKOFF_S))]
 StepSeconds = Annotated[float, Field(gt=0), BeforeValidator(at_most(MAX_STEP_TIMEOUT_S))]
+ChainSeconds = Annotated[float, Field(gt=0), BeforeValidator(at_most(MAX_DEADLINE_S))]
 _Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
 
 

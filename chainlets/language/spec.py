@@ -10,7 +10,6 @@ import pydantic
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -24,10 +23,9 @@ from chainlets.language.capabilities import CapabilityRequests
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
-from chainlets.language.limits import MAX_DEADLINE_S, at_most
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
-from chainlets.language.policies import CatchSpec, RetrySpec, StepSeconds
+from chainlets.language.policies import CatchSpec, ChainSeconds, RetrySpec, StepSeconds
 from chainlets.language.templating import NAME_PATTERN
 
 __all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue", "LoopSpec",
@@ -39,7 +37,6 @@ SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 Scalar = str | int | float | bool
 # An input's value: text, or any JSON (a list to map over, an object to read a field of).
 JsonValue = pydantic.JsonValue
-ChainSeconds = Annotated[float, Field(gt=0), BeforeValidator(at_most(MAX_DEADLINE_S))]
 # A handle or input name. The pattern is for editors only: the compiler checks it, with a
 # message that says how prompts reference the name, rather than pydantic's bare regex error.
 Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
