@@ -328,3 +328,25 @@ async def test_a_caught_step_keeps_its_catch_across_a_resumed_run() -> None:
     second = await run(compiled, fake, previous=persisted)
     assert second.state == RunState.SUCCEEDED and fake.calls("b") == 1
     assert fake.calls("a") == fake.calls("fix") == 0
+
+
+async def test_a_step_out_of_repairs_is_caught_as_a_schema_failure() -> None:
+    schema = {"type": "object", "required": ["n"]}
+    compiled = chain(step("j", output_schema=schema, max_repairs=1,
+                          catch={"output": {"n": 0}, "errors": ["schema"]}),
+                     step("k", output_schema=schema, max_repairs=0,
+                          catch={"output": "x", "errors": ["timeout"]}),
+                     step("out", "{j.n}"))
+    result = await run(compiled, FakeGenerator(replies={"j": "not json", "k": "nope"}))
+    j, k = result.step("j"), result.step("k")
+    assert (j.state, j.output, len(j.attempts)) == (RunState.SUCCEEDED, '{"n": 0}', 2)
+    assert j.caught is not None and j.caught.error_kind is ErrorKind.SCHEMA
+    assert (k.state, k.error_kind) == (RunState.FAILED, ErrorKind.SCHEMA)
+    assert result.step("out").output == "ok" and result.state == RunState.FAILED  # by `k`
+
+
+async def test_repairs_run_under_the_step_timeout() -> None:
+    backend = HungBackend(hangs=0)
+    await run(chain(step("j", output_schema={"type": "object"}, max_repairs=1, timeout_s=4)),
+              backend)
+    assert [r.timeout_s for r in backend.requests] == [4, 4]  # the call, then its repair
