@@ -422,8 +422,8 @@ class _Execution:
         if self.catches is not None:
             settled = self.catches.settle(self.graph.steps[handle], attempts, outcome, message,
                                           now)
-            if settled is None:  # its catch step runs now; the step ends when that does
-                return
+            if settled is None:  # its catch step runs, or its caught output is committed,
+                return  # first: it ends after
             outcome, message, caught = settled
         told = self.on_finish.pop(handle, None)
         if isinstance(outcome, Generation):
