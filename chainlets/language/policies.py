@@ -10,7 +10,7 @@ depends on that step, may read only what that step reads (its inputs and depende
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
@@ -144,7 +144,7 @@ def _check_retry(step: "StepDraft", problems: Problems) -> None:
                                   f" = {retry.max_backoff_s:g}; lower it or raise max_backoff_s")
 
 
-def _check_catch(step: "StepDraft", draft: "ChainDraft", analysis: "Analysis",
+def _check_catch(step: "StepDraft", drafts: Mapping[str, "StepDraft"], analysis: "Analysis",
                  problems: Problems) -> None:
     catch, where, handle = step.spec.catch, step.where, step.spec.handle
     if catch is None or "catch" in step.broken:
@@ -165,7 +165,6 @@ def _check_catch(step: "StepDraft", draft: "ChainDraft", analysis: "Analysis",
         problems.step(step.index, f"{where}: catch.step names the step itself; name another "
                                   "step, which runs when this one fails")
         return
-    drafts = {d.spec.handle: d for d in draft.steps}
     if target not in analysis.known or target not in drafts:
         problems.step(step.index, f"{where}: catch.step names `{target}`, which is not a step"
                                   f"{suggest(target, analysis.known)}; declare it in `steps`")
@@ -202,6 +201,7 @@ def _check_catch(step: "StepDraft", draft: "ChainDraft", analysis: "Analysis",
 def check_policies(draft: "ChainDraft", analysis: "Analysis", problems: Problems) -> None:
     """Retry kinds and backoff, catch values and catch steps; a `choice` has no policy and a
     `loop` only `catch`. Makes each catch step depend on the step it catches."""
+    drafts = {d.spec.handle: d for d in draft.steps}
     for step in draft.steps:
         spec, where = step.spec, step.where
         kind = spec.kind
@@ -217,7 +217,7 @@ def check_policies(draft: "ChainDraft", analysis: "Analysis", problems: Problems
                                       "`retry` and `timeout_s` on the steps of its body (a loop "
                                       "may have `catch`)")
         _check_retry(step, problems)
-        _check_catch(step, draft, analysis, problems)
+        _check_catch(step, drafts, analysis, problems)
     if draft.output is None and draft.steps:
         last = [s for s in draft.steps if s.loop is None][-1].spec.handle
         if last in analysis.catchers:
