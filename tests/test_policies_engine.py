@@ -25,6 +25,8 @@ from chainlets.errors import GenerationError, TransientGenerationError
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.policies import ERROR_KINDS
 from mocks.fake_generator import FakeGenerator
+from tests.test_code_steps import code_step
+from tests.test_code_steps import run as run_code_chain
 
 FAST = RunOptions(llm="mock", initial_backoff_s=0, max_backoff_s=0)
 NO_WAIT = {"initial_backoff_s": 0, "max_backoff_s": 0}
@@ -350,3 +352,19 @@ async def test_repairs_run_under_the_step_timeout() -> None:
     await run(chain(step("j", output_schema={"type": "object"}, max_repairs=1, timeout_s=4)),
               backend)
     assert [r.timeout_s for r in backend.requests] == [4, 4]  # the call, then its repair
+
+
+async def test_a_code_step_takes_its_own_timeout_retry_and_catch() -> None:
+    result = await run_code_chain(
+        {**code_step("stuck", "hang_async"), "timeout_s": 0.05,
+         "retry": {"max_attempts": 2, "on": ["timeout"], **NO_WAIT},
+         "catch": {"output": {"late": True}}},
+        {**code_step("boom", "fail", reason="no"), "retry": {"max_attempts": 3, "on": ["model"],
+                                                              **NO_WAIT}},
+        options=RunOptions(llm="mock", max_attempts=1, step_timeout_s=60))
+    stuck, boom = result.step("stuck"), result.step("boom")
+    assert [a.error_kind for a in stuck.attempts] == [ErrorKind.TIMEOUT] * 2
+    assert stuck.attempts[0].error is not None and "timeout_s=0.05 s" in stuck.attempts[0].error
+    assert (stuck.state, stuck.output) == (RunState.SUCCEEDED, '{"late": true}')
+    assert stuck.caught is not None and stuck.caught.error_kind is ErrorKind.TIMEOUT
+    assert len(boom.attempts) == 3 and boom.state == RunState.FAILED  # retried on `model`

@@ -15,8 +15,9 @@ from pydantic_core import PydanticCustomError
 from chainlets.errors import ConfigurationError
 
 __all__ = ["MAX_APPROVAL_S", "MAX_BACKOFF_S", "MAX_DEADLINE_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS",
-           "MAX_STEP_ATTEMPTS", "MAX_STEP_TIMEOUT_S", "MAX_TOKENS", "MAX_WORDS", "ApprovalTimeout",
-           "Limit", "MaxRepairs", "MaxTokens", "MaxWords", "at_most", "prompt_problem"]
+           "MAX_STEP_ATTEMPTS", "MAX_STEP_TIMEOUT_S", "MAX_TOKENS", "MAX_TOOL_ROUNDS", "MAX_WORDS",
+           "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxToolRounds", "MaxWords",
+           "at_most", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ MAX_PROMPT_CHARS = Limit("CHAINRUNNER_MAX_PROMPT_CHARS", 1_000_000, "characters"
 MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
 # How many times a step with an `output_schema` may be re-prompted after an invalid reply.
 MAX_REPAIRS = Limit("CHAINRUNNER_MAX_REPAIRS", 10, "repairs")
+# How many rounds of tool calls (model → tools → model) one step's `max_tool_rounds` may allow.
+MAX_TOOL_ROUNDS = Limit("CHAINRUNNER_MAX_TOOL_ROUNDS", 10, "rounds")
 # Per-step policies (policies.py) and a chain's own `deadline_s`.
 MAX_STEP_ATTEMPTS = Limit("CHAINRUNNER_MAX_STEP_ATTEMPTS", 20, "attempts")
 MAX_BACKOFF_S = Limit("CHAINRUNNER_MAX_BACKOFF_S", 60, "seconds")
@@ -81,6 +84,7 @@ MaxTokens = Annotated[PositiveInt, BeforeValidator(at_most(MAX_TOKENS))]
 MaxWords = Annotated[PositiveInt, BeforeValidator(at_most(MAX_WORDS))]
 ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(at_most(MAX_APPROVAL_S))]
 MaxRepairs = Annotated[NonNegativeInt, BeforeValidator(at_most(MAX_REPAIRS))]
+MaxToolRounds = Annotated[PositiveInt, BeforeValidator(at_most(MAX_TOOL_ROUNDS))]
 
 
 def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:
