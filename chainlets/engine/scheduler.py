@@ -47,7 +47,7 @@ from chainlets.engine.models import (
 )
 from chainlets.engine.policies import Catches, StepPolicies
 from chainlets.engine.protocols import GeneratorProtocol
-from chainlets.engine.repair import repaired
+from chainlets.engine.repair import structured_reply
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.slots import Slots
 from chainlets.engine.state import (
@@ -309,12 +309,13 @@ class _Execution:
                 policy, timer = (self.policy, self.timer) \
                     if step.spec.retry is None and step.spec.timeout_s is None \
                     else self.policies.of(step.spec)
-                generation = self.served(step, await policy.call(
-                    self.generators[key].run_remote, request, attempts, key,
-                    gate=self.gate(key), timer=timer))
-                if step.structured is not None:  # re-prompted until it meets its schema
-                    generation = await repaired(step, request, generation, attempts,
-                                                self.caller(step, key, attempts))
+                if step.structured is None:
+                    generation = self.served(step, await policy.call(
+                        self.generators[key].run_remote, request, attempts, key,
+                        gate=self.gate(key), timer=timer))
+                else:  # re-prompted until it meets its schema, started over on `schema`
+                    generation = await structured_reply(step, request, attempts, policy,
+                                                        self.caller(step, key, attempts))
         except asyncio.CancelledError:
             if handle in self.parked:  # the run ends while it waits: it stays waiting
                 del self.tasks[handle]
