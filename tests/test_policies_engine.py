@@ -368,3 +368,26 @@ async def test_a_code_step_takes_its_own_timeout_retry_and_catch() -> None:
     assert (stuck.state, stuck.output) == (RunState.SUCCEEDED, '{"late": true}')
     assert stuck.caught is not None and stuck.caught.error_kind is ErrorKind.TIMEOUT
     assert len(boom.attempts) == 3 and boom.state == RunState.FAILED  # retried on `model`
+
+
+@dataclass
+class ByStep:
+    """`a` fails, `slow-*` never answer, anything else answers `fixed`."""
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        if request.step == "a":
+            raise GenerationError("backend said no")
+        if request.step.startswith("slow"):
+            await asyncio.get_running_loop().create_future()
+        return Generation(text="fixed")
+
+
+async def test_a_step_whose_catch_step_never_got_a_slot_ends_as_the_run_did() -> None:
+    compiled = chain(step("a", catch={"step": "fix"}), step("fix", "{error}"),
+                     step("slow-1"), step("slow-2"), deadline_s=0.2)
+    result = await run(compiled, ByStep(), RunOptions(llm="mock", max_concurrency=2))
+    states = {record.handle: record.state for record in result.steps}
+    assert states["fix"] not in (RunState.SUCCEEDED, RunState.RUNNING)
+    assert states["a"] == RunState.FAILED
+    assert result.step("a").statusMessage is not None
+    assert "deadline" in result.step("a").statusMessage
