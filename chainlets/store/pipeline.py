@@ -13,12 +13,14 @@ trips to save: its staged writes run one by one.
 """
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["Staged", "run_staged", "stages"]
+from chainlets.store.prepared import Prepared
+
+__all__ = ["Merged", "Staged", "run_staged", "stages"]
 
 T = TypeVar("T")
 Sent = list[Any]  # the driver's cursors a send executed on, unread
@@ -41,6 +43,25 @@ class Staged(Generic[T]):
             _close(sent)
 
 
+class Merged(Staged[T]):
+    """A staged write that may go out as one row of a statement shared with writes like it
+    (same `key`): `statement(rows)` gives that statement and its parameters for the rows of
+    such writes (`row`), with a result row per write, in order, which `answer` reads. Writes
+    whose `unique` values repeat in a batch are sent one by one (rows of one statement see
+    the same snapshot: two writes to one invocation would not see each other)."""
+
+    __slots__ = ("answer", "key", "row", "statement", "unique")
+
+    def __init__(self, send: Callable[[sa.Connection], Sent],
+                 then: Callable[[sa.Connection, Sent], T], *, key: Hashable, unique: Hashable,
+                 row: dict[str, Any],
+                 statement: Callable[[list[dict[str, Any]]], tuple[Prepared, Any]],
+                 answer: Callable[[sa.Connection, dict[str, Any]], T]) -> None:
+        super().__init__(send, then)
+        self.key, self.unique, self.row = key, unique, row
+        self.statement, self.answer = statement, answer
+
+
 def stages(connection: sa.Connection) -> bool:
     """Whether staged writes on `connection` share a round trip (PostgreSQL's pipeline)."""
     return connection.dialect.name == "postgresql"
@@ -51,15 +72,46 @@ def run_staged(connection: sa.Connection, works: Sequence[Staged[Any]]) -> list[
     first error propagates (the caller's transaction is then rolled back)."""
     raw = connection.connection.dbapi_connection
     assert raw is not None
+    groups = _groups(works)
     sent: list[Sent] = []
+    shared: dict[Hashable, Any] = {}  # each group's cursor
     try:
-        with raw.pipeline():
+        with raw.pipeline():  # psycopg's Connection
             for work in works:
-                sent.append(work.send(connection))
-        return [work.then(connection, cursors) for work, cursors in zip(works, sent, strict=True)]
+                group = groups.get(work.key) if isinstance(work, Merged) else None
+                if group is None:
+                    sent.append(work.send(connection))
+                    continue
+                sent.append([])
+                first = group[0]
+                if first.key not in shared:
+                    statement, parameters = first.statement([w.row for w in group])
+                    shared[first.key] = statement.run(connection, parameters)
+        answers = {key: cursor.fetchall() for key, cursor in shared.items()}
+        names = {key: [d[0] for d in cursor.description] for key, cursor in shared.items()}
+        results = []
+        for work, cursors in zip(works, sent, strict=True):
+            if isinstance(work, Merged) and work.key in answers:
+                row = answers[work.key][groups[work.key].index(work)]
+                results.append(work.answer(connection, dict(zip(names[work.key], row,
+                                                                strict=True))))
+            else:
+                results.append(work.then(connection, cursors))
+        return results
     finally:
-        for cursors in sent:
+        for cursors in (*sent, list(shared.values())):
             _close(cursors)
+
+
+def _groups(works: Sequence[Staged[Any]]) -> dict[Hashable, list["Merged[Any]"]]:
+    """The merged writes by key, where two or more share one and no `unique` repeats."""
+    merged = [w for w in works if isinstance(w, Merged)]
+    if len({w.unique for w in merged}) != len(merged):
+        return {}
+    groups: dict[Hashable, list[Merged[Any]]] = {}
+    for work in merged:
+        groups.setdefault(work.key, []).append(work)
+    return {key: group for key, group in groups.items() if len(group) >= 2}
 
 
 def _close(cursors: Sent) -> None:

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 
 from chainlets.store import dialect, refusals
 from chainlets.store.models import Lease, NewEvent, Page
-from chainlets.store.pipeline import Staged
+from chainlets.store.pipeline import Merged, Staged
 from chainlets.store.prepared import Prepared, first_of
 from chainlets.store.rows import Clock, IdFactory, Row, decode_cursor, encode_cursor, event_rows
 from chainlets.store.settings import Limits
+from chainlets.store.sql_merged import merged_steps, rows_document
 from chainlets.store.sql_steps import FENCED, STEP_COLUMNS, add_step, fenced_step, put_step
 from chainlets.store.tables import events, invocations
 
@@ -121,7 +122,25 @@ class SqlBase:
             self._append_events(conn, row, new_events, now)
             return row
 
-        return Staged(lambda conn: [statement.run(conn, parameters)], then)
+        def send(conn: sa.Connection) -> list[Any]:
+            return [statement.run(conn, parameters)]
+
+        if new_events:
+            return Staged(send, then)
+        fence_key = tuple(fence)
+
+        def answer(conn: sa.Connection, result: Mapping[str, Any]) -> Row:
+            if not result["fenced"]:
+                raise refusals.lease_lost(lease)
+            if not result["stepped"]:
+                add_step(conn, lease.invocation_id, handle, columns, now)
+            return {"id": lease.invocation_id, "stepped": int(result["stepped"])}
+
+        # With no events to number, it may go out as one row of the batch's step writes.
+        return Merged(send, then, key=fence_key, unique=lease.invocation_id, row={
+            k: v for k, v in parameters.items() if k != "b_events"},
+            statement=lambda rows: (merged_steps(fence_key), rows_document(rows)),
+            answer=answer)
 
     def _add_events(self, conn: sa.Connection, row: Row, new_events: Sequence[NewEvent],
                     now: float) -> None:
