@@ -25,8 +25,7 @@ from chainlets.store.models import (
     State,
     StoredChain,
 )
-from chainlets.store.pipeline import Staged
-from chainlets.store.prepared import Prepared, first_of
+from chainlets.store.prepared import Prepared
 from chainlets.store.rows import (
     Clock,
     IdFactory,
@@ -41,7 +40,7 @@ from chainlets.store.rows import (
 from chainlets.store.settings import Limits
 from chainlets.store.sql_base import keyset
 from chainlets.store.sql_outbox import SqlOutbox
-from chainlets.store.sql_steps import created
+from chainlets.store.sql_steps import created, staged_create
 from chainlets.store.tables import chains, invocations, steps
 
 __all__ = ["SqlStore"]
@@ -156,18 +155,7 @@ class SqlStore(SqlOutbox):
             return lambda conn: self._create(conn, new, owner, events)
         now = self._clock()
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
-        rows = rules.initial_steps(new, row["id"], [], now)
-
-        parameters = {**row, "b_handles": list(new.steps), "b_now": now, "b_attempts": []}
-
-        def then(_conn: sa.Connection, sent: list[Any]) -> Created:
-            counts = first_of(sent[0])
-            if counts is None or counts["invocations"] == 0:
-                raise refusals.chain_not_found(new.chain_id)
-            return Created(invocation=invocation_from_row(row, rows), created=True,
-                           lease=rules.lease_of(row) if owner else None)
-
-        return Staged(lambda conn: [created(_INSERT_INVOCATION).run(conn, parameters)], then)
+        return staged_create(created(_INSERT_INVOCATION), new, row, now)
 
     def _create(self, conn: sa.Connection, new: NewInvocation, owner: str | None,
                 events: Sequence[NewEvent]) -> Created:

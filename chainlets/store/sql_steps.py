@@ -14,12 +14,14 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from chainlets.store import rules
-from chainlets.store.models import State
-from chainlets.store.prepared import Prepared
+from chainlets.store import refusals, rules
+from chainlets.store.models import Created, NewInvocation, State
+from chainlets.store.pipeline import Staged
+from chainlets.store.prepared import Prepared, first_of
+from chainlets.store.rows import invocation_from_row
 from chainlets.store.tables import invocations, steps
 
-__all__ = ["FENCED", "STEP_COLUMNS", "created", "fenced_step", "put_step"]
+__all__ = ["FENCED", "STEP_COLUMNS", "created", "fenced_step", "put_step", "staged_create"]
 
 _inv, _steps = invocations.c, steps.c
 
@@ -97,3 +99,20 @@ def created(invocation: Prepared) -> Prepared:
     return Prepared(sa.select(
         sa.select(sa.func.count()).select_from(inserted).scalar_subquery().label("invocations"),
         sa.select(sa.func.count()).select_from(waiting).scalar_subquery().label("steps")))
+
+
+def staged_create(statement: Prepared, new: NewInvocation, row: dict[str, Any],
+                  now: float) -> Staged[Created]:
+    """The staged write creating `new` (its invocation `row`, not rerun, no idempotency key,
+    no events) with `statement` (`created`)."""
+    rows = rules.initial_steps(new, row["id"], [], now)
+    parameters = {**row, "b_handles": list(new.steps), "b_now": now, "b_attempts": []}
+
+    def then(_conn: sa.Connection, sent: list[Any]) -> Created:
+        counts = first_of(sent[0])
+        if counts is None or counts["invocations"] == 0:
+            raise refusals.chain_not_found(new.chain_id)
+        return Created(invocation=invocation_from_row(row, rows), created=True,
+                       lease=rules.lease_of(row) if row["lease_owner"] else None)
+
+    return Staged(lambda conn: [statement.run(conn, parameters)], then)
