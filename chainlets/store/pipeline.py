@@ -89,10 +89,11 @@ def run_staged(connection: sa.Connection, works: Sequence[Staged[Any]]) -> list[
                     shared[first.key] = statement.run(connection, parameters)
         answers = {key: cursor.fetchall() for key, cursor in shared.items()}
         names = {key: [d[0] for d in cursor.description] for key, cursor in shared.items()}
+        place = {id(w): n for group in groups.values() for n, w in enumerate(group)}
         results = []
         for work, cursors in zip(works, sent, strict=True):
             if isinstance(work, Merged) and work.key in answers:
-                row = answers[work.key][groups[work.key].index(work)]
+                row = answers[work.key][place[id(work)]]
                 results.append(work.answer(connection, dict(zip(names[work.key], row,
                                                                 strict=True))))
             else:
