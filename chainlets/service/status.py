@@ -15,10 +15,7 @@ __all__ = ["event_record", "event_summary", "invocation_status", "invocation_sum
 
 
 def step_record(step: StoredStep) -> StepRecord:
-    return StepRecord(handle=step.handle, state=RunState(step.state.value),
-                      statusMessage=step.statusMessage, output=step.output,
-                      attempts=step.attempts, started_at=step.started_at,
-                      finished_at=step.finished_at, usage=step.usage)
+    return step.record()
 
 
 def _delivery(event: Event) -> DeliveryStatus:

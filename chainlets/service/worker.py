@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chainlets.engine.approval import ApprovalGate
-from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
@@ -218,6 +218,4 @@ def _previous(invocation: Invocation) -> InvocationResult | None:
     done = [s for s in invocation.steps if s.state == State.SUCCEEDED]
     if not done:
         return None
-    return InvocationResult(chain="", input=invocation.input, steps=[StepRecord(
-        handle=s.handle, state=RunState.SUCCEEDED, output=s.output, attempts=s.attempts,
-        started_at=s.started_at, finished_at=s.finished_at, usage=s.usage) for s in done])
+    return InvocationResult(chain="", input=invocation.input, steps=[s.record() for s in done])

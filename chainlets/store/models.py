@@ -6,7 +6,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainlets.engine.models import AttemptRecord, Usage
+from chainlets.engine.models import AttemptRecord, ErrorKind, RunState, StepRecord, Usage
+from chainlets.language.capabilities import Capability, Served
 
 __all__ = [
     "ACTIVE_STATES",
@@ -137,6 +138,19 @@ class StoredStep(BaseModel):
     finished_at: datetime | None = None
     usage: Usage | None = None
     approval: Approval | None = None
+    error_kind: ErrorKind | None = None
+    backend: str | None = None
+    model: str | None = None
+    capabilities: dict[Capability, Served] | None = None
+
+    def record(self) -> StepRecord:
+        """The engine's record of the step, as it was stored."""
+        return StepRecord(handle=self.handle, state=RunState(self.state.value),
+                          statusMessage=self.statusMessage, output=self.output,
+                          attempts=self.attempts, started_at=self.started_at,
+                          finished_at=self.finished_at, usage=self.usage,
+                          error_kind=self.error_kind, backend=self.backend, model=self.model,
+                          capabilities=self.capabilities)
 
 
 class Invocation(BaseModel):

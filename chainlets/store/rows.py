@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chainlets.engine.models import StepRecord
+from chainlets.engine.models import ErrorKind, StepRecord
 from chainlets.errors import RequestError
 from chainlets.store.models import (
     Approval,
@@ -139,10 +139,16 @@ def step_from_row(row: Row) -> StoredStep:
         handle=row["handle"], position=row["position"], state=State(row["state"]),
         statusMessage=row["status_message"], output=row["output"],
         attempts=[{"number": a["number"], "started_at": _at(a["started_at"]),
-                   "finished_at": _at(a["finished_at"]), "error": a["error"]}
+                   "finished_at": _at(a["finished_at"]), "error": a["error"],
+                   "error_kind": a.get("error_kind")}
                   for a in row["attempts"] or ()],
         started_at=from_ts(row["started_at"]), finished_at=from_ts(row["finished_at"]),
-        usage=row["usage"], approval=approval)
+        usage=row["usage"], approval=approval, error_kind=row["error_kind"],
+        backend=row["backend"], model=row["model"], capabilities=row["capabilities"])
+
+
+def _text(kind: ErrorKind | None) -> str | None:
+    return None if kind is None else kind.value
 
 
 def step_values(step: StepRecord, now: float) -> dict[str, Any]:
@@ -150,11 +156,14 @@ def step_values(step: StepRecord, now: float) -> dict[str, Any]:
     return {"state": step.state.value, "output": step.output,
             "status_message": step.statusMessage,
             "attempts": [{"number": a.number, "started_at": a.started_at.timestamp(),
-                          "finished_at": a.finished_at.timestamp(), "error": a.error}
+                          "finished_at": a.finished_at.timestamp(), "error": a.error,
+                          "error_kind": _text(a.error_kind)}
                          for a in step.attempts],
             "usage": step.usage.model_dump() if step.usage is not None else None,
             "started_at": to_ts(step.started_at), "finished_at": to_ts(step.finished_at),
-            "updated_at": now}
+            "updated_at": now, "error_kind": _text(step.error_kind), "backend": step.backend,
+            "model": step.model, "capabilities": None if step.capabilities is None
+            else {str(capability): str(level) for capability, level in step.capabilities.items()}}
 
 
 def event_rows(events: Sequence[NewEvent], invocation: Row, last_seq: int, now: float,
