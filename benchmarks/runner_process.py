@@ -24,7 +24,7 @@ from chainlets.engine.models import (
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
-from chainlets.language.spec import ChainSpec
+from chainlets.language.spec import ChainSpec, JsonValue
 from chainlets.service.worker import Worker, WorkerSettings
 from chainlets.store import StoreSettings, open_store
 
@@ -67,7 +67,8 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float,
                                              DEFAULT_PLUGINS)
         return chains[chain_id]
 
-    async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
+                      *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
                       approvals: ApprovalGate | None = None) -> InvocationResult:

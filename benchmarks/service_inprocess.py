@@ -16,6 +16,7 @@ from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
+from chainlets.language.spec import JsonValue
 from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.responses import ChainCreated, InvocationRef
 from chainlets.service.runtime import Runtime, ServiceConfig
@@ -42,7 +43,8 @@ def soundtrack() -> dict[str, Any]:
 def _runtime(store: Store, fake: FakeGenerator) -> Runtime:
     generators = {"mock": fake, "openai": fake}
 
-    async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
+                      *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
                       approvals: ApprovalGate | None = None) -> InvocationResult:

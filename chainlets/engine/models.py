@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from pydantic_core import PydanticCustomError
 
 from chainlets.language.capabilities import Capability, Served
@@ -14,6 +14,7 @@ from chainlets.language.spec import ChatMessage, JsonValue
 
 __all__ = [
     "AttemptRecord",
+    "ChainInputs",
     "ErrorKind",
     "Generation",
     "GenerationRequest",
@@ -194,6 +195,14 @@ class StepRecord:
         description="The level each capability the step requested was served at (`native`, "
         "`best-effort`, `ignored`, `disabled`, `unserved`); null unless it succeeded or when "
         "it requested none.")] = None
+
+
+class ChainInputs(RootModel[dict[str, JsonValue]]):
+    """A chain's inputs as `run_remote` takes them: each name's value is text or any JSON (a
+    list to map over, an object to read a field of). A model, not `dict[str, JsonValue]`:
+    truss accepts only flat containers or pydantic models as a chainlet's arguments."""
+
+    root: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class InvocationResult(BaseModel):

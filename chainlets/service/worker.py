@@ -16,6 +16,7 @@ from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
+from chainlets.language.spec import JsonValue
 from chainlets.service.approvals import InvocationApprovals
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class Execute(Protocol):
     """What the worker needs of the runner: run a compiled chain (`ChainRunner.execute`)."""
 
-    def __call__(self, chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    def __call__(self, chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions, *,
                  observer: StepObserver, commit: StepCommit,
                  previous: InvocationResult | None,
                  approvals: ApprovalGate | None = None) -> Awaitable[InvocationResult]: ...

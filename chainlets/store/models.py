@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chainlets.engine.models import AttemptRecord, ErrorKind, RunState, StepRecord, Usage
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.spec import JsonValue
 
 __all__ = [
     "ACTIVE_STATES",
@@ -76,7 +77,8 @@ class NewInvocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     chain_id: str
-    input: dict[str, str] = Field(default_factory=dict)
+    input: dict[str, JsonValue] = Field(default_factory=dict,
+                                        description="Text, or any JSON value, by name.")
     steps: list[str] = Field(
         default_factory=list,
         description="Handles of the chain's steps in definition order; each is listed "
@@ -159,7 +161,7 @@ class Invocation(BaseModel):
     invocation_id: str
     chain_id: str
     state: State
-    input: dict[str, str]
+    input: dict[str, JsonValue]
     output: str | None = None
     statusMessage: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)

@@ -251,3 +251,34 @@ def _done(handle: str) -> Any:
     now = datetime.now(UTC)
     return StepRecord(handle=handle, state=RunState.SUCCEEDED,
                       output="committed before the crash", started_at=now, finished_at=now)
+
+
+MAP_CHAIN = {"handle": "people", "inputs": [{"name": "people"}, {"name": "team"}], "steps": [
+    {"handle": "greet", "plugin": "mock", "map": {"over": "people", "item": "who"},
+     "capabilities": {"json_mode": "optional"}, "prompt": "Hello {who} of {team}"}]}
+
+
+async def test_inputs_may_be_json_and_status_keeps_them_and_every_record_field(
+        harness: Harness) -> None:
+    inputs = {"people": ["Ann", {"name": "Bob"}], "team": {"name": "blue", "size": 2}}
+    ref = await harness.op("run_chain", chain=MAP_CHAIN, inputs=inputs, options=FAST)
+    status = await harness.final(ref.invocation_id)
+    assert status.state == RunState.SUCCEEDED, status.statusMessage
+    assert status.input == inputs
+    assert json.loads(status.output or "") == ["<greet[0]>", "<greet[1]>"]
+    assert [r.messages[-1].content for r in harness.fake.requests] == [
+        'Hello Ann of {"name": "blue", "size": 2}',
+        'Hello {"name": "Bob"} of {"name": "blue", "size": 2}']
+    item = status.step("greet[0]")  # the store kept what the engine recorded
+    assert (item.backend, item.capabilities) == ("mock", {"json_mode": "native"})
+
+
+async def test_json_inputs_keep_the_input_size_limit(harness: Harness) -> None:
+    from chainlets.store import Limits
+
+    harness.store.limits = Limits(max_input_bytes=40)
+    with pytest.raises(RequestError, match="CHAINRUNNER_MAX_INPUT_BYTES"):
+        await harness.op("run_chain", chain=MAP_CHAIN, options=FAST,
+                         inputs={"people": ["x" * 30], "team": "t"})
+    with pytest.raises(RequestError, match=r"inputs\.people: input was not a valid JSON value"):
+        await harness.op("run_chain", chain=MAP_CHAIN, inputs={"people": {1, 2}}, options=FAST)
