@@ -45,6 +45,8 @@ class FlowHost(Protocol):
     @property
     def over(self) -> bool: ...
 
+    async def await_items(self, handle: str, done: "asyncio.Future[None]") -> None: ...
+
 
 def _text(item: object) -> str:
     return item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
@@ -114,7 +116,7 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
     for _ in range(min(limit, count)):
         launch()
     if count:
-        await done
+        await host.await_items(step.handle, done)
     records = [r for r in results if r is not None]
     failed = [r for r in records if r.state != RunState.SUCCEEDED]
     outputs = [r.output if r.state == RunState.SUCCEEDED else None for r in records]
@@ -184,7 +186,7 @@ async def _iteration(host: FlowHost, loop: CompiledStep, flow: LoopFlow,
             done.set_result(None)
 
     launch_ready()
-    await done
+    await host.await_items(loop.handle, done)
     if failure is None:
         return outputs
     for body in waiting:  # recorded skipped, behind the failed step

@@ -101,6 +101,10 @@ class _Execution:
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
         self.parked: set[str] = set()  # approval steps waiting for a person (tasks idle)
+        # Flow steps (maps, loops) awaiting their items, with the future their items' ends
+        # settle: idle until it is done.
+        self.awaiting: dict[str, asyncio.Future[None]] = {}
+        self.replaying = 0  # kept steps whose replay is scheduled: the run goes on for them
         self.policy = RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
@@ -229,6 +233,7 @@ class _Execution:
         kept = [handle for handle in ready if handle in self.outputs]
         if kept:  # a map's item or a loop's iteration an earlier run finished: not called again
             ready = [handle for handle in ready if handle not in self.outputs]
+            self.replaying += len(kept)
             for handle in kept:
                 self.loop.call_soon(self.replay, handle)
         if self.slots is not None:
@@ -256,6 +261,7 @@ class _Execution:
     def replay(self, handle: str) -> None:
         """A step added during a resumed run that succeeded in the earlier one: its record and
         output stand, its controller hears of it, and what it frees starts."""
+        self.replaying -= 1
         if self.done.done():
             return
         told = self.on_finish.pop(handle, None)
@@ -350,6 +356,10 @@ class _Execution:
         try:
             outcome, message = await run_flow(self, step, values)
         except asyncio.CancelledError:
+            if step.handle in self.awaiting and self.suspended:  # its items wait for a person
+                del self.awaiting[step.handle]
+                del self.tasks[step.handle]
+                raise
             self.settle(step.handle, [], self.ending)
             raise
         except Exception as exc:  # a bug in a controller: the step fails, the run goes on
@@ -357,6 +367,16 @@ class _Execution:
             log.error("step `%s`: %s", step.handle, failure.message, exc_info=exc)
             self.settle(step.handle, [], failure)
         else:
+            if self.commit is not None and isinstance(outcome, Generation):
+                # Committed like a model call's result: a resumed run keeps a finished map,
+                # choice or loop (and a loop's last outputs) instead of replaying it.
+                try:
+                    await self.commit(succeeded(self.records[step.handle], outcome, [],
+                                                datetime.now(UTC), message))
+                except Exception as exc:  # e.g. the store lost the lease: the run ends
+                    if not self.done.done():
+                        self.done.set_exception(exc)
+                    return
             self.settle(step.handle, [], outcome, message)
 
     def settle(self, handle: str, attempts: list[AttemptRecord],
@@ -397,9 +417,28 @@ class _Execution:
                 self.start([], now)  # a queued step may take the slot
         self.maybe_finish()
 
+    async def await_items(self, handle: str, done: "asyncio.Future[None]") -> None:
+        """A flow step's controller waits for its items (or an iteration's steps) to end; while
+        only parked steps remain among them, it holds the run no more than they do."""
+        self.awaiting[handle] = done
+        self.maybe_finish()
+        await done  # cancelled as the run ends suspended: `control` sees it still awaiting
+        del self.awaiting[handle]
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the run ended because only parked steps (and what awaits them) remained."""
+        return self.done.done() and not self.done.cancelled() and self.done.exception() is None
+
     def maybe_finish(self) -> None:
-        """The run is over when no step can make progress: none runs but parked ones."""
-        if len(self.tasks) == len(self.parked) and not self.done.done():
+        """The run is over when no step can make progress: none runs but parked ones and flow
+        steps awaiting items, and no kept step is about to be replayed."""
+        if self.done.done():
+            return
+        idle = len(self.parked)
+        if self.awaiting:  # a controller whose items just ended is about to go on
+            idle += sum(1 for done in self.awaiting.values() if not done.done())
+        if len(self.tasks) == idle and not self.replaying:
             self.done.set_result(None)
 
 

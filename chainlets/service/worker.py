@@ -119,8 +119,10 @@ class Worker:
                     approvals=approvals)
                 if writer.lost is not None:
                     raise writer.lost
-                # Steps still `running` when the run ends are approval steps parked.
-                waiting = [r.handle for r in result.steps if r.state is RunState.RUNNING]
+                # Steps still `running` when the run ends are approval steps parked, and the
+                # maps and loops (steps of the chain with a flow) whose items wait on them.
+                waiting = [r.handle for r in result.steps if r.state is RunState.RUNNING
+                           and (r.handle not in chain.steps or chain.steps[r.handle].flow is None)]
                 if not waiting:
                     await writer.finish(result)
                     return
