@@ -151,8 +151,8 @@ def check_backend(chain: CompiledChain, options: RunOptions,
     if options.llm != "openai":
         return
     key = (secrets or {}).get("openai_api_key") or os.environ.get("OPENAI_API_KEY")
-    users = [handle for handle, step in chain.steps.items()
-             if step.plugin.generator in (LLM_BACKEND, "openai")]
+    users = list(dict.fromkeys(step.handle for step in chain.model_calls()
+                               if step.plugin.generator in (LLM_BACKEND, "openai")))
     if users and not key:
         raise ConfigurationError(
             f"the openai backend (--llm openai) would serve step{'s' if len(users) > 1 else ''} "

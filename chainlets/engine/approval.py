@@ -57,7 +57,7 @@ def approval_request(step: CompiledStep, text: str) -> ApprovalRequest:
 def refuse_without_gate(chain: CompiledChain) -> None:
     """A run with no gate (the synchronous path, `chainrunner run`) cannot wait for a person:
     refused before any model call, naming the steps."""
-    waiting = approval_steps(chain.steps.values())
+    waiting = approval_steps(chain.model_calls())  # loop bodies and maps' items included
     if waiting:
         raise ChainDefinitionError(
             f"chain `{chain.handle}`: step{'s' if len(waiting) > 1 else ''} "

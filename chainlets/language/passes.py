@@ -237,6 +237,8 @@ def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) 
         own: set[str] | None = None if "input" in step.broken else set(spec.input)
         if own is not None and spec.map is not None and "map" not in step.broken:
             own.add(spec.map.item)
+        if own is not None and step.item is not None:  # a step of a map's item sub-chain
+            own.add(step.item)
         for name_field, names in facts.names.items():
             for name in names:
                 if own is not None and name in own:

@@ -94,7 +94,7 @@ class StepSpec(BaseModel):
     prompt: str | None = Field(
         default=None, description="Prompt template, Python `str.format` syntax with plain names "
         "only; `{{`/`}}` are literal braces. Required, with `plugin`, unless the step is a "
-        "`choice` or a `loop`.")
+        "`choice`, a `loop` or a `map` with `steps`.")
     plugin: PluginChoice | None = Field(
         default=None,
         description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
@@ -123,13 +123,21 @@ class StepSpec(BaseModel):
         description="Handles that must finish before this step, without interpolating them.")
     description: str | None = Field(default=None, description="Free text for humans.")
     map: MapSpec | None = Field(default=None, description="Run this step once per item of a "
-                                "list; items are steps of their own, `handle[i]`.")
+                                "list; items are steps of their own, `handle[i]`. With "
+                                "`map.steps`, each item runs that sub-chain.")
     choice: ChoiceSpec | None = Field(default=None, description="Make this a choice step "
                                       "(no prompt): route to the first branch whose condition "
                                       "holds.")
     loop: "LoopSpec | None" = Field(default=None, description="Make this a loop step (no "
                                     "prompt): repeat its steps until a condition holds, at "
                                     "most `max_iterations` times.")
+
+    @property
+    def block(self) -> "list[StepSpec]":
+        """The steps this step holds: a loop's body, or a map's item sub-chain."""
+        if self.loop is not None:
+            return self.loop.steps
+        return self.map.steps or [] if self.map is not None else []
 
     @property
     def kind(self) -> str:
@@ -156,6 +164,7 @@ class LoopSpec(BaseModel):
         "last iteration (`stop`) or fail.")
 
 
+MapSpec.model_rebuild(_types_namespace={"StepSpec": StepSpec})
 StepSpec.model_rebuild()
 
 
@@ -207,7 +216,8 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
                              {"type": "array", "minItems": 1,
                               "items": {"type": "string", "enum": names}}]
     step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
-                     {"required": ["loop"]}]
+                     {"required": ["loop"]},
+                     {"required": ["map"], "properties": {"map": {"required": ["steps"]}}}]
     # With a list of plugins, `plugin_config` maps each plugin's name to its own config.
     keyed = {"type": "object", "additionalProperties": False,
              "properties": {p.name: refs[(p.config_model, "validation")] for p in plugins}}
