@@ -41,7 +41,8 @@ def echo(request: GenerationRequest) -> str:
 async def run(data: dict[str, Any], fake: FakeGenerator, inputs: dict[str, Any] | None = None,
               options: RunOptions = FAST, previous: InvocationResult | None = None
               ) -> InvocationResult:
-    given = {"people": ["Ann", "Bo", "Cy"], "place": "sea"} if inputs is None else inputs
+    given: dict[str, Any] = {"people": ["Ann", "Bo", "Cy"], "place": "sea"} \
+        if inputs is None else inputs
     return await run_chain(compile_chain(data), given, {"mock": fake}, options,
                            previous=previous)
 
