@@ -282,3 +282,33 @@ async def test_json_inputs_keep_the_input_size_limit(harness: Harness) -> None:
                          inputs={"people": ["x" * 30], "team": "t"})
     with pytest.raises(RequestError, match=r"inputs\.people: input was not a valid JSON value"):
         await harness.op("run_chain", chain=MAP_CHAIN, inputs={"people": {1, 2}}, options=FAST)
+
+
+ITEMS_CHAIN = {"handle": "arcs", "inputs": [{"name": "people"}], "steps": [
+    {"handle": "arcs", "map": {"over": "people", "item": "who", "steps": [
+        {"handle": "outline", "plugin": "mock", "prompt": "Outline {who}"},
+        {"handle": "arc", "plugin": "mock", "prompt": "Arc from {outline}"}]}},
+    {"handle": "story", "plugin": "mock", "prompt": "Story of {arcs}"}]}
+
+
+async def test_a_map_over_steps_resumes_from_its_committed_items_and_steps(
+        harness: Harness) -> None:
+    """A dead replica committed item 0 whole and item 1's outline: the worker that takes the
+    invocation over calls only what is left, and status lists every item and step."""
+    created = await harness.op("create_chain", chain=ITEMS_CHAIN)
+    await harness.runtime.ensure_started()
+    orphan = await harness.store.create_invocation(NewInvocation(
+        chain_id=created.chain_id, input={"people": ["Ann", "Bo"]}, steps=["arcs", "story"]),
+        owner="a-dead-replica")
+    assert orphan.lease is not None
+    for handle in ("arcs[0].outline", "arcs[0].arc", "arcs[0]", "arcs[1].outline"):
+        await harness.store.record_step(orphan.lease, _done(handle))
+    status = await harness.final(orphan.invocation.invocation_id)
+    assert status.state == RunState.SUCCEEDED, status.statusMessage
+    assert [r.step for r in harness.fake.requests] == ["arcs[1].arc", "story"]
+    assert {s.handle: s.state for s in status.steps} == {
+        h: RunState.SUCCEEDED for h in ("arcs", "story", "arcs[0].outline", "arcs[0].arc",
+                                        "arcs[0]", "arcs[1].outline", "arcs[1]", "arcs[1].arc")}
+    assert json.loads(status.step("arcs").output or "") == ["committed before the crash",
+                                                             "<arcs[1].arc>"]
+    assert status.step("arcs").statusMessage is None
