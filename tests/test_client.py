@@ -164,7 +164,8 @@ def test_the_chain_goes_as_given() -> None:
 
 def test_json_inputs_go_as_json() -> None:
     service = FakeService()
-    inputs = {"people": ["Ann", {"name": "Bob", "age": 3}], "flag": True, "topic": "x"}
+    inputs: dict[str, Any] = {"people": ["Ann", {"name": "Bob", "age": 3}], "flag": True,
+                              "topic": "x"}
     with _client(service) as runner:
         runner.run_chain(chain=JOKE, inputs=inputs)
     assert json.loads(service.requests[0].content)["inputs"] == inputs

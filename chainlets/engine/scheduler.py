@@ -433,12 +433,11 @@ class _Execution:
     def maybe_finish(self) -> None:
         """The run is over when no step can make progress: none runs but parked ones and flow
         steps awaiting items, and no kept step is about to be replayed."""
-        if self.done.done():
-            return
-        idle = len(self.parked)
-        if self.awaiting:  # a controller whose items just ended is about to go on
-            idle += sum(1 for done in self.awaiting.values() if not done.done())
-        if len(self.tasks) == idle and not self.replaying:
+        running = len(self.tasks) - len(self.parked)
+        if running > len(self.awaiting) or self.replaying or self.done.done():
+            return  # the common case, decided without a loop: some step is running
+        # A controller whose items just ended is about to go on: not idle.
+        if running == sum(1 for done in self.awaiting.values() if not done.done()):
             self.done.set_result(None)
 
 
