@@ -15,9 +15,11 @@ __all__ = ["SERVICE_SECRETS", "SHIP_DIR", "cpu_service", "host_env", "image"]
 SERVICE_SECRETS = ("chainrunner_database_url", "chainrunner_webhook_secret")
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with (the
-# store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic).
+# store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic; structured
+# output's: jsonschema with the packages it imports, so that pip resolves none of them anew).
 _RUNTIME = ("pydantic", "httpx", "openai", "standardwebhooks", "sqlalchemy", "greenlet",
-            "psycopg", "psycopg-binary", "alembic")
+            "psycopg", "psycopg-binary", "alembic", "jsonschema", "jsonschema-specifications",
+            "referencing", "rpds-py", "attrs")
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
 # *contents* of each external package dir. A chainlet gets our whole `chainlets` package, which
