@@ -185,3 +185,15 @@ async def test_approval_steps_in_items_are_refused_without_the_service() -> None
     with pytest.raises(ChainDefinitionError, match="step `ok` waits for human approval"):
         await run(data, fake := FakeGenerator())
     assert fake.requests == []
+
+
+def test_a_map_over_steps_has_no_output_schema_its_steps_may() -> None:
+    schema = {"type": "object"}
+    with pytest.raises(ChainDefinitionError) as excinfo:
+        compile_chain(chain({**arcs(), "output_schema": schema}))
+    assert excinfo.value.problems == [
+        "step `arcs`: a `map` with `steps` step makes no model call, so it has no "
+        "`output_schema`; put it on the steps it runs"]
+    inner = arcs()
+    inner["map"]["steps"][1] = {**inner["map"]["steps"][1], "output_schema": schema}
+    assert compile_chain(chain(inner)).steps["arcs"].flow is not None
