@@ -3,6 +3,7 @@ dependencies they add. Runs among the passes of passes.py, on what they left rea
 
 from typing import TYPE_CHECKING
 
+from chainlets.language.code_passes import check_code_kind
 from chainlets.language.conditions import Condition, problems_of, value_names
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.flow import parse_tolerance
@@ -46,6 +47,9 @@ def check_kinds(draft: ChainDraft, analysis: "Analysis | None", problems: Proble
                                       f"a `{kinds[0]}`; move it out of {step.block} "
                                       f"`{step.loop}`")
             continue
+        if spec.code is not None or "code" in step.broken:
+            check_code_kind(step, kinds, problems)
+            continue
         control = kinds and (kinds[0] in ("choice", "loop")
                              or (spec.map is not None and spec.map.steps is not None))
         if kinds and control:
@@ -57,6 +61,9 @@ def check_kinds(draft: ChainDraft, analysis: "Analysis | None", problems: Proble
                         else "remove it (each item runs the map's `steps`), or drop `steps` to " \
                              "map this step's own prompt"
                     problems.step(step.index, f"{where}: a {what} step has no `{name}`; {fix}")
+            if spec.tools and "tools" not in step.broken:
+                problems.step(step.index, f"{where}: a {what} step makes no model call, so it "
+                                          "has no `tools`; list them on the steps it runs")
             if "capabilities" not in step.broken \
                     and any(level is not None for _, level in spec.capabilities):
                 problems.step(step.index, f"{where}: a {what} step makes no model call, so it "

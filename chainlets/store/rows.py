@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chainlets.engine.models import ErrorKind, StepRecord
+from chainlets.engine.models import AttemptRecord, ErrorKind, StepRecord
 from chainlets.errors import RequestError
 from chainlets.store.models import (
     Approval,
@@ -140,7 +140,8 @@ def step_from_row(row: Row) -> StoredStep:
         statusMessage=row["status_message"], output=row["output"],
         attempts=[{"number": a["number"], "started_at": _at(a["started_at"]),
                    "finished_at": _at(a["finished_at"]), "error": a["error"],
-                   "error_kind": a.get("error_kind")}
+                   "error_kind": a.get("error_kind"),
+                   "round": a.get("round"), "tool_calls": a.get("tool_calls")}
                   for a in row["attempts"] or ()],
         started_at=from_ts(row["started_at"]), finished_at=from_ts(row["finished_at"]),
         usage=row["usage"], approval=approval, error_kind=row["error_kind"],
@@ -151,14 +152,25 @@ def _text(kind: ErrorKind | None) -> str | None:
     return None if kind is None else kind.value
 
 
+def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
+    """An attempt as its step's `attempts` column holds it; a tool loop's round and calls
+    only where it has them (rows written before function calling have neither)."""
+    row: dict[str, Any] = {"number": attempt.number,
+                           "started_at": attempt.started_at.timestamp(),
+                           "finished_at": attempt.finished_at.timestamp(),
+                           "error": attempt.error, "error_kind": _text(attempt.error_kind)}
+    if attempt.round is not None:
+        row["round"] = attempt.round
+    if attempt.tool_calls is not None:
+        row["tool_calls"] = [call.model_dump() for call in attempt.tool_calls]
+    return row
+
+
 def step_values(step: StepRecord, now: float) -> dict[str, Any]:
     """The columns a step transition writes (not its key, position or approval)."""
     return {"state": step.state.value, "output": step.output,
             "status_message": step.statusMessage,
-            "attempts": [{"number": a.number, "started_at": a.started_at.timestamp(),
-                          "finished_at": a.finished_at.timestamp(), "error": a.error,
-                          "error_kind": _text(a.error_kind)}
-                         for a in step.attempts],
+            "attempts": [_attempt(a) for a in step.attempts],
             "usage": step.usage.model_dump() if step.usage is not None else None,
             "started_at": to_ts(step.started_at), "finished_at": to_ts(step.finished_at),
             "updated_at": now, "error_kind": _text(step.error_kind), "backend": step.backend,
