@@ -263,7 +263,8 @@ def _full_records() -> list[StepRecord]:
                             finished_at=at(1_800_000_001.5), error="TimeoutError: slow",
                             error_kind=ErrorKind.TIMEOUT)
     ok = AttemptRecord(number=2, started_at=at(1_800_000_002.0),
-                       finished_at=at(1_800_000_003.25))
+                       finished_at=at(1_800_000_003.25), round=1, tool_calls=[
+                           ToolCallRecord(id="c0", name="pick", arguments="{}", output="1")])
     return [
         StepRecord(handle="tell", state=RunState.SUCCEEDED, output="a joke",
                    attempts=[attempt, ok], started_at=at(1_800_000_000.0),
@@ -283,6 +284,13 @@ def _full_records() -> list[StepRecord]:
 
 
 async def test_a_step_record_round_trips_with_every_field(store: Store) -> None:
+    from dataclasses import fields
+
+    assert {f.name for f in fields(StepRecord)} == {  # a new field: add it to the records
+        "handle", "state", "statusMessage", "output", "attempts", "started_at", "finished_at",
+        "usage", "error_kind", "backend", "model", "capabilities"}
+    assert {f.name for f in fields(AttemptRecord)} == {
+        "number", "started_at", "finished_at", "error", "error_kind", "round", "tool_calls"}
     invocation_id, lease = await start(store)
     assert lease is not None
     records = _full_records()
