@@ -15,7 +15,12 @@ __all__ = ["event_record", "event_summary", "invocation_status", "invocation_sum
 
 
 def step_record(step: StoredStep) -> StepRecord:
-    return step.record()
+    return StepRecord(handle=step.handle, state=RunState(step.state.value),
+                      statusMessage=step.statusMessage, output=step.output,
+                      attempts=step.attempts, started_at=step.started_at,
+                      finished_at=step.finished_at, usage=step.usage,
+                      error_kind=step.error_kind, backend=step.backend, model=step.model,
+                      capabilities=step.capabilities, caught=step.caught)
 
 
 def _delivery(event: Event) -> DeliveryStatus:

@@ -18,6 +18,7 @@ from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
 from chainlets.language.spec import JsonValue
 from chainlets.service.approvals import InvocationApprovals
+from chainlets.service.status import step_record
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
 
@@ -231,4 +232,5 @@ def _previous(invocation: Invocation) -> InvocationResult | None:
     done = [s for s in invocation.steps if s.state == State.SUCCEEDED]
     if not done:
         return None
-    return InvocationResult(chain="", input=invocation.input, steps=[s.record() for s in done])
+    return InvocationResult(chain="", input=invocation.input,
+                            steps=[step_record(s) for s in done])

@@ -6,7 +6,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainlets.engine.models import AttemptRecord, ErrorKind, RunState, StepRecord, Usage
+from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, Usage
 from chainlets.language.capabilities import Capability, Served
 from chainlets.language.spec import JsonValue
 
@@ -144,15 +144,7 @@ class StoredStep(BaseModel):
     backend: str | None = None
     model: str | None = None
     capabilities: dict[Capability, Served] | None = None
-
-    def record(self) -> StepRecord:
-        """The engine's record of the step, as it was stored."""
-        return StepRecord(handle=self.handle, state=RunState(self.state.value),
-                          statusMessage=self.statusMessage, output=self.output,
-                          attempts=self.attempts, started_at=self.started_at,
-                          finished_at=self.finished_at, usage=self.usage,
-                          error_kind=self.error_kind, backend=self.backend, model=self.model,
-                          capabilities=self.capabilities)
+    caught: CaughtError | None = None
 
 
 class Invocation(BaseModel):

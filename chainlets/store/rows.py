@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chainlets.engine.models import AttemptRecord, ErrorKind, StepRecord
+from chainlets.engine.models import AttemptRecord, StepRecord
 from chainlets.errors import RequestError
 from chainlets.store.models import (
     Approval,
@@ -135,6 +135,7 @@ def step_from_row(row: Row) -> StoredStep:
                             prompt=details.get("prompt", ""), choices=details.get("choices"),
                             deadline=_at(row["approval_deadline"]),
                             task_token=details.get("task_token"))
+    details = row.get("details") or {}
     return StoredStep(
         handle=row["handle"], position=row["position"], state=State(row["state"]),
         statusMessage=row["status_message"], output=row["output"],
@@ -144,12 +145,7 @@ def step_from_row(row: Row) -> StoredStep:
                    "round": a.get("round"), "tool_calls": a.get("tool_calls")}
                   for a in row["attempts"] or ()],
         started_at=from_ts(row["started_at"]), finished_at=from_ts(row["finished_at"]),
-        usage=row["usage"], approval=approval, error_kind=row["error_kind"],
-        backend=row["backend"], model=row["model"], capabilities=row["capabilities"])
-
-
-def _text(kind: ErrorKind | None) -> str | None:
-    return None if kind is None else kind.value
+        usage=row["usage"], approval=approval, **details)
 
 
 def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
@@ -158,7 +154,9 @@ def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"number": attempt.number,
                            "started_at": attempt.started_at.timestamp(),
                            "finished_at": attempt.finished_at.timestamp(),
-                           "error": attempt.error, "error_kind": _text(attempt.error_kind)}
+                           "error": attempt.error}
+    if attempt.error_kind is not None:
+        row["error_kind"] = attempt.error_kind.value
     if attempt.round is not None:
         row["round"] = attempt.round
     if attempt.tool_calls is not None:
@@ -172,10 +170,27 @@ def step_values(step: StepRecord, now: float) -> dict[str, Any]:
             "status_message": step.statusMessage,
             "attempts": [_attempt(a) for a in step.attempts],
             "usage": step.usage.model_dump() if step.usage is not None else None,
+            "details": _details(step),
             "started_at": to_ts(step.started_at), "finished_at": to_ts(step.finished_at),
-            "updated_at": now, "error_kind": _text(step.error_kind), "backend": step.backend,
-            "model": step.model, "capabilities": None if step.capabilities is None
-            else {str(capability): str(level) for capability, level in step.capabilities.items()}}
+            "updated_at": now}
+
+
+def _details(step: StepRecord) -> dict[str, Any] | None:
+    """The record's fields kept in `details`, those set only; None when none is."""
+    details: dict[str, Any] = {}
+    if step.error_kind is not None:
+        details["error_kind"] = step.error_kind.value
+    if step.backend is not None:
+        details["backend"] = step.backend
+    if step.model is not None:
+        details["model"] = step.model
+    if step.capabilities:
+        details["capabilities"] = {str(k): str(v) for k, v in step.capabilities.items()}
+    if step.caught is not None:
+        caught = step.caught
+        details["caught"] = {"error": caught.error, "error_kind": caught.error_kind.value,
+                             "step": caught.step}
+    return details or None
 
 
 def event_rows(events: Sequence[NewEvent], invocation: Row, last_seq: int, now: float,

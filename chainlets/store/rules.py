@@ -100,18 +100,12 @@ def invocation_row(new: NewInvocation, invocation_id: str, now: float, owner: st
             "signals": 0, "event_seq": 0}
 
 
-# A step's record as the engine made it: what a rerun copies from the invocation it reuses.
-RECORD_COLUMNS = ("state", "output", "status_message", "attempts", "usage", "started_at",
-                  "finished_at", "error_kind", "backend", "model", "capabilities")
-
-
 def empty_step(invocation_id: str, handle: str, position: int, now: float) -> dict[str, Any]:
     return {"invocation_id": invocation_id, "handle": handle, "position": position,
             "state": State.WAITING.value, "output": None, "status_message": None,
             "attempts": [], "usage": None, "started_at": None, "finished_at": None,
             "updated_at": now, "approval_state": None, "token_hash": None,
-            "approval_deadline": None, "approval": None, "error_kind": None, "backend": None,
-            "model": None, "capabilities": None}
+            "approval_deadline": None, "approval": None, "details": None}
 
 
 def initial_steps(new: NewInvocation, invocation_id: str, source: Sequence[Row],
@@ -130,7 +124,9 @@ def initial_steps(new: NewInvocation, invocation_id: str, source: Sequence[Row],
         row = empty_step(invocation_id, handle, position, now)
         if handle in new.reuse:
             source_row = reused[handle]
-            row.update({k: source_row[k] for k in RECORD_COLUMNS})
+            row.update({k: source_row[k] for k in ("state", "output", "status_message",
+                                                   "attempts", "usage", "started_at",
+                                                   "finished_at", "details")})
         rows.append(row)
     return rows
 

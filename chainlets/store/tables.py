@@ -73,11 +73,9 @@ steps = sa.Table(
     sa.Column("token_hash", sa.String(128)),
     sa.Column("approval_deadline", sa.Double),
     sa.Column("approval", _JSON),
-    # What the engine's record says of the step beyond its result (revision 0003).
-    sa.Column("error_kind", sa.String(16)),
-    sa.Column("backend", sa.String(255)),
-    sa.Column("model", sa.String(255)),
-    sa.Column("capabilities", _JSON),
+    # The record's other fields, as JSON (revision 0003; null in older rows): error_kind,
+    # backend, model, capabilities, caught.
+    sa.Column("details", _JSON),
     sa.UniqueConstraint("token_hash", name="uq_steps_token_hash"),
 )
 

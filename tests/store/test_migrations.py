@@ -10,8 +10,6 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from chainlets.engine.models import ErrorKind, RunState, StepRecord
-from chainlets.language.capabilities import Capability, Served
 from chainlets.store import StoreSettings, open_store
 from chainlets.store.dialect import create_sync_engine, database_url, sync_url
 from chainlets.store.migrate import MIGRATIONS, current_revision, head_revision, upgrade
@@ -69,38 +67,6 @@ async def test_a_database_from_the_first_migration_upgrades_to_head(empty_url: s
         await store.close()
     upgrade(empty_url)  # again: nothing to do
     assert current_revision(empty_url) == head_revision()
-
-
-async def test_a_database_at_0002_upgrades_keeping_its_steps_and_then_stores_details(
-        empty_url: str) -> None:
-    """Revision 0003 adds the step record's details: a step written before reads them as
-    null, and a step recorded after keeps them."""
-    upgrade(empty_url, "0002")
-    _write_at_first_revision(empty_url)
-    engine = create_sync_engine(sync_url(database_url(empty_url)))
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE steps SET state = 'failed', status_message = 'boom', attempts = :a "
-            "WHERE handle = 'a'"),
-            {"a": json.dumps([{"number": 1, "started_at": 1.0, "finished_at": 2.0,
-                               "error": "boom"}])})
-    engine.dispose()
-    store = await open_store(StoreSettings(url=empty_url))
-    try:
-        assert current_revision(empty_url) == head_revision()
-        [old] = (await store.get_invocation("inv_old")).steps
-        assert (old.state, old.statusMessage, old.error_kind, old.backend, old.model,
-                old.capabilities) == ("failed", "boom", None, None, None, None)
-        assert old.attempts[0].error == "boom" and old.attempts[0].error_kind is None
-        [lease] = await store.claim("A")
-        record = StepRecord(handle="a", state=RunState.FAILED, statusMessage="slow",
-                            error_kind=ErrorKind.TIMEOUT, backend="openai", model="m",
-                            capabilities={Capability.JSON_MODE: Served.NATIVE})
-        await store.record_step(lease, record)
-        [new] = (await store.get_invocation("inv_old")).steps
-        assert new.record() == record
-    finally:
-        await store.close()
 
 
 def test_the_migrated_schema_is_the_one_the_code_queries(empty_url: str) -> None:

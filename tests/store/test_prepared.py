@@ -55,13 +55,3 @@ def test_a_driver_error_is_raised_as_sqlalchemys(engine: sa.Engine) -> None:
         INSERT.run(conn, {"id": "a", "n": 2, "doc": None})
     with engine.connect() as conn:  # rolled back as a whole
         assert conn.execute(sa.select(sa.func.count()).select_from(items)).scalar_one() == 0
-
-
-def test_a_step_transition_writes_exactly_the_columns_of_the_one_statement_path() -> None:
-    """PostgreSQL writes a step's transition and its fence in one statement only when the
-    columns are STEP_COLUMNS, in order: a column added to the record must be added there."""
-    from chainlets.engine.models import StepRecord
-    from chainlets.store.rows import step_values
-    from chainlets.store.sql_steps import STEP_COLUMNS
-
-    assert tuple(step_values(StepRecord(handle="a"), 1.0)) == STEP_COLUMNS

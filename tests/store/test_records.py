@@ -7,7 +7,14 @@ from datetime import timedelta
 import pytest
 
 from chainlets.engine.code_models import ToolCallRecord
-from chainlets.engine.models import AttemptRecord, ErrorKind, RunState, StepRecord, Usage
+from chainlets.engine.models import (
+    AttemptRecord,
+    CaughtError,
+    ErrorKind,
+    RunState,
+    StepRecord,
+    Usage,
+)
 from chainlets.errors import (
     ConflictError,
     LeaseLostError,
@@ -17,6 +24,8 @@ from chainlets.errors import (
 )
 from chainlets.language.capabilities import Capability, Served
 from chainlets.store import NewEvent, NewInvocation, RerunOf, State, Store
+from chainlets.store.rows import step_values
+from chainlets.store.sql_steps import STEP_COLUMNS
 from tests.store.conftest import FakeClock, make_store
 from tests.store.helpers import CHAIN, STEPS, URL, at, chain, finished, start, step
 
@@ -99,6 +108,26 @@ async def test_a_step_is_visible_once_recorded_and_new_steps_go_last(store: Stor
     assert tell.attempts[0].finished_at == at(1_800_000_001.0)
     assert [(s.handle, s.position) for s in invocation.steps] == [
         ("tell", 0), ("judge", 1), ("added-at-run-time", 2)]
+
+
+async def test_a_step_record_keeps_every_field_through_the_store(store: Store) -> None:
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    failed_try = AttemptRecord(number=1, started_at=at(1.0), finished_at=at(2.0),
+                               error="StepTimeoutError: no answer", error_kind=ErrorKind.TIMEOUT)
+    record = replace(step("tell"), attempts=[failed_try], backend="mock", model="fake",
+                     capabilities={Capability.JSON_MODE: Served.NATIVE},
+                     caught=CaughtError(error="StepTimeoutError: no answer",
+                                        error_kind=ErrorKind.TIMEOUT, step="judge"))
+    await store.record_step(lease, record)
+    await store.record_step(lease, step("judge", RunState.FAILED, message="boom"))
+    tell, judge = (await store.get_invocation(invocation_id)).steps
+    assert (tell.attempts, tell.backend, tell.model, tell.capabilities, tell.caught) == (
+        record.attempts, "mock", "fake", record.capabilities, record.caught)
+    assert (judge.error_kind, judge.caught, judge.backend) == (None, None, None)
+    failed = replace(step("judge", RunState.FAILED, message="x"), error_kind=ErrorKind.MODEL)
+    await store.record_step(lease, failed)
+    assert (await store.get_invocation(invocation_id)).steps[1].error_kind is ErrorKind.MODEL
 
 
 async def test_the_same_idempotency_key_and_request_is_the_same_invocation(
@@ -308,9 +337,11 @@ def _full_records() -> list[StepRecord]:
 async def test_a_step_record_round_trips_with_every_field(store: Store) -> None:
     from dataclasses import fields
 
+    from chainlets.service.status import step_record
+
     assert {f.name for f in fields(StepRecord)} == {  # a new field: add it to the records
         "handle", "state", "statusMessage", "output", "attempts", "started_at", "finished_at",
-        "usage", "error_kind", "backend", "model", "capabilities"}
+        "usage", "error_kind", "backend", "model", "capabilities", "caught"}
     assert {f.name for f in fields(AttemptRecord)} == {
         "number", "started_at", "finished_at", "error", "error_kind", "round", "tool_calls"}
     invocation_id, lease = await start(store)
@@ -319,13 +350,13 @@ async def test_a_step_record_round_trips_with_every_field(store: Store) -> None:
     for record in records:
         await store.record_step(lease, record)
     got = await store.get_invocation(invocation_id)
-    assert [s.record() for s in got.steps] == records
+    assert [step_record(s) for s in got.steps] == records
     # A rerun reusing a step copies its whole record, not only its output.
     rerun = await store.create_invocation(NewInvocation(
         chain_id=got.chain_id, steps=STEPS, reuse=["tell"],
         rerun_of=RerunOf(invocation_id=invocation_id, from_step="judge")), owner="A")
     copied = await store.get_invocation(rerun.invocation.invocation_id)
-    assert copied.steps[0].record() == records[0]
+    assert step_record(copied.steps[0]) == records[0]
 
 
 async def test_a_tool_loops_rounds_survive_the_store(store: Store) -> None:
@@ -343,3 +374,8 @@ async def test_a_tool_loops_rounds_survive_the_store(store: Store) -> None:
     await store.record_step(lease, record)
     tell = (await store.get_invocation(invocation_id)).steps[0]
     assert [(a.round, a.tool_calls) for a in tell.attempts] == [(1, calls), (2, None)]
+
+
+def test_a_step_transition_writes_the_columns_of_postgresqls_one_statement() -> None:
+    """Else every step write on PostgreSQL falls back to two statements (sql_base)."""
+    assert tuple(step_values(step("tell"), 1.0)) == STEP_COLUMNS
