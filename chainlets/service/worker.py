@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from chainlets.engine.approval import ApprovalGate
@@ -31,7 +32,8 @@ class Execute(Protocol):
     def __call__(self, chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                  observer: StepObserver, commit: StepCommit,
                  previous: InvocationResult | None,
-                 approvals: ApprovalGate | None = None) -> Awaitable[InvocationResult]: ...
+                 approvals: ApprovalGate | None = None,
+                 started_at: datetime | None = None) -> Awaitable[InvocationResult]: ...
 
 
 ChainLoader = Callable[[str], Awaitable[CompiledChain]]
@@ -115,7 +117,7 @@ class Worker:
                 result = await self.execute(
                     chain, invocation.input, RunOptions.model_validate(invocation.options),
                     observer=writer.note, commit=writer.commit, previous=_previous(invocation),
-                    approvals=approvals)
+                    approvals=approvals, started_at=invocation.created_at)
                 if writer.lost is not None:
                     raise writer.lost
                 # Steps still `running` when the run ends are approval steps parked.

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import refusals, rules
+from chainlets.store import approval_rules, refusals, rules
 from chainlets.store.models import (
     Created,
     Event,
@@ -157,7 +157,11 @@ class MemoryStore:
         if target is None:
             position = max((s["position"] for s in steps.values()), default=-1) + 1
             target = steps[step.handle] = rules.empty_step(row["id"], step.handle, position, now)
-        target.update(rules.step_columns(step, approval, now))
+        closes = approval_rules.closed_by(step)
+        if closes is None or target["approval_state"] in (None, rules.OPEN):
+            target.update(rules.step_columns(step, approval, now))
+            if closes is not None and target["approval_state"] == rules.OPEN:
+                target["approval_state"] = closes
         if approval is not None:
             self._tokens[approval.token_hash] = (row["id"], step.handle)
         self._add_events(row, events, now)
@@ -182,7 +186,7 @@ class MemoryStore:
             return False
         deadlines = [s["approval_deadline"] for s in steps.values()
                      if s["approval_state"] == rules.OPEN]
-        row.update(rules.suspended(min(deadlines)))
+        row.update(rules.suspended(approval_rules.wake_at(row, deadlines)))
         self._add_events(row, events, self._clock())
         return True
 
@@ -233,6 +237,7 @@ class MemoryStore:
         values = rules.resumed_step(row["id"], step, output, error, self.limits,
                                     now := self._clock())
         rules.check_resumable(row)
+        approval_rules.check_in_time(row, step, now)
         step.update(values)
         row.update(rules.woken(row), signals=row["signals"] + 1)
         self._add_events(row, events, now)

@@ -98,7 +98,8 @@ class ApprovalState(enum.StrEnum):
     OPEN = "open"
     RESUMED = "resumed"
     REJECTED = "rejected"
-    TIMED_OUT = "timed_out"
+    TIMED_OUT = "timed_out"  # its own `timeout_s` passed
+    EXPIRED = "expired"  # the run's deadline (`deadline_s`) passed while it waited
     CANCELLED = "cancelled"
 
 

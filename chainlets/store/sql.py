@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import dialect, refusals, rules
+from chainlets.store import approval_rules, dialect, refusals, rules
 from chainlets.store.models import (
     Created,
     Invocation,
@@ -173,16 +173,21 @@ class SqlStore(SqlOutbox):
         self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.step_columns(step, approval, now)
+        closes = approval_rules.closed_by(step)
 
         def work(conn: sa.Connection) -> None:
             row = self._fence(conn, lease, events, now)
             key = (_steps.invocation_id == row["id"]) & (_steps.handle == step.handle)
-            if conn.execute(sa.update(steps).where(key).values(values)).rowcount == 0:
-                position = conn.execute(sa.select(
-                    sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
-                    _steps.invocation_id == row["id"])).scalar_one()
-                conn.execute(sa.insert(steps).values(
-                    rules.empty_step(row["id"], step.handle, position, now) | values))
+            if closes is not None:
+                if self._close_approval(conn, key, values, closes):
+                    return
+            elif conn.execute(sa.update(steps).where(key).values(values)).rowcount:
+                return
+            position = conn.execute(sa.select(
+                sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
+                _steps.invocation_id == row["id"])).scalar_one()
+            conn.execute(sa.insert(steps).values(
+                rules.empty_step(row["id"], step.handle, position, now) | values))
 
         try:
             await self._write(work)
@@ -190,6 +195,19 @@ class SqlStore(SqlOutbox):
             if approval is None:
                 raise
             raise refusals.token_reused(step.handle) from exc
+
+    @staticmethod
+    def _close_approval(conn: sa.Connection, key: sa.ColumnElement[bool],
+                        values: dict[str, Any], closes: str) -> bool:
+        """Write a step's end that came without an answer: an open approval closes with it
+        (`closes`), a settled one (resumed, timed out) stands and so does its record. False
+        when the step has no row yet."""
+        settled = _steps.approval_state.is_not(None) & (_steps.approval_state != rules.OPEN)
+        done = conn.execute(sa.update(steps).where(key, ~settled).values({
+            **values, "approval_state": sa.case((_steps.approval_state == rules.OPEN, closes),
+                                                else_=_steps.approval_state)}))
+        return bool(done.rowcount) or conn.execute(sa.select(_steps.handle).where(
+            key)).first() is not None
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
@@ -210,7 +228,7 @@ class SqlStore(SqlOutbox):
             if not set(waiting_on) <= {handle for handle, _ in opened}:
                 return False
             conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
-                rules.suspended(min(deadline for _, deadline in opened))))
+                rules.suspended(approval_rules.wake_at(row, [d for _, d in opened]))))
             self._add_events(conn, row, events, now)
             return True
 
@@ -228,9 +246,11 @@ class SqlStore(SqlOutbox):
             if row is None:
                 rules.check_cancellable(self._invocation(conn, invocation_id))
                 raise refusals.invocation_not_found(invocation_id)  # pragma: no cover
+            waited = _steps.approval_state == rules.OPEN
             conn.execute(sa.update(steps).where(
                 _steps.invocation_id == invocation_id, _steps.state.in_(rules.ACTIVE)).values(
-                state=State.CANCELLED.value, status_message=message, finished_at=now,
+                state=State.CANCELLED.value, finished_at=now, status_message=sa.case(
+                    (waited, approval_rules.cancelled_waiting(message)), else_=message),
                 updated_at=now, approval_state=sa.case(
                     (_steps.approval_state == rules.OPEN, "cancelled"),
                     else_=_steps.approval_state)))
