@@ -18,6 +18,7 @@ from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
 from chainlets.service.approvals import InvocationApprovals
+from chainlets.service.tokens import TaskTokens
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
 
@@ -61,8 +62,10 @@ class Worker:
 
     def __init__(self, store: Store, execute: Execute, load_chain: ChainLoader, *,
                  owner: str | None = None, settings: WorkerSettings | None = None,
-                 wake_outbox: Callable[[], None] = lambda: None) -> None:
+                 wake_outbox: Callable[[], None] = lambda: None,
+                 tokens: TaskTokens | None = None) -> None:
         self.store, self.execute, self.load_chain = store, execute, load_chain
+        self.tokens = tokens  # derive approval steps' task tokens
         self.owner = owner or new_owner()
         self.settings = settings or WorkerSettings()
         self.wake_outbox = wake_outbox
@@ -110,7 +113,7 @@ class Worker:
                                   wake_outbox=self.wake_outbox)
         loop = asyncio.get_running_loop()
         beat = loop.create_task(self._heartbeat(lease))
-        approvals = InvocationApprovals(writer, invocation)
+        approvals = InvocationApprovals(writer, invocation, self.tokens)
         try:
             while True:
                 self.approvals[lease.invocation_id] = approvals
@@ -133,7 +136,7 @@ class Worker:
                 beat = loop.create_task(self._heartbeat(lease))
                 approvals.close()
                 invocation = await self.store.get_invocation(lease.invocation_id)
-                approvals = InvocationApprovals(writer, invocation)
+                approvals = InvocationApprovals(writer, invocation, self.tokens)
         except LeaseLostError as exc:
             log.info("invocation %s: stopped, %s", invocation.invocation_id, exc)
         except ChainrunnerError as exc:  # the chain no longer runs (e.g. a generator is gone)

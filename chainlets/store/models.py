@@ -105,11 +105,13 @@ class ApprovalState(enum.StrEnum):
 
 class OpenApproval(BaseModel):
     """What a step waiting for a human stores: its task token is looked up by hash only; the
-    token itself is kept with the prompt for status (behind the API key), which shows it."""
+    service derives the token again from `seal` and its secret (the token is not stored)."""
 
     token_hash: str = Field(min_length=16, max_length=128)
-    task_token: str | None = Field(default=None, description="Shown in status; never a "
-                                                             "lookup key.")
+    seal: str | None = Field(default=None, description="Key id and nonce the service derives "
+                                                       "the token from with its secret.")
+    task_token: str | None = Field(default=None, description="Rows written before tokens were "
+                                                             "derived kept the token itself.")
     prompt: str = Field(description="The rendered text the reviewer sees.")
     choices: list[str] | None = None
     deadline: datetime
@@ -122,7 +124,8 @@ class Approval(BaseModel):
     prompt: str
     choices: list[str] | None = None
     deadline: datetime
-    task_token: str | None = None
+    seal: str | None = None
+    task_token: str | None = None  # only in rows written before tokens were derived
 
 
 class StoredStep(BaseModel):

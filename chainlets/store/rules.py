@@ -146,7 +146,7 @@ def step_columns(step: StepRecord, approval: OpenApproval | None,
         values.update(approval_state=OPEN, token_hash=approval.token_hash,
                       approval_deadline=approval.deadline.timestamp(),
                       approval={"prompt": approval.prompt, "choices": approval.choices,
-                                "task_token": approval.task_token})
+                                "seal": approval.seal, "task_token": approval.task_token})
     return values
 
 
