@@ -31,6 +31,10 @@ def _config(webhook_secret: str | None, token_secret: str | None = None) -> Serv
         worker=WorkerSettings(poll_s=0.02, write_delay_s=0.01, heartbeat_s=0.1))
 
 
+def _every_byte(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()))
+
+
 async def test_the_database_file_holds_no_token_yet_status_and_the_callback_show_it(
         tmp_path: Path) -> None:
     database = tmp_path / "leak.db"
@@ -49,8 +53,7 @@ async def test_the_database_file_holds_no_token_yet_status_and_the_callback_show
         assert sent["task_token"] == token and "task_token_seal" not in sent
         events = await harness.op("events", invocation_id=ref.invocation_id)
         assert [e.task_token for e in events.events if e.type == "step.waiting"] == [token]
-        await asyncio.sleep(0.1)  # WAL checkpoints are the database's business: read it all
-        stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+        stored = await asyncio.to_thread(_every_byte, tmp_path)  # the file and its WAL
         assert token.encode() not in stored  # neither the step row nor the outbox row
         assert hash_token(token).encode() in stored  # what resume looks it up by
         other = TaskTokens([decode_secret(generate_secret(), "test")])
