@@ -1,6 +1,7 @@
 """What the store keeps, in the service's answers: status (Steamship's shape), listings, events."""
 
 from chainlets.engine.models import RunState, StepRecord
+from chainlets.errors import ConfigurationError
 from chainlets.service.events import DeliveryState, DeliveryStatus, EventRecord, EventSummary
 from chainlets.service.responses import (
     InvocationStatus,
@@ -8,7 +9,8 @@ from chainlets.service.responses import (
     PendingApproval,
     RerunOf,
 )
-from chainlets.service.tokens import TaskTokens, reveal_event
+from chainlets.service.tokens import TOKEN_SECRET_ENV, TaskTokens, reveal_event
+from chainlets.service.webhooks import SECRET_ENV
 from chainlets.store import ApprovalState, Event, EventState, Invocation, StoredStep
 
 __all__ = ["event_record", "event_summary", "invocation_status", "invocation_summary",
@@ -70,7 +72,11 @@ def pending_approvals(invocation: Invocation,
         if approval is None or approval.state is not ApprovalState.OPEN:
             continue
         token = approval.task_token
-        if token is None and approval.seal is not None and tokens is not None:
+        if token is None and approval.seal is not None:
+            if tokens is None:
+                raise ConfigurationError(f"step `{s.handle}`: its task token is derived from "
+                                         f"{TOKEN_SECRET_ENV} or {SECRET_ENV}, and this "
+                                         "replica has neither; set the one the others have")
             token = tokens.reveal(invocation.invocation_id, s.handle, approval.seal)
         if token is not None:
             pending.append(PendingApproval(step=s.handle, task_token=token,

@@ -126,3 +126,17 @@ async def test_without_a_secret_an_approval_chain_is_refused_naming_both_variabl
         assert ref is not None  # chains without approval steps need no secret
     finally:
         await runtime.close()
+
+
+async def test_a_replica_without_the_secret_names_it_instead_of_hiding_the_approval(
+        harness: Harness) -> None:
+    ref = await harness.op("run_chain", chain=CHAIN, inputs={"topic": "tea"}, options=FAST)
+    await waiting(harness, ref.invocation_id)
+    fake = FakeGenerator(default=lambda r: f"<{r.step}>")
+    bare = Runtime(_config(None), executor(fake), DEFAULT_PLUGINS, store=harness.store)
+    try:
+        with pytest.raises(ConfigurationError, match=f"step `approve`: its task token is derived "
+                                                     f"from {TOKEN_SECRET_ENV} or {SECRET_ENV}"):
+            await bare.handle({"op": "run_status", "invocation_id": ref.invocation_id})
+    finally:
+        await bare.close()
