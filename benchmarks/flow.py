@@ -1,5 +1,6 @@
-"""Control-flow benchmarks: a 1,000-item map against hand-written asyncio, the cost of a choice
-and of a loop iteration, and validating a 1,000-step chain with every kind of step.
+"""Control-flow benchmarks: a 1,000-item map against hand-written asyncio, the cost of a choice,
+of a loop iteration and of a repair (structured output), and validating a 1,000-step chain with
+every kind of step.
 
 Run: `python -m benchmarks.flow` (exit 1 when a target is missed). The map's floor is
 hand-written asyncio in the same process: a semaphore of `max_concurrency` over one task per
@@ -106,6 +107,44 @@ async def per_decision_us(kind: str, count: int = 300) -> float:
     return extra / count * 1e6
 
 
+class RepairFake:
+    """Answers each step's first call with text that is not JSON, every later one with JSON
+    meeting SCHEMA: a step with an output schema makes exactly one repair."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def run_remote(self, request: GenerationRequest) -> Generation:
+        self.calls[request.step] += 1
+        return Generation(text='{"done": true}' if self.calls[request.step] > 1 else "nope")
+
+
+SCHEMA = {"type": "object", "properties": {"done": {"type": "boolean"}}, "required": ["done"]}
+
+
+async def repair_us(count: int = 300) -> tuple[float, float]:
+    """(microseconds a repair adds over the model call it makes, microseconds of a plain step's
+    call through the engine): `count` steps in sequence, each repaired once (2 calls), against
+    2 x `count` plain steps in sequence (the same calls)."""
+    repaired = {"handle": "repaired", "steps": [
+        _step(f"s{i}", f"{{s{i - 1}}}" if i else "go", output_schema=SCHEMA)
+        for i in range(count)]}
+    plain = {"handle": "plain", "steps": [
+        _step(f"s{i}", f"{{s{i - 1}}}" if i else "go") for i in range(2 * count)]}
+    chains = {"repaired": compile_chain(repaired), "plain": compile_chain(plain)}
+    times: dict[str, list[float]] = {"repaired": [], "plain": []}
+    for _ in range(5):
+        for name, chain in chains.items():
+            fake = RepairFake()
+            started = time.perf_counter()
+            result = await run_chain(chain, {}, {"mock": fake}, RunOptions())
+            times[name].append(time.perf_counter() - started)
+            assert result.state == RunState.SUCCEEDED, result.statusMessage
+            assert sum(fake.calls.values()) == 2 * count
+    flow, base = statistics.median(times["repaired"]), statistics.median(times["plain"])
+    return (flow - base) / count * 1e6, base / (2 * count) * 1e6
+
+
 def validation_s(total: int = 1000) -> float:
     steps: list[dict[str, Any]] = []
     while len(steps) + 8 <= total:
@@ -120,8 +159,8 @@ def validation_s(total: int = 1000) -> float:
             _step(f"y{i}", "{m" + str(i) + "}"), _step(f"n{i}", "no"),
             {"handle": f"l{i}", "loop": {"max_iterations": 3, "until": {
                 "value": f"j{i}", "equals": "done"}, "steps": [
-                _step(f"a{i}", "{l" + str(i) + "} {y" + str(i) + "}"),
-                _step(f"j{i}", "{a" + str(i) + "}")]}}]
+                _step(f"a{i}", "{l" + str(i) + "} {y" + str(i) + "}", output_schema=SCHEMA),
+                _step(f"j{i}", "{a" + str(i) + ".done}")]}}]
     data = {"handle": "big", "inputs": [{"name": "topic"}], "steps": steps}
     times = []
     for _ in range(7):
@@ -148,6 +187,9 @@ async def _main(repeat: int) -> bool:
     for kind in ("choice", "loop"):
         print(f"{kind}: {await per_decision_us(kind):.0f} us per decision over the plain "
               "steps it wraps")
+    per_repair, per_call = await repair_us()
+    print(f"repair: {per_repair:.0f} us per repair (parse, validate, re-prompt) over the call it "
+          f"makes; a plain step's call costs {per_call:.0f} us in the engine (0-latency fake)")
     validate = validation_s()
     ok_validate = validate <= VALIDATE_TARGET_S
     print(f"validate a 1,000-step chain with every kind of step: {validate * 1000:.1f} ms "

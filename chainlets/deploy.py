@@ -17,9 +17,11 @@ SERVICE_SECRETS = ("chainrunner_database_url", "chainrunner_webhook_secret",
                    "chainrunner_task_token_secret")
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with (the
-# store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic).
+# store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic; structured
+# output's: jsonschema with the packages it imports, so that pip resolves none of them anew).
 _RUNTIME = ("pydantic", "httpx", "openai", "standardwebhooks", "sqlalchemy", "greenlet",
-            "psycopg", "psycopg-binary", "alembic")
+            "psycopg", "psycopg-binary", "alembic", "jsonschema", "jsonschema-specifications",
+            "referencing", "rpds-py", "attrs")
 
 # Truss ships the directory of the file that defines the entrypoint (for us `chains/`) and the
 # *contents* of each external package dir. A chainlet gets our whole `chainlets` package, which

@@ -6,10 +6,14 @@
     │   ├── InputsError              the chain is fine, the run's inputs are not: fix the inputs
     │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
+    │   ├── OutputSchemaError        the reply did not parse as JSON or validate against the
+    │   │                            step's output_schema, even after its repairs
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │       │                        (HTTP 429/5xx, timeout, connection error)
     │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
     │                                connections: every call to it backs off together
+    ├── StepDataError                a value a step reads is not what it reads it as: not JSON,
+    │                                or nothing at the path of a `{handle.path}` placeholder
     ├── NotFoundError                an id names nothing stored (HTTP 404)
     ├── ConflictError                the request contradicts the current state (HTTP 409)
     ├── ConfigurationError           a setting (environment variable, secret) is malformed
@@ -31,8 +35,10 @@ __all__ = [
     "InputsError",
     "LeaseLostError",
     "NotFoundError",
+    "OutputSchemaError",
     "PayloadTooLargeError",
     "RequestError",
+    "StepDataError",
     "TransientGenerationError",
 ]
 
@@ -75,6 +81,17 @@ class PayloadTooLargeError(RequestError):
 
 class GenerationError(ChainrunnerError):
     """Raised when a generator call fails and retrying would not help."""
+
+
+class OutputSchemaError(GenerationError):
+    """Raised when a step's reply does not parse as JSON or does not validate against its
+    `output_schema`, and its repairs (`max_repairs` re-prompts) are used up; the message names
+    the step, the last validation error and the bound."""
+
+
+class StepDataError(ChainrunnerError):
+    """Raised when a template reads a field (`{judge.score}`) of a value that is not JSON or
+    has nothing at that path: the step reading it fails before its call."""
 
 
 class TransientGenerationError(GenerationError):

@@ -4,7 +4,13 @@ scripts in chains/specs/mock/ so that each takes its interesting paths."""
 import json
 from pathlib import Path
 
-from chainlets.engine.models import Generation, GenerationRequest, InvocationResult, RunOptions
+from chainlets.engine.models import (
+    ErrorKind,
+    Generation,
+    GenerationRequest,
+    InvocationResult,
+    RunOptions,
+)
 from chainlets.engine.models import RunState as S
 from chainlets.engine.scheduler import run_chain
 from chainlets.generators.mock_model import MockModel, MockScript
@@ -57,12 +63,48 @@ async def test_meal_planner_debates_until_consensus_then_writes_the_recipe() -> 
 
 
 async def test_meal_planner_without_consensus_stops_at_its_bound_and_compromises() -> None:
-    result = await run("meal-planner", script=MockScript())
+    script = MockScript(rules=[
+        {"step": f"judge[{i}]", "reply": json.dumps({"a": 60 + i, "b": 70 + i,
+                                                     "consensus": False})} for i in range(4)])
+    result = await run("meal-planner", script=script)
     got = states(result)
     assert [h for h in got if h.startswith("judge[")] == [f"judge[{i}]" for i in range(4)]
     assert got["recipe"] == S.SKIPPED and got["compromise"] == S.SUCCEEDED
     assert (result.step("debate").statusMessage or "").startswith(
         "stopped at max_iterations = 4")
+    # The compromise reads the last judge's scores by path: `{judge.a}`, `{judge.b}`.
+    assert "Scores: A 63, B 73." in (result.step("compromise").output or "")
+
+
+async def test_meal_planner_unscripted_judges_in_json_meeting_its_schema() -> None:
+    result = await run("meal-planner", script=MockScript())
+    assert result.state == S.SUCCEEDED
+    assert json.loads(result.step("judge").output or "") == {"a": 0, "b": 0,
+                                                              "consensus": False}
+
+
+async def test_json_fixer_repairs_the_card_twice_then_writes_to_the_person() -> None:
+    result = await run("json-fixer")
+    assert result.state == S.SUCCEEDED
+    extract = result.step("extract")
+    assert json.loads(extract.output or "") == {"name": "Ada Lovelace", "age": 36,
+                                                "email": "ada@example.com"}
+    assert [(a.number, a.error_kind) for a in extract.attempts] == [
+        (1, ErrorKind.SCHEMA), (2, ErrorKind.SCHEMA), (3, None)]
+    assert "is not JSON" in (extract.attempts[0].error or "")
+    assert "'email' is a required property" in (extract.attempts[1].error or "")
+    assert "to Ada Lovelace (ada@example.com), aged 36," in (result.output or "")
+
+
+async def test_json_fixer_fails_with_kind_schema_when_the_model_never_complies() -> None:
+    result = await run("json-fixer", script=MockScript(rules=[
+        {"step": "extract", "reply": '{"name": "Ada"}'}]))
+    assert result.state == S.FAILED
+    extract = result.step("extract")
+    assert extract.error_kind == ErrorKind.SCHEMA and len(extract.attempts) == 3
+    assert (extract.statusMessage or "").endswith(
+        "after 2 repair(s) (max_repairs=2): at `$`: 'age' is a required property (and 1 more)")
+    assert states(result)["note"] == S.SKIPPED
 
 
 async def test_is_it_a_book_takes_either_branch() -> None:

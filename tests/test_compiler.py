@@ -66,16 +66,18 @@ def test_steamship_chain_compiles_with_its_dependency_and_required_input() -> No
                                     "plugin_config": {"temperature": 3}}]},
          "step `a`: plugin_config.temperature = 3 is invalid for plugin `openai`: Input should "
          "be less than or equal to 2"),
-        ({"handle": "c", "steps": [step("a", "{x.__class__}")]},
-         "step `a`: prompt: `{x.__class__}` is not a plain name (letters, digits, `_`, `-`); "
-         "attribute and index access are not allowed"),
+        ({"handle": "c", "steps": [step("a", "{x['__class__']}")]},
+         "step `a`: prompt: `{x['__class__']}` is neither a plain name nor a path read: read a "
+         "JSON field as `{name.key}`, `{name[0]}` or `{name[\"a key\"]}` (dict keys and list "
+         "indexes only; attribute access is not allowed)"),
         ({"handle": "c", "steps": [step("a", "x", system_prompt="{s!r}")]},
          "step `a`: system_prompt: `{s!r}` uses a conversion or format spec, which is not "
          "allowed; write `{s}`"),
         ({"handle": "c", "steps": [step("a", "x",
-                                        messages=[{"role": "user", "content": "{m[0]}"}])]},
-         "step `a`: messages[0].content: `{m[0]}` is not a plain name (letters, digits, `_`, "
-         "`-`); attribute and index access are not allowed"),
+                                        messages=[{"role": "user", "content": "{m[-1]}"}])]},
+         "step `a`: messages[0].content: `{m[-1]}` is neither a plain name nor a path read: "
+         "read a JSON field as `{name.key}`, `{name[0]}` or `{name[\"a key\"]}` (dict keys "
+         "and list indexes only; attribute access is not allowed)"),
         ({"handle": "c", "steps": [step("a", 'Answer as JSON: {"urgent": true}')]},
          'step `a`: prompt: `{"urgent": true}` is not a placeholder; for literal braces write '
          '`{{"urgent": true}}`'),
@@ -110,10 +112,10 @@ def test_each_validation_error(chain: dict[str, Any], expected: str) -> None:
 def test_all_problems_are_reported_together_in_one_error() -> None:
     found = problems({"handle": "c", "inputs": [],
                       "steps": [step("a", "{b} {zz}"), step("b", "{a}"),
-                                {"handle": "c", "prompt": "{q.x}", "plugin": "nope"}]})
+                                {"handle": "c", "prompt": "{q.}", "plugin": "nope"}]})
     assert len(found) == 4
     assert any("unknown plugin `nope`" in p for p in found)
-    assert any("`{q.x}`" in p for p in found)
+    assert any("`{q.}`" in p for p in found)
     assert any("`{zz}`" in p for p in found)
     assert any("dependency cycle" in p for p in found)
 
@@ -121,7 +123,7 @@ def test_all_problems_are_reported_together_in_one_error() -> None:
 def test_error_message_lists_every_problem() -> None:
     with pytest.raises(ChainDefinitionError, match=r"chain `c` is invalid \(2 problems\)"):
         compile_chain(parse_chain({"handle": "c", "steps": [step("a", "{a}"),
-                                                            step("b", "{x.y}")]}))
+                                                            step("b", "{x!r}")]}))
 
 
 def test_schema_errors_name_the_step_by_handle_and_suggest_a_fix() -> None:
@@ -194,10 +196,11 @@ def test_all_cycles_are_named() -> None:
 
 def test_a_rejected_template_still_has_its_other_names_checked() -> None:
     found = problems({"handle": "c", "inputs": [{"name": "topic"}], "steps": [
-        step("tell-joke", "{topic}"), step("judge", "{tell_joke} {x.__class__}")]})
+        step("tell-joke", "{topic}"), step("judge", "{tell_joke} {x.}")]})
     assert found == [
-        "step `judge`: prompt: `{x.__class__}` is not a plain name (letters, digits, `_`, `-`); "
-        "attribute and index access are not allowed",
+        "step `judge`: prompt: `{x.}` is neither a plain name nor a path read: read a JSON "
+        "field as `{name.key}`, `{name[0]}` or `{name[\"a key\"]}` (dict keys and list "
+        "indexes only; attribute access is not allowed)",
         "step `judge`: prompt references `{tell_joke}`, which is neither a declared input nor "
         "a step (did you mean `tell-joke`?)"]
 

@@ -75,6 +75,17 @@ SAMPLES: list[BaseModel] = [
                       capabilities={Capability.JSON_MODE: Served.NATIVE,
                                     Capability.CONVERSATION: Served.IGNORED}),
     Generation(text="{}", capabilities={Capability.STREAMING: Served.DISABLED}),
+    load_chain(SPECS / "json-fixer.json"),
+    StepSpec(handle="s", prompt="{a.b[0]}", plugin="mock", max_repairs=3,
+             output_schema={"type": "object", "properties": {"n": {"type": "integer"}},
+                            "required": ["n"], "$defs": {"x": {"const": None}}}),
+    GenerationRequest(step="s", plugin="openai", messages=[ChatMessage(role="user", content="q")],
+                      capabilities={Capability.JSON_MODE: Served.BEST_EFFORT},
+                      output_schema={"type": "array", "items": {"type": "number"}}),
+    InvocationResult(chain="c", steps=[StepRecord(
+        handle="s", state=RunState.FAILED, error_kind=ErrorKind.SCHEMA,
+        attempts=[AttemptRecord(number=1, started_at=NOW, finished_at=NOW, error="bad",
+                                error_kind=ErrorKind.SCHEMA)])]),
     MockScript(latency_ms=5, rules=[MockRule(match="a+", step="s", reply="r", times=2),
                                     MockRule(error="transient")]),
     OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
@@ -127,7 +138,8 @@ def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
         "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
         "ConfigurationError", "ConflictError",
         "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
-        "PayloadTooLargeError", "RequestError", "TransientGenerationError"]
+        "OutputSchemaError", "PayloadTooLargeError", "RequestError", "StepDataError",
+        "TransientGenerationError"]
     for name in chainlets.errors.__all__:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"

@@ -174,7 +174,7 @@ def test_requirements_are_pinned(pushed: dict[str, Pushed], stem: str) -> None:
         assert [line for line in lines if not _PINNED.match(line)] == [], name
         pins = dict(line.split("==") for line in lines)
         assert pins["truss"] == version("truss"), name
-        for runtime in ("pydantic", "httpx", "openai"):
+        for runtime in ("pydantic", "httpx", "openai", "jsonschema", "referencing"):
             assert pins[runtime] == version(runtime), (name, runtime)
 
 

@@ -77,3 +77,29 @@ def test_the_demo_runs_the_soundtrack_with_a_visible_mock_latency() -> None:
     assert "CHAINRUNNER_MOCK_LATENCY_MS=$(DEMO_LATENCY_MS)" in demo
     assert "chains/specs/soundtrack.json --llm mock" in demo
     assert re.search(r"^DEMO_LATENCY_MS \?= [1-9]\d{2,}$", makefile, re.M)
+
+
+async def test_the_structured_output_example_runs_and_its_messages_are_the_code_s() -> None:
+    from chainlets.engine.models import ErrorKind, RunOptions, RunState
+    from chainlets.engine.scheduler import run_chain
+    from chainlets.errors import ChainDefinitionError
+    from chainlets.language.compiler import compile_chain
+    from mocks.fake_generator import FakeGenerator
+
+    chain = json.loads(block_after("### Structured output and path reads", "json"))
+    compiled = compile_chain(chain)
+    assert compiled.steps["extract"].structured is not None
+    prose = " ".join(README[README.index("### Structured output and path reads"):].split())
+
+    fake = FakeGenerator(replies={"extract": '{"name": "Ada"}', "note": "hi"})
+    result = await run_chain(compiled, {"text": "Ada, 36"}, {"openai": fake},
+                             RunOptions(initial_backoff_s=0))
+    failed = result.step("extract")
+    assert failed.error_kind == ErrorKind.SCHEMA and result.state == RunState.FAILED
+    assert f"`{failed.statusMessage}`" in prose
+
+    chain["steps"][1]["prompt"] = "Write to {extract.nmae}"
+    with pytest.raises(ChainDefinitionError) as excinfo:
+        compile_chain(chain)
+    assert f"`{excinfo.value.problems[0]}`" in prose
+    assert "`CHAINRUNNER_MAX_REPAIRS` (default 10)" in prose

@@ -42,6 +42,11 @@ def test_light_commands_import_no_heavy_dependency(args: tuple[str, ...]) -> Non
     assert imported_by(*args).isdisjoint(HEAVY)
 
 
+def test_jsonschema_is_imported_only_for_a_chain_with_an_output_schema() -> None:
+    assert "jsonschema" not in imported_by("validate", str(JOKE))
+    assert "jsonschema" in imported_by("validate", str(REPO / "chains/specs/json-fixer.json"))
+
+
 def test_help_imports_only_what_lists_the_commands() -> None:
     # Listing `serve` in the help imports its command module, which imports no heavy package;
     # nothing needs the chain language's models.

@@ -25,10 +25,12 @@ def test_render_does_not_reinterpret_substituted_values() -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("{x.__class__}", "not a plain name"),
-        ("{x.__class__.__mro__}", "not a plain name"),
-        ("{x[0]}", "not a plain name"),
-        ("{x['key']}", "not a plain name"),
+        ("{x['key']}", "neither a plain name nor a path read"),
+        ("{x.}", "neither a plain name nor a path read"),
+        ("{x.[0]}", "neither a plain name nor a path read"),
+        ("{x[-1]}", "neither a plain name nor a path read"),
+        ("{x.a b}", "neither a plain name nor a path read"),
+        ("{x.__class__!r}", "conversion or format spec"),
         ("{x!r}", "conversion or format spec"),
         ("{x!s}", "conversion or format spec"),
         ("{x:>10}", "conversion or format spec"),
@@ -36,14 +38,16 @@ def test_render_does_not_reinterpret_substituted_values() -> None:
         ("{}", "positional placeholder"),
         ("{0}", "positional placeholder"),
         ("{ topic }", "spaces inside the braces"),
-        ("{0.__globals__}", "not a plain name"),
+        ("{0.__globals__}", "positional placeholder"),
+        ("{0[0]}", "positional placeholder"),
         ("unbalanced {", "literal braces"),
         ("unbalanced }", "literal braces"),
         ('{"urgent": true}', "not a placeholder"),
     ],
-    ids=["attribute", "attribute-chain", "index", "key", "conversion-r", "conversion-s",
-         "format-spec", "nested-spec", "empty", "positional", "spaces", "positional-attr",
-         "open-brace", "close-brace", "json-object"],
+    ids=["quoted-key", "trailing-dot", "dot-index", "negative-index", "space-in-path",
+         "path-conversion", "conversion-r", "conversion-s", "format-spec", "nested-spec",
+         "empty", "positional", "spaces", "positional-attr", "positional-index", "open-brace",
+         "close-brace", "json-object"],
 )
 def test_forbidden_syntax_is_rejected(source: str, message: str) -> None:
     with pytest.raises(TemplateProblem, match=message):
@@ -87,6 +91,6 @@ def test_each_message_says_how_to_write_it(source: str, message: str,
 
 def test_every_problem_in_one_template_is_reported() -> None:
     with pytest.raises(TemplateProblem) as excinfo:
-        parse_template("{a.b} {c!r} {}")
+        parse_template("{a.} {c!r} {}")
     text = str(excinfo.value)
-    assert "`{a.b}`" in text and "`{c!r}`" in text and "`{}`" in text
+    assert "`{a.}`" in text and "`{c!r}`" in text and "`{}`" in text

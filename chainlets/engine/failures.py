@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import httpx
 
 from chainlets.engine.models import ErrorKind
-from chainlets.errors import BackendOverloadedError, ChainrunnerError, TransientGenerationError
+from chainlets.errors import (
+    BackendOverloadedError,
+    ChainrunnerError,
+    OutputSchemaError,
+    TransientGenerationError,
+)
 
 __all__ = ["Failure", "StepTimeoutError", "describe_failure", "is_overload", "is_transient"]
 
@@ -74,6 +79,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, OutputSchemaError):
+        return ErrorKind.SCHEMA
     if isinstance(exc, ChainrunnerError):
         return ErrorKind.MODEL
     if isinstance(exc, TimeoutError | httpx.TimeoutException):  # aiohttp's timeouts included

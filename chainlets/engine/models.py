@@ -3,7 +3,7 @@
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -56,6 +56,8 @@ class ErrorKind(enum.StrEnum):
     INTERNAL = "internal"  # a bug: an exception of no kind above, in a generator or the engine;
     # logged with its traceback
     CANCELLED = "cancelled"  # the run was cancelled while the step ran
+    SCHEMA = "schema"  # the reply did not parse as JSON or meet the step's output_schema: an
+    # attempt re-prompted (repaired), or a step whose repairs were used up (OutputSchemaError)
 
 
 class GenerationRequest(BaseModel):
@@ -76,6 +78,10 @@ class GenerationRequest(BaseModel):
         default_factory=dict,
         description="The level validation decided each requested capability is served at: "
                     "the generator serves them so (JSON mode, streaming).")
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="The step's output_schema: a generator with structured "
+        "output constrains the reply to it (OpenAI's `json_schema` response format); the "
+        "engine validates every reply whatever the generator does.")
     call_id: str | None = Field(
         default=None, description="The caller's name for this call, so that it can cancel it "
         "later (chainlets.generators.calls); None: not cancellable by name.")

@@ -44,6 +44,7 @@ from chainlets.engine.models import (
     StepRecord,
 )
 from chainlets.engine.protocols import GeneratorProtocol
+from chainlets.engine.repair import repaired
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.slots import Slots
 from chainlets.engine.state import (
@@ -291,6 +292,9 @@ class _Execution:
                 generation = self.served(step, await self.policy.call(
                     self.generators[key].run_remote, request, attempts, key,
                     gate=self.gate(key), timer=self.timer))
+                if step.structured is not None:  # re-prompted until it meets its schema
+                    generation = await repaired(step, request, generation, attempts,
+                                                self.caller(step, key, attempts))
         except asyncio.CancelledError:
             if handle in self.parked:  # the run ends while it waits: it stays waiting
                 del self.tasks[handle]
@@ -314,7 +318,18 @@ class _Execution:
         return GenerationRequest.model_validate({
             "step": step.handle, "plugin": step.plugin.name, "params": step.params,
             "messages": step.render_messages(values), "timeout_s": self.options.step_timeout_s,
-            "capabilities": step.served})
+            "capabilities": step.served, "output_schema": step.spec.output_schema})
+
+    def caller(self, step: CompiledStep, key: str,
+               attempts: list[AttemptRecord]) -> Callable[[GenerationRequest],
+                                                          Awaitable[Generation]]:
+        """A further call of the step (a repair), under the retry policy like its first."""
+        async def call(request: GenerationRequest) -> Generation:
+            return self.served(step, await self.policy.call(
+                self.generators[key].run_remote, request, attempts, key, gate=self.gate(key),
+                timer=self.timer))
+
+        return call
 
     @staticmethod
     def served(step: CompiledStep, generation: Generation) -> Generation:

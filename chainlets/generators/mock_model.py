@@ -9,7 +9,8 @@ A script is a JSON file (path in $CHAINRUNNER_MOCK_SCRIPT)::
 
 The first rule whose `step` (exact handle) and `match` (regex searched in the last message)
 both apply decides; a rule with `times` applies that many times, then is passed over. In JSON
-mode its own replies are JSON documents (`{"mock": step, "re": ...}`); scripted ones verbatim.
+mode its own replies are JSON documents: one meeting the step's output schema where it has one
+(mock_json.py), else `{"mock": step, "re": ...}`; scripted ones verbatim.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import ChainDefinitionError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
+from chainlets.generators.mock_json import mock_json
 from chainlets.language.capabilities import Capability, Served
 
 __all__ = ["DEFAULT_MAX_WORDS", "LATENCY_ENV", "SCRIPT_ENV", "MockModel", "MockRule", "MockScript"]
@@ -137,8 +139,12 @@ class MockModel:
             head = f"{_MARK} {request.step} re:"
             room = max((max_words or DEFAULT_MAX_WORDS) - 3, 0)
             tail = request.messages[-1].content.split()[-room:] if room else []
-            text = json.dumps({"mock": request.step, "re": " ".join(tail)}) if json_mode \
-                else truncate_words(" ".join([head, *tail]), max_words or DEFAULT_MAX_WORDS)
+            if json_mode and request.output_schema is not None:
+                text = json.dumps(mock_json(request.output_schema, request.step))
+            elif json_mode:
+                text = json.dumps({"mock": request.step, "re": " ".join(tail)})
+            else:
+                text = truncate_words(" ".join([head, *tail]), max_words or DEFAULT_MAX_WORDS)
         prompt_tokens = sum(_words(m.content) for m in request.messages)
         completion = _words(text)
         return Generation(text=text, model="mock",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, cast
 
 import truss_chains as chains
@@ -20,6 +21,7 @@ from chainlets.language.capabilities import Capability, Served
 if TYPE_CHECKING:
     import openai
     from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat.completion_create_params import ResponseFormat
     from openai.types.completion_usage import CompletionUsage
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_MODEL", "OPENAI_KEY_SECRET", "OpenAIGenerator",
@@ -57,6 +59,26 @@ def translate_error(exc: "openai.OpenAIError", step: str) -> GenerationError:
             return TransientGenerationError(message)
         return GenerationError(message)
     return GenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+
+
+def _json_mode(request: GenerationRequest) -> bool:
+    return request.capabilities.get(Capability.JSON_MODE) in _SERVED
+
+
+def _response_format(request: GenerationRequest) -> "ResponseFormat":
+    """OpenAI's structured outputs for a step with an output schema (not `strict`: that takes
+    a subset of JSON Schema only; the engine validates every reply), else JSON mode."""
+    if request.output_schema is None:
+        return {"type": "json_object"}
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.step)[:64] or "output"
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": request.output_schema, "strict": False}}
+
+
+def _cut(request: GenerationRequest, text: str) -> str:
+    """The reply within the step's `max_words`; a JSON reply whole, since cutting it would
+    break it (`max_tokens` bounds it)."""
+    return text if _json_mode(request) else truncate_words(text, request.params.max_words)
 
 
 def _client(key: str) -> "openai.AsyncOpenAI":
@@ -107,7 +129,7 @@ class OpenAIGenerator(chains.ChainletBase):
         import openai  # loaded with the client: this is a lookup in sys.modules
 
         params = request.params
-        json_mode = request.capabilities.get(Capability.JSON_MODE) in _SERVED
+        json_mode = _json_mode(request)
         stream = request.capabilities.get(Capability.STREAMING) in _SERVED
         try:
             completion = await self._client.chat.completions.create(
@@ -124,7 +146,7 @@ class OpenAIGenerator(chains.ChainletBase):
                 # later than the engine gives up on it.
                 timeout=request.timeout_s if request.timeout_s is not None
                 else openai.NOT_GIVEN,
-                response_format={"type": "json_object"} if json_mode else openai.omit,
+                response_format=_response_format(request) if json_mode else openai.omit,
                 # Left out when off, so a plain request's body is as before; the cast picks the
                 # SDK's overload for a `bool` (it returns a completion or a stream).
                 stream=cast("bool", True if stream else openai.omit),
@@ -170,7 +192,7 @@ class OpenAIGenerator(chains.ChainletBase):
                 f"text (content {content}, finish_reason `{choice.finish_reason}`)")
         usage = completion.usage
         return Generation(
-            text=truncate_words(message.content, request.params.max_words),
+            text=_cut(request, message.content),
             model=completion.model,
             usage=Usage(prompt_tokens=usage.prompt_tokens,
                         completion_tokens=usage.completion_tokens,
@@ -192,7 +214,7 @@ async def _streamed(request: GenerationRequest,
         raise TransientGenerationError(f"step `{request.step}`: the openai backend (model "
                                        f"`{model}`) streamed no text")
     return Generation(
-        text=truncate_words("".join(parts), request.params.max_words), model=model,
+        text=_cut(request, "".join(parts)), model=model,
         usage=Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     total_tokens=usage.total_tokens) if usage is not None else None)
 

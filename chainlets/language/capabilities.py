@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CHAT_SUPPORT", "Capability", "CapabilityRequests", "RequestLevel", "Served",
-           "SupportLevel", "requested", "serve", "unmet"]
+           "SupportLevel", "requested", "serve", "unmet", "with_schema"]
 
 
 class Capability(enum.StrEnum):
@@ -88,15 +88,27 @@ class CapabilityRequests(BaseModel):
 
 
 def requested(capabilities: CapabilityRequests, system_prompt: str | None,
-              messages: Sequence[object]) -> dict[Capability, RequestLevel]:
+              messages: Sequence[object],
+              output_schema: bool = False) -> dict[Capability, RequestLevel]:
     """A step's requests: the explicit ones, plus the features it uses (a system prompt, chat
-    messages) at their default levels."""
+    messages, an output schema) at their default levels."""
     levels = {Capability(name): level for name, level in capabilities if level is not None}
     if system_prompt is not None:
         levels.setdefault(Capability.SYSTEM_PROMPT, RequestLevel.BEST_EFFORT)
     if messages:
         levels.setdefault(Capability.CONVERSATION, RequestLevel.NATIVE)
+    if output_schema:
+        levels.setdefault(Capability.JSON_MODE, RequestLevel.BEST_EFFORT)
     return levels
+
+
+def with_schema(support: Mapping[Capability, SupportLevel]) -> dict[Capability, SupportLevel]:
+    """What a plugin supports for a step with an `output_schema`: JSON mode at least
+    best-effort, emulated by validating each reply and re-prompting (engine/repair.py)."""
+    if support.get(Capability.JSON_MODE, SupportLevel.NONE) \
+            & (SupportLevel.NATIVE | SupportLevel.BEST_EFFORT):
+        return dict(support)
+    return {**support, Capability.JSON_MODE: SupportLevel.BEST_EFFORT | SupportLevel.CAN_DISABLE}
 
 
 def serve(level: RequestLevel, support: SupportLevel) -> Served | None:

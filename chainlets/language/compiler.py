@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from chainlets.errors import ChainDefinitionError, InputsError, PayloadTooLargeError
+from chainlets.errors import (
+    ChainDefinitionError,
+    InputsError,
+    PayloadTooLargeError,
+    StepDataError,
+)
 from chainlets.language.capabilities import Capability, Served
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
@@ -29,6 +34,7 @@ from chainlets.language.passes import PASSES, Analysis
 from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
 from chainlets.language.routing import check_capabilities
 from chainlets.language.spec import ChainSpec, JsonValue, StepSpec
+from chainlets.language.structured import StructuredOutput
 from chainlets.language.templating import Template
 
 __all__ = ["CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain", "input_text"]
@@ -62,6 +68,7 @@ class CompiledStep:
     literals: Mapping[str, str]  # the step's own `input`, stringified
     served: Mapping[Capability, Served] = field(default_factory=dict)
     flow: Flow | None = None  # how a map, choice, loop (or a loop's body step) runs
+    structured: StructuredOutput | None = None  # its output_schema: replies checked, repaired
 
     @property
     def calls(self) -> bool:
@@ -91,11 +98,17 @@ class CompiledStep:
         PayloadTooLargeError when they are longer than CHAINRUNNER_MAX_PROMPT_CHARS together:
         the step fails before its call.
         """
+        try:
+            prompt = self.prompt.render(values)
+            if self.system is None and not self.history:  # the common case, kept short
+                self._check_size(len(prompt))
+                return [{"role": "user", "content": prompt}]
+            return self._chat(prompt, values)
+        except StepDataError as exc:  # a path read found nothing: named with the step
+            raise StepDataError(f"step `{self.handle}`: {exc}") from None
+
+    def _chat(self, prompt: str, values: Mapping[str, str]) -> list[dict[str, str]]:
         served = self.served
-        prompt = self.prompt.render(values)
-        if self.system is None and not self.history:  # the common case, kept short
-            self._check_size(len(prompt))
-            return [{"role": "user", "content": prompt}]
         system = None if self.system is None \
             or served.get(Capability.SYSTEM_PROMPT) is Served.IGNORED \
             else self.system.render(values)
@@ -230,7 +243,7 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
                       for i, m in enumerate(step.messages)),
         prompt=templates.get("prompt", _NO_PROMPT), deps=facts.deps if deps is None else deps,
         literals={k: str(v) for k, v in step.input.items()} or _NONE,
-        served=dict(facts.served) or _NONE, flow=flow)
+        served=dict(facts.served) or _NONE, flow=flow, structured=facts.structured)
 
 
 def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> CompiledChain:

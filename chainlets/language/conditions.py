@@ -14,17 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chainlets.language.paths import PathProblem, parse_path, walk
+
 __all__ = ["COMPARISONS", "Condition", "PathProblem", "Verdict", "evaluate", "parse_path",
            "problems_of", "value_names"]
 
 COMPARISONS = ("equals", "contains", "matches", "lt", "le", "gt", "ge")
 _COMBINATORS = ("all", "any", "not")
-_STEP = re.compile(r'\.?([A-Za-z0-9_-]+)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]')
-
-
-class PathProblem(Exception):
-    """A path that is not dict keys and list indexes only."""
-
 
 class Condition(BaseModel):
     """One test or one combinator: exactly one of the operators is set."""
@@ -60,22 +56,6 @@ class Condition(BaseModel):
     def children(self) -> list["Condition"]:
         return [*(self.all or ()), *(self.any or ()),
                 *((self.not_,) if self.not_ is not None else ())]
-
-
-def parse_path(path: str) -> tuple[str | int, ...]:
-    """`scores[0].value` → ("scores", 0, "value"); PathProblem for anything else."""
-    steps: list[str | int] = []
-    at = 0
-    while at < len(path):
-        found = _STEP.match(path, at)
-        if found is None or (found.group(0).startswith(".") and not steps):
-            raise PathProblem(f"path `{path}` is not keys and list indexes (like "
-                              f"`scores[0].value`) at character {at + 1}")
-        key, index, quoted = found.groups()
-        steps.append(int(index) if index is not None else
-                     key if key is not None else json.loads(f'"{quoted}"'))
-        at = found.end()
-    return tuple(steps)
 
 
 def _walk(condition: Condition) -> Iterator[Condition]:
@@ -133,12 +113,10 @@ def _at(text: str, path: str | None) -> tuple[Any, str | None]:
         current: Any = json.loads(text)
     except json.JSONDecodeError:
         return None, "is not JSON"
-    for step in parse_path(path):
-        in_list = isinstance(step, int) and isinstance(current, list) and step < len(current)
-        if in_list or (isinstance(step, str) and isinstance(current, dict) and step in current):
-            current = current[step]
-        else:
-            return None, f"has nothing at `{path}`"
+    steps = parse_path(path)
+    current, taken = walk(current, steps)
+    if taken < len(steps):
+        return None, f"has nothing at `{path}`"
     return current, None
 
 

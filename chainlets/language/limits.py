@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PositiveInt
+from pydantic import BeforeValidator, NonNegativeInt, PositiveInt
 from pydantic_core import PydanticCustomError
 
 from chainlets.errors import ConfigurationError
 
-__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_TOKENS", "MAX_WORDS", "ApprovalTimeout",
-           "Limit", "MaxTokens", "MaxWords", "prompt_problem"]
+__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS", "MAX_TOKENS", "MAX_WORDS",
+           "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxWords", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ MAX_WORDS = Limit("CHAINRUNNER_MAX_WORDS", 50_000, "words")
 MAX_PROMPT_CHARS = Limit("CHAINRUNNER_MAX_PROMPT_CHARS", 1_000_000, "characters")
 # How long a human-approval step may wait for its answer: a week unless configured.
 MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
+# How many times a step with an `output_schema` may be re-prompted after an invalid reply.
+MAX_REPAIRS = Limit("CHAINRUNNER_MAX_REPAIRS", 10, "repairs")
 
 
 def _at_most(limit: Limit) -> Callable[[Any], Any]:
@@ -72,6 +74,7 @@ def _at_most(limit: Limit) -> Callable[[Any], Any]:
 MaxTokens = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOKENS))]
 MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
 ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
+MaxRepairs = Annotated[NonNegativeInt, BeforeValidator(_at_most(MAX_REPAIRS))]
 
 
 def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:

@@ -1,11 +1,12 @@
-"""Validation passes 2 to 9 over a draft chain: names, step kinds, plugins, templates,
-references, control flow (flow_passes.py), cycles and the output. Each pass checks what the
+"""Validation passes 2 to 10 over a draft chain: names, step kinds, plugins, templates,
+references, control flow (flow_passes.py), output schemas (structured.py), cycles and the
+output. Each pass checks what the
 earlier ones left readable and records what it learnt."""
 
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from pydantic_core import ErrorDetails
@@ -26,6 +27,9 @@ from chainlets.language.messages import (
 from chainlets.language.plugins import ModelParams, Plugin, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN, Template, TemplateProblem, parse_template
 
+if TYPE_CHECKING:
+    from chainlets.language.structured import StructuredOutput
+
 __all__ = ["PASSES", "Analysis", "StepFacts"]
 
 
@@ -43,6 +47,7 @@ class StepFacts:
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per field, even rejected
     deps: frozenset[str] = frozenset()  # of a loop's body step: its loop (as seen outside)
     body_deps: frozenset[str] = frozenset()  # of a loop's body step: its body siblings
+    structured: "StructuredOutput | None" = None  # its output_schema, compiled
 
 
 @dataclass
@@ -321,8 +326,10 @@ def check_output(draft: ChainDraft, analysis: Analysis, problems: Problems) -> N
                        f"{suggest(draft.output, analysis.known)}")
 
 
-# Imported last: the flow passes use this module's Analysis.
+# Imported last: the flow and structured-output passes use this module's Analysis.
 from chainlets.language.flow_passes import check_flow, check_kinds  # noqa: E402
+from chainlets.language.structured import check_structured  # noqa: E402
 
 PASSES: tuple[Pass, ...] = (check_names, check_kinds, check_plugins, check_templates,
-                            check_references, check_flow, check_cycles, check_output)
+                            check_references, check_flow, check_structured, check_cycles,
+                            check_output)

@@ -9,6 +9,7 @@ from chainlets.language.capabilities import (
     requested,
     serve,
     unmet,
+    with_schema,
 )
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.messages import Problems, listing
@@ -53,25 +54,28 @@ def _conflicts(step: StepDraft, requests: dict[Capability, RequestLevel]) -> lis
 Verdict = tuple[dict[Capability, Served] | None, dict[Capability, str] | None]
 
 
-def _verdict(plugin: Plugin, requests: dict[Capability, RequestLevel],
-             memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict],
-             ) -> Verdict:
+Memo = dict[tuple[str, bool, frozenset[tuple[Capability, RequestLevel]]], Verdict]
+
+
+def _verdict(plugin: Plugin, requests: dict[Capability, RequestLevel], schema: bool,
+             memo: Memo) -> Verdict:
     # Steps repeat their requests: each plugin answers each distinct set once per chain.
-    key = (plugin.name, frozenset(requests.items()))
+    key = (plugin.name, schema, frozenset(requests.items()))
     found = memo.get(key)
     if found is None:
-        missing = unmet(requests, plugin.capabilities)
+        # With an output schema, JSON mode is at worst emulated by validation and repair.
+        support = with_schema(plugin.capabilities) if schema else plugin.capabilities
+        missing = unmet(requests, support)
         served = None if missing is not None else {
             cap: level_served for cap, level in requests.items()
-            if (level_served := serve(level, plugin.capabilities.get(
-                cap, SupportLevel.NONE))) is not None}
+            if (level_served := serve(level, support.get(cap, SupportLevel.NONE)))
+            is not None}
         found = memo[key] = (served, missing)
     return found
 
 
 def _route(step: StepDraft, facts: StepFacts, requests: dict[Capability, RequestLevel],
-           plugins: PluginRegistry, problems: Problems,
-           memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict]) -> None:
+           plugins: PluginRegistry, problems: Problems, memo: Memo) -> None:
     """Pick the first candidate that meets every request, or report why none does."""
     requests = {cap: level for cap, level in requests.items()
                 if cap is not Capability.FUNCTION_CALLING}  # reported by _conflicts
@@ -80,7 +84,7 @@ def _route(step: StepDraft, facts: StepFacts, requests: dict[Capability, Request
         return
     misses: list[tuple[Plugin, dict[Capability, str]]] = []
     for plugin, params in facts.candidates:
-        served, missing = _verdict(plugin, requests, memo)
+        served, missing = _verdict(plugin, requests, facts.structured is not None, memo)
         if served is not None:
             facts.plugin, facts.params, facts.served = plugin, params, dict(served)
             return
@@ -111,14 +115,15 @@ def check_capabilities(draft: ChainDraft, analysis: Analysis, problems: Problems
     """Every step's capability requests are met by one of its plugins, which then serves it.
 
     Runs after `check_plugins`, which lists each step's candidates."""
-    memo: dict[tuple[str, frozenset[tuple[Capability, RequestLevel]]], Verdict] = {}
+    memo: Memo = {}
     for step in draft.steps:
         spec = step.spec
         if "capabilities" in step.broken or spec.plugin is None:
             continue  # a choice or loop makes no call: check_kinds refuses requests on one
         requests = requested(spec.capabilities,
                              None if "system_prompt" in step.broken else spec.system_prompt,
-                             () if "messages" in step.broken else spec.messages)
+                             () if "messages" in step.broken else spec.messages,
+                             analysis.steps[step.index].structured is not None)
         for message in _conflicts(step, requests):
             problems.step(step.index, message)
         _route(step, analysis.steps[step.index], requests, analysis.plugins, problems, memo)

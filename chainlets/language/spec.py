@@ -16,6 +16,7 @@ from chainlets.language.capabilities import CapabilityRequests
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
+from chainlets.language.limits import MaxRepairs
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
@@ -25,6 +26,8 @@ __all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue",
            "chain_json_schema", "load_chain", "locate", "parse_chain", "read_chain_json"]
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# Re-prompts of a step with an `output_schema` that does not say `max_repairs`.
+DEFAULT_REPAIRS = 2
 
 Scalar = str | int | float | bool
 # An input's value: text, or any JSON (a list to map over, an object to read a field of).
@@ -92,9 +95,9 @@ class StepSpec(BaseModel):
     handle: Name = Field(description="Unique step name; other steps reference its output as "
                                     "`{handle}`. Letters, digits, `_` and `-`.")
     prompt: str | None = Field(
-        default=None, description="Prompt template, Python `str.format` syntax with plain names "
-        "only; `{{`/`}}` are literal braces. Required, with `plugin`, unless the step is a "
-        "`choice` or a `loop`.")
+        default=None, description="Prompt template: `{name}` placeholders, `{name.key}` / "
+        "`{name[0]}` to read a JSON field; `{{`/`}}` are literal braces. Required, with "
+        "`plugin`, unless the step is a `choice` or a `loop`.")
     plugin: PluginChoice | None = Field(
         default=None,
         description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
@@ -109,6 +112,15 @@ class StepSpec(BaseModel):
         description="Capabilities requested of the plugin, each at `native`, `best-effort`, "
                     "`optional` or `disable`; a plugin that cannot meet them is refused at "
                     "validation.")
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="A JSON Schema (draft 2020-12 unless its `$schema` names "
+        "another) the reply must meet: parsed as JSON, re-prompted with the validation errors "
+        "up to `max_repairs` times, stored as JSON text. Implies `json_mode` (`best-effort`). "
+        "Later steps read its fields: `{handle.key}`, `{handle.items[0]}`.")
+    max_repairs: MaxRepairs | None = Field(
+        default=None, description="Re-prompts after a reply that does not meet `output_schema` "
+        f"(default {DEFAULT_REPAIRS}, at most $CHAINRUNNER_MAX_REPAIRS); then the step fails "
+        "with error kind `schema`.")
     input: dict[str, Scalar] = Field(
         default_factory=dict,
         description="Hard-coded values for this step's placeholders; they override the user's "
