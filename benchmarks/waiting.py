@@ -132,13 +132,14 @@ async def park(url: str, count: int, *, postgres: bool, warmup: int = 20,
                     await task
 
         await asyncio.gather(*(start(-n) for n in range(1, warmup + 1)))
+        await asyncio.sleep(0.2)  # as after them: the runs' last callbacks are done
         gc.collect()
         tasks_before, rss_before = len(asyncio.all_tasks()), _rss_mib()
         tracemalloc.start()
         began = time.perf_counter()
         await asyncio.gather(*(start(n) for n in range(count)))
         seconds = time.perf_counter() - began
-        await asyncio.sleep(0.2)  # this benchmark's own tasks (of gather) are let go first
+        await asyncio.sleep(0.2)  # this benchmark's own tasks (of gather) are let go too
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
