@@ -235,7 +235,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"waiting rows {parked.waiting:,} (incl. {parked.warmup} warm-up), leased rows "
               f"{parked.leases}; worker: {parked.running} running, {parked.parked_gates} "
               f"approval gates; asyncio tasks {parked.tasks_before} before, "
-              f"{parked.tasks_after} after")
+              f"{parked.tasks_after} after ({parked.run_tasks} of an invocation or a step)")
         print(f"memory still allocated (tracemalloc, after gc): {parked.traced_bytes / 2**20:.2f}"
               f" MiB in all, {parked.traced_per_invocation:,.0f} B per parked invocation; RSS "
               f"{parked.rss_before_mib:.1f} → {parked.rss_after_mib:.1f} MiB (RSS keeps the "

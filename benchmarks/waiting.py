@@ -55,6 +55,7 @@ class Parked:
     traced_bytes: int  # Python memory still allocated, of what was allocated while parking
     tasks_before: int  # asyncio tasks of the process
     tasks_after: int
+    run_tasks: int  # of those after, tasks of an invocation's run or of a step (named so)
     running: int  # invocations the worker runs (a task each)
     parked_gates: int  # approval gates the worker keeps (one per running invocation)
     leases: int  # invocation rows with a lease owner
@@ -143,11 +144,13 @@ async def park(url: str, count: int, *, postgres: bool, warmup: int = 20,
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
-        rss_after, tasks_after = _rss_mib(), len(asyncio.all_tasks())
+        rss_after, tasks = _rss_mib(), asyncio.all_tasks()
+        run_tasks = sum(1 for t in tasks if t.get_name().startswith(("invocation:", "step:")))
         rows, sizes, leases, waiting = await asyncio.to_thread(_tally, url, postgres)
         return Parked(count=count, warmup=warmup, seconds=seconds, rss_before_mib=rss_before,
                       rss_after_mib=rss_after, traced_bytes=traced, tasks_before=tasks_before,
-                      tasks_after=tasks_after, running=len(worker.running),
+                      tasks_after=len(tasks), run_tasks=run_tasks,
+                      running=len(worker.running),
                       parked_gates=len(worker.approvals), leases=leases, waiting=waiting,
                       rows=rows, bytes=sizes)
     finally:
