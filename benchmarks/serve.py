@@ -1,10 +1,10 @@
 """`chainrunner serve` under load: hop overhead, fan-out throughput, memory, startup.
 
 Run: `python -m benchmarks.serve` (exit 1 when a target is missed). It serves the runner chain
-(chains/runner.py: ChainRunner → MockGenerator, OpenAIGenerator) with the mock backend, through
-the same `python -m chainrunner.serve` a user runs, and measures over loopback:
+(chains/runner.py: ChainRunner → MockGenerator, OpenAIGenerator, CodeRunner) with the mock
+backend, through the same `python -m chainrunner.serve` a user runs, and measures over loopback:
 
-- startup to ready: three chainlets, build reused (the first start builds if needed);
+- startup to ready: four chainlets, build reused (the first start builds if needed);
 - per-hop overhead entrypoint → generator: each model call of a sequential chain, as timed by
   the engine inside the entrypoint (its attempt records), with a 0 ms mock model, so all of it
   is transport: serialization, HTTP, truss's server, the stub client;
@@ -14,7 +14,7 @@ the same `python -m chainrunner.serve` a user runs, and measures over loopback:
   the same number of trivial requests (200 through the gateway to the entrypoint and 1,800 to
   the generator, each a body truss rejects at once: routing, parsing and logging, no model);
 - memory of every process serve runs (RSS, and PSS/USS: chainlets share the zygote's pages);
-- --watch: from saving an edit of a three-chainlet chain to serve reporting the new processes
+- --watch: from saving an edit of a four-chainlet chain to serve reporting the new processes
   ready and routed;
 - the entrypoint SIGKILLed once during 1,000 requests at concurrency 50: how many fail
   (benchmarks/serve_faults.py).
@@ -236,7 +236,7 @@ class Runner(ChainRunner):
 
 
 def measure_watch(saves: int) -> list[float]:
-    """Seconds from saving an edit of a three-chainlet chain to serve reporting it reloaded
+    """Seconds from saving an edit of a four-chainlet chain to serve reporting it reloaded
     (new processes ready, routing switched), in a throwaway project."""
     with tempfile.TemporaryDirectory() as root:
         chain = Path(root, "chains", "watched.py")
@@ -251,8 +251,8 @@ def measure_watch(saves: int) -> list[float]:
                 mark = len(server.lines)
                 saved = time.monotonic()
                 chain.write_text(_WATCHED_RUNNER.format(revision=revision))
-                server.wait_for("reloaded ChainRunner, MockGenerator, OpenAIGenerator", 60,
-                                after=mark)
+                server.wait_for("reloaded ChainRunner, CodeRunner, MockGenerator, "
+                                "OpenAIGenerator", 60, after=mark)
                 took.append(time.monotonic() - saved)
                 time.sleep(0.5)
         finally:
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = sum(p.failed for p in [*loads, *instant])
     calls = args.invocations * 9
     missed = []
-    print(f"\nstartup to ready, 3 chainlets, build reused: median "
+    print(f"\nstartup to ready, 4 chainlets, build reused: median "
           f"{statistics.median(starts) if starts else float('nan'):.2f} s "
           f"(runs: {', '.join(f'{s:.2f}' for s in starts)}; target <= {TARGET_STARTUP_S} s)")
     if reloads:

@@ -6,6 +6,8 @@
     │   ├── InputsError              the chain is fine, the run's inputs are not: fix the inputs
     │   └── PayloadTooLargeError     an input, chain or output exceeds its configured size limit
     ├── GenerationError              a generator call failed for good (bad request, refused)
+    │   ├── FunctionCallError        a code step's function refused its arguments or raised
+    │   │   └── UnknownFunctionError a code runner has no function of that name
     │   ├── OutputSchemaError        the reply did not parse as JSON or validate against the
     │   │                            step's output_schema, even after its repairs
     │   └── TransientGenerationError a generator call failed in a way worth retrying
@@ -31,6 +33,7 @@ __all__ = [
     "ChainrunnerError",
     "ConfigurationError",
     "ConflictError",
+    "FunctionCallError",
     "GenerationError",
     "InputsError",
     "LeaseLostError",
@@ -40,6 +43,7 @@ __all__ = [
     "RequestError",
     "StepDataError",
     "TransientGenerationError",
+    "UnknownFunctionError",
 ]
 
 
@@ -81,6 +85,17 @@ class PayloadTooLargeError(RequestError):
 
 class GenerationError(ChainrunnerError):
     """Raised when a generator call fails and retrying would not help."""
+
+
+class FunctionCallError(GenerationError):
+    """Raised when a code step's (or a tool's) function cannot be called with its arguments
+    (a type mismatch, an unknown name) or raises; the message names the step, the function
+    and, for an argument, its value and the type expected. Not retried."""
+
+
+class UnknownFunctionError(FunctionCallError):
+    """Raised by a code runner asked for a function it does not have (the runner then calls
+    its own, if it has one of that name)."""
 
 
 class OutputSchemaError(GenerationError):

@@ -10,7 +10,9 @@ from typing import Any, Literal
 import truss_chains as chains
 
 from chainlets import deploy
+from chainlets.code_runner import CodeRunner
 from chainlets.engine.approval import ApprovalGate
+from chainlets.engine.code import CodeRunnerProtocol, FallbackCodeRunner, FunctionRunner
 from chainlets.engine.models import InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
@@ -19,6 +21,7 @@ from chainlets.generators.calls import cancellable
 from chainlets.generators.mock import MockGenerator
 from chainlets.generators.openai_chat import OpenAIGenerator
 from chainlets.language.compiler import CompiledChain, compile_chain
+from chainlets.language.functions import with_installed
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.spec import ChainSpec
 from chainlets.service.responses import Answer
@@ -51,7 +54,9 @@ class ChainRunner(chains.ChainletBase):
 
     Model calls go to the generator chainlets it depends on, concurrently. To add a generator,
     subclass with another `chains.depends(...)` argument, register a Plugin for it in `plugins`
-    and include it in `generators` — the engine needs no edit.
+    and include it in `generators` — the engine needs no edit. Code steps and tools call their
+    functions through the code runner chainlet; a subclass whose `__init__` does not pass one
+    on calls them in its own process, from `plugins.functions`.
     """
 
     # The backend of `gpt-3`/`openai` steps when a request names none is the deployment's:
@@ -67,8 +72,15 @@ class ChainRunner(chains.ChainletBase):
     def __init__(self,
                  openai: GeneratorProtocol = chains.depends(OpenAIGenerator),
                  mock: GeneratorProtocol = chains.depends(MockGenerator),
+                 code: CodeRunnerProtocol = chains.depends(CodeRunner),
                  context: chains.DeploymentContext = chains.depends_context()) -> None:
         self.generators: Mapping[str, GeneratorProtocol] = {"openai": openai, "mock": mock}
+        # A function the code runner chainlet lacks (one registered in a subclass's `plugins`
+        # only) runs here. A subclass written before code steps calls super().__init__ without
+        # `code`: the default is then truss's marker, not a chainlet, and all run here.
+        local = FunctionRunner(with_installed(self.plugins.functions))
+        self.code: CodeRunnerProtocol = FallbackCodeRunner(code, local) \
+            if callable(getattr(code, "run_remote", None)) else local
         self._secrets = {name: context.secrets[name] for name in deploy.SERVICE_SECRETS
                          if name in context.secrets
                          and context.secrets[name] != chains.public_types.SECRET_DUMMY}
@@ -103,7 +115,7 @@ class ChainRunner(chains.ChainletBase):
             options = options.model_copy(update={"llm": deployed_backend()})
         return await run_chain(compiled, inputs, self.callers(), options,
                                observer=observer, previous=previous, commit=commit,
-                               approvals=approvals, started_at=started_at)
+                               approvals=approvals, code=self.code, started_at=started_at)
 
     def service(self) -> Runtime:
         """The service of this process, configured from the environment on first use."""

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chainlets.code_runner import CodeRunner
     from chainlets.engine.models import (
         Generation,
         GenerationRequest,
@@ -28,13 +29,16 @@ if TYPE_CHECKING:
         ChainDefinitionError,
         ChainrunnerError,
         ConflictError,
+        FunctionCallError,
         GenerationError,
         InputsError,
         TransientGenerationError,
     )
     from chainlets.generators.mock import MockGenerator
     from chainlets.generators.openai_chat import OpenAIGenerator
+    from chainlets.language.builtin_functions import DEFAULT_FUNCTIONS
     from chainlets.language.compiler import CompiledChain, compile_chain
+    from chainlets.language.functions import Function, FunctionRegistry
     from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
     from chainlets.language.spec import (
         ChainSpec,
@@ -51,14 +55,19 @@ if TYPE_CHECKING:
     __version__: str
 
 __all__ = [
+    "DEFAULT_FUNCTIONS",
     "DEFAULT_PLUGINS",
     "ChainDefinitionError",
     "ChainRunner",
     "ChainSpec",
     "ChainrunnerError",
     "ChatMessage",
+    "CodeRunner",
     "CompiledChain",
     "ConflictError",
+    "Function",
+    "FunctionCallError",
+    "FunctionRegistry",
     "Generation",
     "GenerationError",
     "GenerationRequest",
@@ -94,12 +103,16 @@ _HOMES = {
     "chainlets.language.spec": ("ChainSpec", "ChatMessage", "InputDecl", "StepSpec",
                                 "chain_json_schema", "load_chain", "parse_chain"),
     "chainlets.language.compiler": ("CompiledChain", "compile_chain"),
+    "chainlets.language.builtin_functions": ("DEFAULT_FUNCTIONS",),
+    "chainlets.language.functions": ("Function", "FunctionRegistry"),
+    "chainlets.code_runner": ("CodeRunner",),
     "chainlets.language.plugins": ("DEFAULT_PLUGINS", "ModelParams", "Plugin", "PluginRegistry"),
     "chainlets.engine.models": ("Generation", "GenerationRequest", "InvocationResult",
                                 "RunOptions", "RunState", "StepRecord", "Usage"),
     "chainlets.engine.protocols": ("GeneratorProtocol",),
     "chainlets.errors": ("ChainDefinitionError", "ChainrunnerError", "ConflictError",
-                         "GenerationError", "InputsError", "TransientGenerationError"),
+                         "FunctionCallError", "GenerationError", "InputsError",
+                         "TransientGenerationError"),
     "chainlets.runner": ("ChainRunner",),
     "chainlets.generators.openai_chat": ("OpenAIGenerator",),
     "chainlets.generators.mock": ("MockGenerator",),

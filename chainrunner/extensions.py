@@ -1,5 +1,5 @@
-"""The user's own plugins and runner on the command line: `--runner MODULE:CLASS` and the
-`chainrunner.plugins` entry point group.
+"""The user's own plugins, functions and runner on the command line: `--runner MODULE:CLASS`
+and the `chainrunner.plugins` and `chainrunner.functions` entry point groups.
 
 Without `--runner`, nothing here imports `chainlets.runner` (and through it truss_chains), so
 `validate`, `graph` and `schema` stay quick.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FUNCTION_ENTRY_POINT_GROUP",
     "RUNNER_ENV",
     "ExtensionError",
     "Extensions",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "chainrunner.plugins"
+# Kept here as well as in chainlets.language.functions: `--help` imports no pydantic.
+FUNCTION_ENTRY_POINT_GROUP = "chainrunner.functions"
 RUNNER_ENV = "CHAINRUNNER_RUNNER"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +45,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class ExtensionError(ChainrunnerError):
     """Raised when `--runner` or a `chainrunner.plugins` entry point cannot be used."""
+
+
+class _FunctionsError(ExtensionError):
+    """An installed `chainrunner.functions` entry point cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,11 @@ def _entry_point_plugins(entry_point: EntryPoint) -> "list[Plugin]":
 
 def plugins_for(runner: "type[ChainRunner] | None") -> "PluginRegistry":
     """The runner's plugins (the built-in ones without a runner) plus every installed
-    `chainrunner.plugins` entry point's; a name may be registered once only."""
-    from chainlets.language.plugins import DEFAULT_PLUGINS, Plugin
+    `chainrunner.plugins` entry point's, and its functions plus every installed
+    `chainrunner.functions` entry point's; a name may be registered once only."""
+    from chainlets.errors import ConfigurationError
+    from chainlets.language.functions import with_installed
+    from chainlets.language.plugins import DEFAULT_PLUGINS, Plugin, PluginRegistry
 
     plugins = runner.plugins if runner is not None else DEFAULT_PLUGINS
     added: dict[str, tuple[Plugin, str]] = {}
@@ -130,7 +140,13 @@ def plugins_for(runner: "type[ChainRunner] | None") -> "PluginRegistry":
                                      f"`{entry_point.name}` both register plugin `{plugin.name}`")
             if same is None:
                 added.setdefault(plugin.name, (plugin, entry_point.name))
-    return plugins.with_plugins(*(plugin for plugin, _ in added.values())) if added else plugins
+    plugins = plugins.with_plugins(*(plugin for plugin, _ in added.values())) if added \
+        else plugins
+    try:
+        functions = with_installed(plugins.functions)
+    except ConfigurationError as exc:
+        raise _FunctionsError(str(exc)) from exc
+    return plugins if functions is plugins.functions else PluginRegistry(plugins, functions)
 
 
 def _resolve(ctx: click.Context, param: click.Parameter, value: str | None) -> Extensions:
@@ -141,8 +157,9 @@ def _resolve(ctx: click.Context, param: click.Parameter, value: str | None) -> E
     try:
         return Extensions(runner=runner, plugins=plugins_for(runner))
     except ExtensionError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx,
-                                 param_hint=f"installed plugins ({ENTRY_POINT_GROUP})") from exc
+        group = f"functions ({FUNCTION_ENTRY_POINT_GROUP})" if isinstance(exc, _FunctionsError) \
+            else f"plugins ({ENTRY_POINT_GROUP})"
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint=f"installed {group}") from exc
 
 
 def runner_option(command: F) -> F:
@@ -150,5 +167,6 @@ def runner_option(command: F) -> F:
     return click.option(
         "--runner", "extensions", metavar="MODULE:CLASS", envvar=RUNNER_ENV, callback=_resolve,
         help="A ChainRunner subclass of yours, whose plugins and generators are used "
-             f"[env {RUNNER_ENV}]. Plugins of installed packages (entry point group "
-             f"{ENTRY_POINT_GROUP}) are always added.")(command)
+             f"[env {RUNNER_ENV}]. Plugins and functions of installed packages (entry point "
+             f"groups {ENTRY_POINT_GROUP}, {FUNCTION_ENTRY_POINT_GROUP}) are always added."
+    )(command)

@@ -17,10 +17,13 @@ def to_mermaid(chain: CompiledChain) -> str:
     lines = ["flowchart TD"]
     edges: list[str] = []
     for handle, step in chain.steps.items():
-        lines.append(f"    {ids[handle]}[{_label(f'{handle}<br/>{step.plugin.name}')}]")
+        what = step.plugin.name if step.code is None else f"code: {step.code.function.name}"
+        lines.append(f"    {ids[handle]}[{_label(f'{handle}<br/>{what}')}]")
         templates = [step.prompt, *(t for _, t in step.history)]
         if step.system is not None:
             templates.append(step.system)
+        if step.code is not None:
+            templates.extend(step.code.templates.values())
         names = dict.fromkeys(n for t in templates for n in t.names)
         for name in names:
             if name in step.literals or name in chain.steps:

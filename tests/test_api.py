@@ -49,14 +49,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_all_is_exactly_the_public_api() -> None:
     assert chainrunner.__all__ == [
+        "DEFAULT_FUNCTIONS",
         "DEFAULT_PLUGINS",
         "ChainDefinitionError",
         "ChainRunner",
         "ChainSpec",
         "ChainrunnerError",
         "ChatMessage",
+        "CodeRunner",
         "CompiledChain",
         "ConflictError",
+        "Function",
+        "FunctionCallError",
+        "FunctionRegistry",
         "Generation",
         "GenerationError",
         "GenerationRequest",

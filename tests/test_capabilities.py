@@ -65,9 +65,8 @@ def test_every_unmet_request_of_every_step_is_reported_at_once() -> None:
         "lower the request",
         "step `b`: plugin `mock` cannot serve capabilities.streaming = `best-effort` (it does "
         "not support it); use a plugin that can (`openai`), or lower the request",
-        "step `c`: capabilities.function_calling = `optional`: function calling is not "
-        "supported yet (tools bound to code steps are planned); remove it or set it to "
-        "`disable`",
+        "step `c`: capabilities.function_calling = `optional`, but the step lists no `tools`; "
+        "add `\"tools\": [\"FUNCTION\"]` (registered functions) or remove the request",
         "step `d`: capabilities.system_prompt is `disable`, but the step sets `system_prompt`; "
         "remove one of them",
         "step `e`: none of its plugins can serve its capabilities: `gpt-3` lacks json_mode "

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from chainrunner.cli import main
-from chainrunner.extensions import ENTRY_POINT_GROUP, RUNNER_ENV
+from chainrunner.extensions import ENTRY_POINT_GROUP, FUNCTION_ENTRY_POINT_GROUP, RUNNER_ENV
 
 EXTENSION = Path(__file__).resolve().parent / "extension"
 REPO = EXTENSION.parent.parent
@@ -183,3 +183,88 @@ def test_a_plugin_name_is_registered_once(chain_file: Path, tmp_path: Path,
     # The same Plugin twice is one registration; a different one of that name is a clash.
     assert "entry points `shout` and `other` both register plugin `shout`" \
         in one_line(result.stderr)
+
+
+# --- functions of the user's own: code steps and tools ------------------------------------------
+
+FUNCTION_CHAIN = {"handle": "fn", "steps": [
+    {"handle": "count", "code": {"function": "count_words",
+                                 "args": {"text": "{text}", "min_length": 3}}},
+    {"handle": "twice", "code": {"function": "double", "args": {"n": "{count}"}}}]}
+
+
+def install_functions(site: Path, entry: str = "words = word_functions:FUNCTIONS") -> None:
+    """An installed distribution with a `chainrunner.functions` entry point."""
+    info = site / "word_functions-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: word-functions\nVersion: 0.1\n",
+                                   encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[{FUNCTION_ENTRY_POINT_GROUP}]\n{entry}\n",
+                                           encoding="utf-8")
+
+
+def test_a_users_functions_run_as_code_steps_through_the_cli(tmp_path: Path) -> None:
+    """`count_words` comes from an installed package's entry point, `double` from the user's
+    runner (in its plugins only: it runs in the runner's process)."""
+    install_functions(tmp_path / "site")
+    spec = tmp_path / "fn.json"
+    spec.write_text(json.dumps({**FUNCTION_CHAIN, "steps": [
+        FUNCTION_CHAIN["steps"][0],
+        {"handle": "twice", "code": {"function": "double", "args": {"n": 21}}}]}),
+        encoding="utf-8")
+    done = _cli(["run", str(spec), "--runner", "double_runner:DoubleRunner", "--llm", "mock",
+                 "--input", "text=a lighthouse on the rocks", "--json"], tmp_path / "site")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [step["output"] for step in result["steps"]] == [
+        '{"words":3,"longest":"lighthouse"}', "42"]
+    assert [step["backend"] for step in result["steps"]] == ["code", "code"]
+
+
+def test_an_argument_of_the_wrong_type_fails_the_step_not_the_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    install_functions(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = tmp_path / "fn.json"
+    spec.write_text(json.dumps(FUNCTION_CHAIN), encoding="utf-8")
+    result = invoke("run", spec, "--runner", "double_runner:DoubleRunner", "--llm", "mock",
+                    "--input", "text=hi", "--json")
+    assert result.exit_code == 1
+    twice = json.loads(result.stdout)["steps"][1]
+    assert twice["statusMessage"] == (
+        'FunctionCallError: step `twice`: function `double` argument `n` = '
+        '"{\\"words\\":0,\\"longest\\":\\"\\"}" is not a valid int: Input should be a valid '
+        "integer")
+
+
+def test_validate_knows_installed_functions_and_the_schema_lists_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tmp_path / "fn.json"
+    spec.write_text(json.dumps({"handle": "c", "steps": [FUNCTION_CHAIN["steps"][0]]}),
+                    encoding="utf-8")
+    assert "unknown function `count_words`" in one_line(invoke("validate", spec).stderr)
+    install_functions(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert invoke("validate", spec).exit_code == 0
+    schema: dict[str, Any] = json.loads(invoke("schema").stdout)
+    assert "count_words" in schema["$defs"]["CodeSpec"]["properties"]["function"]["enum"]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("words = word_functions:NOT_A_FUNCTION",
+     "entry point `words = word_functions:NOT_A_FUNCTION` of package `word-functions` must be "
+     "a Function, a function or a list of them, not int"),
+    ("words = word_functions:CLASHING",
+     "entry point `words` registers function `pick_winner`, which the runner already has; "
+     "rename it"),
+], ids=["not-a-function", "name-taken"])
+def test_a_broken_installed_function_exits_2_naming_it(tmp_path: Path, chain_file: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       entry: str, message: str) -> None:
+    install_functions(tmp_path / "site", entry)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    result = invoke("validate", chain_file)
+    assert result.exit_code == 2
+    assert (f"Invalid value for installed functions ({FUNCTION_ENTRY_POINT_GROUP}): {message}"
+            in one_line(result.stderr))

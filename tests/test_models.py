@@ -136,10 +136,10 @@ def test_json_schema_describes_the_language() -> None:
 def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
     assert sorted(chainlets.errors.__all__) == [
         "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
-        "ConfigurationError", "ConflictError",
+        "ConfigurationError", "ConflictError", "FunctionCallError",
         "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
         "OutputSchemaError", "PayloadTooLargeError", "RequestError", "StepDataError",
-        "TransientGenerationError"]
+        "TransientGenerationError", "UnknownFunctionError"]
     for name in chainlets.errors.__all__:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"

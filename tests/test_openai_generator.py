@@ -1,5 +1,6 @@
 """The openai backend end to end: runner chainlet → openai SDK → a real loopback HTTP server."""
 
+import contextlib
 import json
 import threading
 import time
@@ -42,7 +43,9 @@ class FakeOpenAIServer:
     """Answers POST /v1/chat/completions like OpenAI, on loopback, in a background thread.
 
     Each reply is `COMPLETION_WORDS` words unique to the request (`r<n>w<i>`); `statuses`
-    scripts error answers (HTTP status per request, consumed in order) before plain 200s.
+    scripts error answers (HTTP status per request, consumed in order) before plain 200s;
+    `tool_calls` scripts replies that call tools (a list of (name, arguments) per reply,
+    consumed in order by requests that offer `tools`).
     """
 
     statuses: list[int] = field(default_factory=list)
@@ -50,6 +53,7 @@ class FakeOpenAIServer:
     # content type, or (None, content) for a completion whose message content is `content`.
     replies: list[tuple[str | None, bytes | str | None]] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    tool_calls: list[list[tuple[str, dict[str, Any]]]] = field(default_factory=list)
     delay_s: float = 0.0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -73,6 +77,8 @@ class FakeOpenAIServer:
             number = len(self.requests)
             status = self.statuses.pop(0) if self.statuses else 200
             scripted = self.replies.pop(0) if self.replies and status == 200 else None
+            calls = self.tool_calls.pop(0) if self.tool_calls and status == 200 \
+                and received.body.get("tools") else None
         content: str | None = self.reply_text(number)
         if scripted is not None:
             content_type, raw = scripted
@@ -86,11 +92,17 @@ class FakeOpenAIServer:
         if status != 200:
             return status, {"error": {"message": f"scripted {status}", "type": "scripted",
                                       "code": None, "param": None}}
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": f"call_{number}_{i}", "type": "function",
+                 "function": {"name": name, "arguments": json.dumps(arguments)}}
+                for i, (name, arguments) in enumerate(calls)]}
         return 200, {
             "id": f"chatcmpl-{number}", "object": "chat.completion", "created": 1_700_000_000,
             "model": received.body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": content}}],
+            "choices": [{"index": 0, "logprobs": None, "message": message,
+                         "finish_reason": "stop" if calls is None else "tool_calls"}],
             "usage": USAGE,
         }
 
@@ -124,7 +136,14 @@ class FakeOpenAIServer:
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
     """A fake OpenAI on a free loopback port; the SDK finds it through its standard env vars."""
-    fake = FakeOpenAIServer()
+    with serving(FakeOpenAIServer(), monkeypatch) as fake:
+        yield fake
+
+
+@contextlib.contextmanager
+def serving(fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[FakeOpenAIServer]:
+    """`fake` on a free loopback port until the block ends."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
     httpd.daemon_threads = True
     # A short poll interval: shutdown() waits for the serving loop to notice.

@@ -182,8 +182,11 @@ def test_chainlets_declare_resources_and_secrets(pushed: dict[str, Pushed]) -> N
     configs = {name: yaml.safe_load((d / "config.yaml").read_text())
                for name, d in pushed["runner"].chainlets.items()}
     assert set(configs) == {"chainlet_Runner", "chainlet_MockGenerator",
-                            "chainlet_OpenAIGenerator"}
+                            "chainlet_OpenAIGenerator", "chainlet_CodeRunner"}
     assert "openai_api_key" in configs["chainlet_OpenAIGenerator"]["secrets"]
+    # Code steps' functions run in a service of their own, fewer at once than model calls.
+    assert configs["chainlet_CodeRunner"]["runtime"]["predict_concurrency"] == 32
+    assert "openai_api_key" not in (configs["chainlet_CodeRunner"].get("secrets") or {})
     for name, config in configs.items():
         assert config["resources"]["use_gpu"] is False, name
         assert config["resources"]["cpu"] == "1", name

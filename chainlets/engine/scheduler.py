@@ -30,6 +30,7 @@ from chainlets.engine.approval import (
     refuse_without_gate,
 )
 from chainlets.engine.backends import BackendGate
+from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner, chain_functions, run_code
 from chainlets.engine.failures import Failure, describe_failure
 from chainlets.engine.flow import OnFinish, run_flow
 from chainlets.engine.graph import StepGraph
@@ -63,11 +64,12 @@ from chainlets.engine.state import (
     unanswered_failure,
 )
 from chainlets.engine.timeouts import AttemptTimer
+from chainlets.engine.tools import run_tools
 from chainlets.errors import ChainDefinitionError, ConflictError
 from chainlets.language.compiler import CompiledChain, CompiledStep, input_text
 from chainlets.language.flow import MapFlow
 from chainlets.language.messages import listing
-from chainlets.language.plugins import APPROVAL, LLM_BACKEND
+from chainlets.language.plugins import APPROVAL, CODE, LLM_BACKEND
 from chainlets.language.spec import JsonValue
 
 __all__ = ["StepCommit", "StepObserver", "run_chain"]
@@ -97,8 +99,10 @@ class _Execution:
     def __init__(self, chain: CompiledChain, inputs: Mapping[str, JsonValue],
                  generators: Mapping[str, GeneratorProtocol], options: RunOptions,
                  observer: StepObserver | None, commit: StepCommit | None = None,
-                 approvals: ApprovalGate | None = None) -> None:
+                 approvals: ApprovalGate | None = None,
+                 code: CodeRunnerProtocol | None = None) -> None:
         self.chain, self.given, self.generators = chain, inputs, generators
+        self._code = code
         self.inputs = {name: input_text(value) for name, value in inputs.items()}
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
@@ -181,6 +185,14 @@ class _Execution:
                                 f"{len(unfinished)} unfinished step(s) failed: "
                                 f"{listing(unfinished, limit=10)}")
         return result
+
+    @property
+    def code(self) -> CodeRunnerProtocol:
+        """Code steps and tools call functions through it; without one, in this process
+        (made on first use: most chains have no code step)."""
+        if self._code is None:
+            self._code = FunctionRunner(chain_functions(self.chain))
+        return self._code
 
     def gate(self, backend: str) -> BackendGate:
         gate = self.gates.get(backend)
@@ -286,6 +298,11 @@ class _Execution:
         try:
             if key == APPROVAL:
                 generation = await self.approve(step, values)
+            elif key == CODE:  # engine/code.py
+                generation = await run_code(self, step, values, attempts)
+            elif step.tools:  # engine/tools.py: the model → tools → model loop
+                generation = self.served(step, await run_tools(
+                    self, step, self.request(step, values), attempts, key, self.generators[key]))
             else:  # the call awaited here, not in a helper coroutine: one frame less in flight
                 request = self.request(step, values)
                 del values  # rendered: not held while the call is in flight (~120 B a step)
@@ -438,8 +455,12 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     previous: InvocationResult | None = None,
                     commit: StepCommit | None = None,
                     approvals: ApprovalGate | None = None,
+                    code: CodeRunnerProtocol | None = None,
                     started_at: datetime | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
+
+    Code steps and tools call their functions through `code` (the code runner chainlet);
+    without it, in this process.
 
     With `commit`, each step's success is awaited through it before its dependents start.
 
@@ -458,7 +479,7 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     if approvals is None:
         refuse_without_gate(chain)
     missing = sorted({_generator_key(step, options) for step in chain.model_calls()}
-                     - generators.keys() - {APPROVAL})
+                     - generators.keys() - {APPROVAL, CODE})
     unknown_maps = sorted(name for name in options.map_concurrency
                           if name not in chain.steps
                           or not isinstance(chain.steps[name].flow, MapFlow))
@@ -476,4 +497,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
     return await _Execution(chain, values, generators, options, observer, commit,
-                            approvals).run(prior, started_at)
+                            approvals, code).run(prior, started_at)

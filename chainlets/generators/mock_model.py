@@ -11,6 +11,10 @@ The first rule whose `step` (exact handle) and `match` (regex searched in the la
 both apply decides; a rule with `times` applies that many times, then is passed over. In JSON
 mode its own replies are JSON documents: one meeting the step's output schema where it has one
 (mock_json.py), else `{"mock": step, "re": ...}`; scripted ones verbatim.
+
+A rule with `tool_calls` (`[{"name": "pick_winner", "arguments": {...}}]`) answers a step
+that offers tools by calling them (give it `times`, or it calls them every round); after a
+round of tool calls the mock's own reply is about their results (`re: <outputs>`).
 """
 
 import asyncio
@@ -23,19 +27,32 @@ from typing import Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from chainlets.engine.code_models import ToolCall
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import ChainDefinitionError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
 from chainlets.generators.mock_json import mock_json
 from chainlets.language.capabilities import Capability, Served
 
-__all__ = ["DEFAULT_MAX_WORDS", "LATENCY_ENV", "SCRIPT_ENV", "MockModel", "MockRule", "MockScript"]
+__all__ = ["DEFAULT_MAX_WORDS", "LATENCY_ENV", "SCRIPT_ENV", "MockModel", "MockRule", "MockScript",
+           "MockToolCall"]
 
 SCRIPT_ENV = "CHAINRUNNER_MOCK_SCRIPT"
 LATENCY_ENV = "CHAINRUNNER_MOCK_LATENCY_MS"
 DEFAULT_MAX_WORDS = 40
 _MARK = "[mock]"
 _SERVED = (Served.NATIVE, Served.BEST_EFFORT)
+
+
+class MockToolCall(BaseModel):
+    """A tool call a scripted reply makes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The tool (registered function) to call.")
+    arguments: dict[str, pydantic.JsonValue] | str = Field(
+        default_factory=dict, description="Its arguments: a JSON object, or the raw text a "
+        "model might send (to play one that sends broken JSON).")
 
 
 class MockRule(BaseModel):
@@ -50,6 +67,9 @@ class MockRule(BaseModel):
         default=None, description="Fail instead: `transient` is retried, `fatal` is not.")
     times: int | None = Field(default=None, ge=1,
                               description="Apply this many times, then pass over it.")
+    tool_calls: list[MockToolCall] | None = Field(
+        default=None, min_length=1, description="Call these tools (when the step offers "
+        "tools; `reply`, if any, is said with them).")
 
     @pydantic.field_validator("match")
     @classmethod
@@ -105,6 +125,7 @@ class MockModel:
         self.script = script or MockScript()
         self._patterns = [re.compile(r.match) if r.match else None for r in self.script.rules]
         self._used = [0] * len(self.script.rules)
+        self._call_ids = 0
 
     def _rule(self, request: GenerationRequest) -> MockRule | None:
         last = request.messages[-1].content
@@ -131,6 +152,8 @@ class MockModel:
             raise GenerationError(f"mock: scripted failure for step `{request.step}`")
         max_words = request.params.max_words
         json_mode = request.capabilities.get(Capability.JSON_MODE) in _SERVED
+        if rule is not None and rule.tool_calls and request.tools:
+            return self._calls(request, rule)
         if rule is not None and rule.reply is not None:
             # Verbatim, even in JSON mode: a script may play a model that breaks its format.
             text = rule.reply if json_mode else truncate_words(rule.reply, max_words)
@@ -138,7 +161,10 @@ class MockModel:
             # The prompt's tail, where interpolated values usually land, shows what was asked.
             head = f"{_MARK} {request.step} re:"
             room = max((max_words or DEFAULT_MAX_WORDS) - 3, 0)
-            tail = request.messages[-1].content.split()[-room:] if room else []
+            about = request.messages[-1].content if not request.tool_rounds else " ".join(
+                call.output if call.output is not None else f"error: {call.error}"
+                for call in request.tool_rounds[-1].calls)
+            tail = about.split()[-room:] if room else []
             if json_mode and request.output_schema is not None:
                 text = json.dumps(mock_json(request.output_schema, request.step))
             elif json_mode:
@@ -150,6 +176,21 @@ class MockModel:
         return Generation(text=text, model="mock",
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
                                       total_tokens=prompt_tokens + completion),
+                          capabilities=_served(request))
+
+
+    def _calls(self, request: GenerationRequest, rule: MockRule) -> Generation:
+        assert rule.tool_calls is not None
+        self._call_ids += len(rule.tool_calls)
+        first = self._call_ids - len(rule.tool_calls)
+        calls = [ToolCall(id=f"call_{first + i}", name=call.name,
+                          arguments=call.arguments if isinstance(call.arguments, str)
+                          else json.dumps(call.arguments))
+                 for i, call in enumerate(rule.tool_calls)]
+        prompt_tokens = sum(_words(m.content) for m in request.messages)
+        return Generation(text=rule.reply or "", model="mock", tool_calls=calls,
+                          usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(calls),
+                                      total_tokens=prompt_tokens + len(calls)),
                           capabilities=_served(request))
 
 

@@ -3,11 +3,12 @@
 import json
 import os
 import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import truss_chains as chains
 
 from chainlets import deploy
+from chainlets.engine.code_models import ToolCall
 from chainlets.engine.models import Generation, GenerationRequest, Usage
 from chainlets.errors import BackendOverloadedError, GenerationError, TransientGenerationError
 from chainlets.generators import truncate_words
@@ -130,12 +131,13 @@ class OpenAIGenerator(chains.ChainletBase):
 
         params = request.params
         json_mode = _json_mode(request)
-        stream = request.capabilities.get(Capability.STREAMING) in _SERVED
+        # A reply with tool calls is read whole: streamed, its calls come in fragments.
+        stream = request.capabilities.get(Capability.STREAMING) in _SERVED and not request.tools
         try:
             completion = await self._client.chat.completions.create(
                 model=params.model or self._default_model,
-                messages=[{"role": m.role, "content": m.content}  # type: ignore[misc]
-                          for m in request.messages],  # roles are the SDK's literal values
+                messages=_messages(request),
+                tools=_tools(request) if request.tools else openai.omit,
                 temperature=params.temperature if params.temperature is not None
                 else openai.omit,
                 max_tokens=params.max_tokens if params.max_tokens is not None else openai.omit,
@@ -160,7 +162,11 @@ class OpenAIGenerator(chains.ChainletBase):
             raise GenerationError(self._not_the_api(
                 request.step, f"a body that is not JSON ({exc.msg} at line {exc.lineno}, "
                               f"column {exc.colno})")) from None
-        return self._generation(request, completion)
+        generation = self._generation(request, completion)
+        if request.tools and request.capabilities.get(Capability.STREAMING) in _SERVED:
+            generation.capabilities = {**request.capabilities,
+                                       Capability.STREAMING: Served.UNSERVED}
+        return generation
 
     def _not_the_api(self, step: str, what: str) -> str:
         assert self._client is not None
@@ -181,6 +187,16 @@ class OpenAIGenerator(chains.ChainletBase):
                                   f"`{completion.model}`) returned no choices")
         choice = completion.choices[0]
         message = choice.message
+        usage = completion.usage
+        counted = Usage(prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                        total_tokens=usage.total_tokens) if usage is not None else None
+        calls = [ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+                 for call in (message.tool_calls or []) if call.type == "function"] \
+            if message is not None and request.tools else []
+        if calls:
+            return Generation(text=message.content or "", model=completion.model, usage=counted,
+                              tool_calls=calls)
         if message is None or not message.content:
             if message is not None and message.refusal:
                 raise GenerationError(f"step `{step}`: the model `{completion.model}` refused: "
@@ -190,13 +206,35 @@ class OpenAIGenerator(chains.ChainletBase):
             raise TransientGenerationError(
                 f"step `{step}`: the openai backend (model `{completion.model}`) returned no "
                 f"text (content {content}, finish_reason `{choice.finish_reason}`)")
-        usage = completion.usage
         return Generation(
             text=_cut(request, message.content),
-            model=completion.model,
-            usage=Usage(prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                        total_tokens=usage.total_tokens) if usage is not None else None)
+            model=completion.model, usage=counted)
+
+
+def _tools(request: GenerationRequest) -> Any:
+    """The step's functions in the SDK's `tools` shape (its TypedDicts, built as plain dicts)."""
+    return [{"type": "function", "function": {"name": tool.name,
+                                              "description": tool.description,
+                                              "parameters": tool.parameters}}
+            for tool in request.tools]
+
+
+def _messages(request: GenerationRequest) -> Any:
+    """The chat messages, then each earlier round of tool calls: the model's reply asking for
+    them, and one `tool` message per call with its output (or its error, as JSON). Plain dicts
+    in the shape of the SDK's TypedDicts, whose roles are literal types."""
+    messages: list[dict[str, object]] = [{"role": m.role, "content": m.content}
+                                         for m in request.messages]
+    for round_ in request.tool_rounds:
+        messages.append({"role": "assistant", "content": round_.text or None, "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for call in round_.calls]})
+        messages.extend({"role": "tool", "tool_call_id": call.id,
+                         "content": call.output if call.output is not None
+                         else json.dumps({"error": call.error})}
+                        for call in round_.calls)
+    return messages
 
 
 async def _streamed(request: GenerationRequest,

@@ -24,7 +24,7 @@ class Capability(enum.StrEnum):
     CONVERSATION = "conversation"  # the step's `messages`, earlier chat turns
     JSON_MODE = "json_mode"  # the reply is one JSON document (OpenAI's JSON mode)
     STREAMING = "streaming"  # the backend streams the reply as it is generated
-    FUNCTION_CALLING = "function_calling"  # reserved: tools bound to code steps, not built yet
+    FUNCTION_CALLING = "function_calling"  # the model may call the step's `tools`
 
 
 class RequestLevel(enum.StrEnum):
@@ -83,15 +83,15 @@ class CapabilityRequests(BaseModel):
     streaming: RequestLevel | None = Field(
         default=None, description="The backend streams the reply as it is generated.")
     function_calling: RequestLevel | None = Field(
-        default=None, description="Reserved: function calling is not supported yet; only "
-        "`disable` is accepted.")
+        default=None, description="The model may call the step's `tools` (registered "
+        "functions). Default `native` when the step lists `tools`; no plugin emulates it.")
 
 
 def requested(capabilities: CapabilityRequests, system_prompt: str | None,
-              messages: Sequence[object],
-              output_schema: bool = False) -> dict[Capability, RequestLevel]:
+              messages: Sequence[object], output_schema: bool = False,
+              tools: Sequence[str] = ()) -> dict[Capability, RequestLevel]:
     """A step's requests: the explicit ones, plus the features it uses (a system prompt, chat
-    messages, an output schema) at their default levels."""
+    messages, an output schema, tools) at their default levels."""
     levels = {Capability(name): level for name, level in capabilities if level is not None}
     if system_prompt is not None:
         levels.setdefault(Capability.SYSTEM_PROMPT, RequestLevel.BEST_EFFORT)
@@ -99,6 +99,8 @@ def requested(capabilities: CapabilityRequests, system_prompt: str | None,
         levels.setdefault(Capability.CONVERSATION, RequestLevel.NATIVE)
     if output_schema:
         levels.setdefault(Capability.JSON_MODE, RequestLevel.BEST_EFFORT)
+    if tools:
+        levels.setdefault(Capability.FUNCTION_CALLING, RequestLevel.NATIVE)
     return levels
 
 

@@ -20,6 +20,7 @@ from chainlets.errors import (
     StepDataError,
 )
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.code import CompiledCode
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
     ChoiceFlow,
@@ -28,16 +29,24 @@ from chainlets.language.flow import (
     MemberFlow,
     parse_tolerance,
 )
-from chainlets.language.limits import MAX_PROMPT_CHARS, prompt_problem
+from chainlets.language.functions import Function
+from chainlets.language.limits import MAX_PROMPT_CHARS, MAX_TOOL_ROUNDS, prompt_problem
 from chainlets.language.messages import Problems, Suggestions, invalid, listing, suggest
 from chainlets.language.passes import PASSES, Analysis
-from chainlets.language.plugins import DEFAULT_PLUGINS, ModelParams, Plugin, PluginRegistry
+from chainlets.language.plugins import (
+    CODE,
+    DEFAULT_PLUGINS,
+    ModelParams,
+    Plugin,
+    PluginRegistry,
+)
 from chainlets.language.routing import check_capabilities
 from chainlets.language.spec import ChainSpec, JsonValue, StepSpec
 from chainlets.language.structured import StructuredOutput
 from chainlets.language.templating import Template
 
-__all__ = ["CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain", "input_text"]
+__all__ = ["CODE_PLUGIN", "CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain",
+           "input_text"]
 
 Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
 
@@ -45,6 +54,9 @@ Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
 # as seen outside it): the engine runs their flow instead.
 CONTROL = Plugin("control", ModelParams, lambda config: ModelParams(), generator="",
                  description="A choice or loop step: no model call of its own.")
+# The plugin of code steps: the engine calls their function through the code runner.
+CODE_PLUGIN = Plugin(CODE, ModelParams, lambda config: ModelParams(), generator=CODE,
+                     capabilities={}, description="A code step: calls a registered function.")
 _NO_PROMPT = Template(parts=())
 
 
@@ -69,6 +81,9 @@ class CompiledStep:
     served: Mapping[Capability, Served] = field(default_factory=dict)
     flow: Flow | None = None  # how a map, choice, loop (or a loop's body step) runs
     structured: StructuredOutput | None = None  # its output_schema: replies checked, repaired
+    code: CompiledCode | None = None  # a code step's function and arguments
+    tools: tuple[Function, ...] = ()  # the functions the model may call
+    max_tool_rounds: int = 0
 
     @property
     def calls(self) -> bool:
@@ -235,9 +250,21 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
                        tolerance=parse_tolerance(step.map.tolerate))
     templates = facts.templates
     calls = flow is None or isinstance(flow, MapFlow)
-    assert not calls or (facts.plugin is not None and facts.params is not None)
+    functions = analysis.plugins.functions
+    code = None
+    if step.code is not None:
+        function = functions.get(step.code.function)
+        assert function is not None  # check_code found it
+        code = CompiledCode(function, step.code.args,
+                            {k: t for k, t in templates.items() if k.startswith("code.args")})
+    assert not calls or code is not None \
+        or (facts.plugin is not None and facts.params is not None)
+    tools = tuple(f for name in step.tools if (f := functions.get(name)) is not None)
     return CompiledStep(
-        spec=step, plugin=facts.plugin or CONTROL, params=facts.params or ModelParams(),
+        code=code, tools=tools,
+        max_tool_rounds=min(step.max_tool_rounds, MAX_TOOL_ROUNDS.value()) if tools else 0,
+        spec=step, plugin=CODE_PLUGIN if code is not None else facts.plugin or CONTROL,
+        params=facts.params or ModelParams(),
         system=templates.get("system_prompt"),
         history=tuple((m.role, templates[f"messages[{i}].content"])
                       for i, m in enumerate(step.messages)),

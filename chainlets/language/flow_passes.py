@@ -3,6 +3,7 @@ dependencies they add. Runs among the passes of passes.py, on what they left rea
 
 from typing import TYPE_CHECKING
 
+from chainlets.language.code_passes import check_code_kind
 from chainlets.language.conditions import Condition, problems_of, value_names
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.flow import parse_tolerance
@@ -33,11 +34,17 @@ def check_kinds(draft: ChainDraft, analysis: "Analysis | None", problems: Proble
             problems.step(step.index, f"{where}: a loop's body holds prompt steps only, not a "
                                       f"`{kinds[0]}`; move it out of loop `{step.loop}`")
             continue
+        if spec.code is not None or "code" in step.broken:
+            check_code_kind(step, kinds, problems)
+            continue
         if kinds and kinds[0] in ("choice", "loop"):
             for name in ("prompt", "plugin", "map"):
                 if getattr(spec, name) is not None and name not in step.broken:
                     problems.step(step.index, f"{where}: a `{kinds[0]}` step has no `{name}`; "
                                               "remove it, or make it a step of its own")
+            if spec.tools and "tools" not in step.broken:
+                problems.step(step.index, f"{where}: a `{kinds[0]}` step makes no model call, "
+                                          "so it has no `tools`; list them on the steps it runs")
             if "capabilities" not in step.broken \
                     and any(level is not None for _, level in spec.capabilities):
                 problems.step(step.index, f"{where}: a `{kinds[0]}` step makes no model call, "

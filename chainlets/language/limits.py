@@ -14,8 +14,9 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.errors import ConfigurationError
 
-__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS", "MAX_TOKENS", "MAX_WORDS",
-           "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxWords", "prompt_problem"]
+__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS", "MAX_TOKENS", "MAX_TOOL_ROUNDS",
+           "MAX_WORDS", "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxToolRounds",
+           "MaxWords", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ MAX_PROMPT_CHARS = Limit("CHAINRUNNER_MAX_PROMPT_CHARS", 1_000_000, "characters"
 MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
 # How many times a step with an `output_schema` may be re-prompted after an invalid reply.
 MAX_REPAIRS = Limit("CHAINRUNNER_MAX_REPAIRS", 10, "repairs")
+# How many rounds of tool calls (model → tools → model) one step's `max_tool_rounds` may allow.
+MAX_TOOL_ROUNDS = Limit("CHAINRUNNER_MAX_TOOL_ROUNDS", 10, "rounds")
 
 
 def _at_most(limit: Limit) -> Callable[[Any], Any]:
@@ -75,6 +78,7 @@ MaxTokens = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOKENS))]
 MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
 ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
 MaxRepairs = Annotated[NonNegativeInt, BeforeValidator(_at_most(MAX_REPAIRS))]
+MaxToolRounds = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOOL_ROUNDS))]
 
 
 def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:

@@ -12,6 +12,7 @@ import pydantic
 from pydantic_core import ErrorDetails
 
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.code import arg_templates
 from chainlets.language.draft import ChainDraft, StepDraft
 from chainlets.language.limits import prompt_problem
 from chainlets.language.messages import (
@@ -193,6 +194,8 @@ def _template_sources(step: StepDraft) -> Iterator[tuple[str, str]]:
     if "messages" not in step.broken:
         for i, message in enumerate(spec.messages):
             yield f"messages[{i}].content", message.content
+    if spec.code is not None and "code" not in step.broken:
+        yield from arg_templates(spec.code.args)
 
 
 def check_templates(draft: ChainDraft, analysis: Analysis, problems: Problems) -> None:
@@ -326,10 +329,11 @@ def check_output(draft: ChainDraft, analysis: Analysis, problems: Problems) -> N
                        f"{suggest(draft.output, analysis.known)}")
 
 
-# Imported last: the flow and structured-output passes use this module's Analysis.
+# Imported last: the flow, structured-output and code passes use this module's Analysis.
+from chainlets.language.code_passes import check_code  # noqa: E402
 from chainlets.language.flow_passes import check_flow, check_kinds  # noqa: E402
 from chainlets.language.structured import check_structured  # noqa: E402
 
 PASSES: tuple[Pass, ...] = (check_names, check_kinds, check_plugins, check_templates,
-                            check_references, check_flow, check_structured, check_cycles,
-                            check_output)
+                            check_references, check_flow, check_structured, check_code,
+                            check_cycles, check_output)

@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chainlets.language.builtin_functions import DEFAULT_FUNCTIONS
 from chainlets.language.capabilities import CHAT_SUPPORT, Capability, SupportLevel
+from chainlets.language.functions import Function, FunctionRegistry
 from chainlets.language.limits import (
     MAX_APPROVAL_S,
     MAX_TOKENS,
@@ -18,6 +20,7 @@ from chainlets.language.limits import (
 
 __all__ = [
     "APPROVAL",
+    "CODE",
     "DEFAULT_PLUGINS",
     "GPT3_SUPPORT",
     "LLM_BACKEND",
@@ -37,6 +40,9 @@ LLM_BACKEND = "llm"
 # Generator key of human-approval steps: no model answers them, a person does (through the
 # service's `resume`); the engine hands them to its approval gate.
 APPROVAL = "human-approval"
+# Generator key of code steps: no model answers them, a registered function does, in the code
+# runner chainlet (or in process where a runner has none).
+CODE = "code"
 
 
 class ModelParams(BaseModel):
@@ -157,10 +163,13 @@ class Plugin:
 
 
 class PluginRegistry:
-    """The plugins a runner accepts. Add one to serve a new generator without engine edits."""
+    """The plugins a runner accepts, and the functions its code steps and tools may call
+    (`functions`). Add one to serve a new generator without engine edits."""
 
-    def __init__(self, plugins: Iterable[Plugin] = ()) -> None:
+    def __init__(self, plugins: Iterable[Plugin] = (),
+                 functions: FunctionRegistry | None = None) -> None:
         self._plugins: dict[str, Plugin] = {}
+        self.functions = FunctionRegistry() if functions is None else functions
         for plugin in plugins:
             self.register(plugin)
 
@@ -177,23 +186,33 @@ class PluginRegistry:
         return iter(self._plugins.values())
 
     def with_plugins(self, *plugins: Plugin) -> "PluginRegistry":
-        """A copy of this registry with more plugins."""
-        return PluginRegistry([*self, *plugins])
+        """A copy of this registry with more plugins (and the same functions)."""
+        return PluginRegistry([*self, *plugins], self.functions)
+
+    def with_functions(self, *functions: Function | Callable[..., Any] | FunctionRegistry
+                       ) -> "PluginRegistry":
+        """A copy of this registry with more functions: Functions, plain functions (registered
+        under their own name) or every function of a FunctionRegistry."""
+        flat = [f for item in functions
+                for f in (item if isinstance(item, FunctionRegistry) else [item])]
+        return PluginRegistry(self, self.functions.with_functions(*flat))
 
 
 _NATIVE = SupportLevel.NATIVE | SupportLevel.CAN_DISABLE
 # The openai SDK's chat completions: system and earlier messages, `response_format`
-# json_object, `stream=True`. Function calling is reserved in the language, not built yet.
+# json_object, `stream=True`, `tools` answered with `tool_calls`.
 OPENAI_SUPPORT: Mapping[Capability, SupportLevel] = {
     Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
-    Capability.JSON_MODE: _NATIVE, Capability.STREAMING: _NATIVE}
+    Capability.JSON_MODE: _NATIVE, Capability.STREAMING: _NATIVE,
+    Capability.FUNCTION_CALLING: _NATIVE}
 # Steamship's gpt-3 was a completion model: one prompt, a system prompt concatenated before it.
 GPT3_SUPPORT: Mapping[Capability, SupportLevel] = {
     Capability.SYSTEM_PROMPT: SupportLevel.BEST_EFFORT | SupportLevel.CAN_DISABLE}
-# The mock reads chat messages and answers JSON mode with a JSON document; it never streams.
+# The mock reads chat messages, answers JSON mode with a JSON document and calls tools when its
+# script says so (a rule's `tool_calls`); it never streams.
 MOCK_SUPPORT: Mapping[Capability, SupportLevel] = {
     Capability.SYSTEM_PROMPT: _NATIVE, Capability.CONVERSATION: _NATIVE,
-    Capability.JSON_MODE: _NATIVE}
+    Capability.JSON_MODE: _NATIVE, Capability.FUNCTION_CALLING: _NATIVE}
 
 DEFAULT_PLUGINS = PluginRegistry([
     Plugin("openai", OpenAIConfig, _openai_params, capabilities=OPENAI_SUPPORT,
@@ -209,4 +228,4 @@ DEFAULT_PLUGINS = PluginRegistry([
            capabilities={},
            description="Pauses its branch until a person answers through the service's "
                        "`resume` (the prompt is what they see); needs the service."),
-])
+], DEFAULT_FUNCTIONS)

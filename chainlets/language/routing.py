@@ -19,7 +19,8 @@ from chainlets.language.plugins import Plugin, PluginRegistry
 __all__ = ["check_capabilities"]
 
 # The step field that requests a capability implicitly.
-_USES = {Capability.SYSTEM_PROMPT: "system_prompt", Capability.CONVERSATION: "messages"}
+_USES = {Capability.SYSTEM_PROMPT: "system_prompt", Capability.CONVERSATION: "messages",
+         Capability.FUNCTION_CALLING: "tools"}
 
 
 def _able(plugins: PluginRegistry, requests: dict[Capability, RequestLevel]) -> list[str]:
@@ -33,20 +34,21 @@ def _fix(plugins: PluginRegistry, requests: dict[Capability, RequestLevel]) -> s
 
 
 def _conflicts(step: StepDraft, requests: dict[Capability, RequestLevel]) -> list[str]:
-    """A feature the step uses while it disables it, and function calling (not built yet)."""
+    """A feature the step uses while it disables it, and function calling without tools."""
     found = []
     spec, where = step.spec, step.where
     for cap, used, name in ((Capability.SYSTEM_PROMPT, spec.system_prompt is not None,
                              "system_prompt"),
-                            (Capability.CONVERSATION, bool(spec.messages), "messages")):
+                            (Capability.CONVERSATION, bool(spec.messages), "messages"),
+                            (Capability.FUNCTION_CALLING, bool(spec.tools), "tools")):
         if used and requests.get(cap) is RequestLevel.DISABLE:
             found.append(f"{where}: capabilities.{cap} is `disable`, but the step sets "
                          f"`{name}`; remove one of them")
     level = requests.get(Capability.FUNCTION_CALLING)
-    if level is not None and level is not RequestLevel.DISABLE:
-        found.append(f"{where}: capabilities.function_calling = `{level}`: function calling "
-                     "is not supported yet (tools bound to code steps are planned); remove it "
-                     "or set it to `disable`")
+    if level is not None and level is not RequestLevel.DISABLE and not spec.tools:
+        found.append(f"{where}: capabilities.function_calling = `{level}`, but the step lists "
+                     "no `tools`; add `\"tools\": [\"FUNCTION\"]` (registered functions) or "
+                     "remove the request")
     return found
 
 
@@ -77,8 +79,6 @@ def _verdict(plugin: Plugin, requests: dict[Capability, RequestLevel], schema: b
 def _route(step: StepDraft, facts: StepFacts, requests: dict[Capability, RequestLevel],
            plugins: PluginRegistry, problems: Problems, memo: Memo) -> None:
     """Pick the first candidate that meets every request, or report why none does."""
-    requests = {cap: level for cap, level in requests.items()
-                if cap is not Capability.FUNCTION_CALLING}  # reported by _conflicts
     if not requests and facts.candidates:
         facts.plugin, facts.params = facts.candidates[0]
         return
@@ -123,7 +123,8 @@ def check_capabilities(draft: ChainDraft, analysis: Analysis, problems: Problems
         requests = requested(spec.capabilities,
                              None if "system_prompt" in step.broken else spec.system_prompt,
                              () if "messages" in step.broken else spec.messages,
-                             analysis.steps[step.index].structured is not None)
+                             analysis.steps[step.index].structured is not None,
+                             () if "tools" in step.broken else spec.tools)
         for message in _conflicts(step, requests):
             problems.step(step.index, message)
         _route(step, analysis.steps[step.index], requests, analysis.plugins, problems, memo)

@@ -13,10 +13,11 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.errors import ChainDefinitionError
 from chainlets.language.capabilities import CapabilityRequests
+from chainlets.language.code import CodeSpec
 from chainlets.language.conditions import Condition
 from chainlets.language.flow import ChoiceSpec, MapSpec
 from chainlets.language.jsontext import decode_json
-from chainlets.language.limits import MaxRepairs
+from chainlets.language.limits import MAX_TOOL_ROUNDS, MaxRepairs, MaxToolRounds
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
 from chainlets.language.templating import NAME_PATTERN
@@ -142,12 +143,22 @@ class StepSpec(BaseModel):
     loop: "LoopSpec | None" = Field(default=None, description="Make this a loop step (no "
                                     "prompt): repeat its steps until a condition holds, at "
                                     "most `max_iterations` times.")
+    code: CodeSpec | None = Field(default=None, description="Make this a code step (no "
+                                  "prompt or plugin): call a registered function with JSON "
+                                  "arguments; its output is the return value as JSON.")
+    tools: tuple[Name, ...] = Field(default=(), description="Registered functions the model "
+                                    "may call (function calling); the model → tools → model "
+                                    "loop runs at most `max_tool_rounds` rounds.")
+    max_tool_rounds: MaxToolRounds = Field(
+        default=4, description=f"Most rounds of tool calls before the model must answer; at "
+        f"most {MAX_TOOL_ROUNDS.default} unless {MAX_TOOL_ROUNDS.env} says otherwise.")
 
     @property
     def kind(self) -> str:
-        """`prompt`, `map`, `choice` or `loop`."""
+        """`prompt`, `map`, `choice`, `loop` or `code` (which may also map)."""
         return "loop" if self.loop is not None else "choice" if self.choice is not None \
-            else "map" if self.map is not None else "prompt"
+            else "map" if self.map is not None else "code" if self.code is not None \
+            else "prompt"
 
 
 class LoopSpec(BaseModel):
@@ -219,7 +230,11 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
                              {"type": "array", "minItems": 1,
                               "items": {"type": "string", "enum": names}}]
     step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
-                     {"required": ["loop"]}]
+                     {"required": ["loop"]}, {"required": ["code"]}]
+    functions = plugins.functions.names()
+    code = defs[step["properties"]["code"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]]
+    code["properties"]["function"]["enum"] = functions
+    step["properties"]["tools"]["items"]["enum"] = functions
     # With a list of plugins, `plugin_config` maps each plugin's name to its own config.
     keyed = {"type": "object", "additionalProperties": False,
              "properties": {p.name: refs[(p.config_model, "validation")] for p in plugins}}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chainlets.engine.models import StepRecord
+from chainlets.engine.models import AttemptRecord, StepRecord
 from chainlets.errors import RequestError
 from chainlets.store.models import (
     Approval,
@@ -139,19 +139,32 @@ def step_from_row(row: Row) -> StoredStep:
         handle=row["handle"], position=row["position"], state=State(row["state"]),
         statusMessage=row["status_message"], output=row["output"],
         attempts=[{"number": a["number"], "started_at": _at(a["started_at"]),
-                   "finished_at": _at(a["finished_at"]), "error": a["error"]}
+                   "finished_at": _at(a["finished_at"]), "error": a["error"],
+                   "round": a.get("round"), "tool_calls": a.get("tool_calls")}
                   for a in row["attempts"] or ()],
         started_at=from_ts(row["started_at"]), finished_at=from_ts(row["finished_at"]),
         usage=row["usage"], approval=approval)
+
+
+def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
+    """An attempt as its step's `attempts` column holds it; a tool loop's round and calls
+    only where it has them (rows written before function calling have neither)."""
+    row: dict[str, Any] = {"number": attempt.number,
+                           "started_at": attempt.started_at.timestamp(),
+                           "finished_at": attempt.finished_at.timestamp(),
+                           "error": attempt.error}
+    if attempt.round is not None:
+        row["round"] = attempt.round
+    if attempt.tool_calls is not None:
+        row["tool_calls"] = [call.model_dump() for call in attempt.tool_calls]
+    return row
 
 
 def step_values(step: StepRecord, now: float) -> dict[str, Any]:
     """The columns a step transition writes (not its key, position or approval)."""
     return {"state": step.state.value, "output": step.output,
             "status_message": step.statusMessage,
-            "attempts": [{"number": a.number, "started_at": a.started_at.timestamp(),
-                          "finished_at": a.finished_at.timestamp(), "error": a.error}
-                         for a in step.attempts],
+            "attempts": [_attempt(a) for a in step.attempts],
             "usage": step.usage.model_dump() if step.usage is not None else None,
             "started_at": to_ts(step.started_at), "finished_at": to_ts(step.finished_at),
             "updated_at": now}

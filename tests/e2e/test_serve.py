@@ -127,7 +127,8 @@ def test_readiness_lists_every_chainlet_and_its_port_only_to_the_key(
     ready = httpx.get(f"{served['runner'].url}/ready", timeout=10)
     assert ready.status_code == 200
     assert ready.json() == {"ready": True, "chainlets": {
-        name: {"state": "ready"} for name in ("ChainRunner", "MockGenerator", "OpenAIGenerator")}}
+        name: {"state": "ready"} for name in ("ChainRunner", "MockGenerator", "OpenAIGenerator",
+                                              "CodeRunner")}}
     assert all({"pid", "port"} <= set(chainlet) for chainlet in _chainlets(served["runner"])
                .values())
 

@@ -1,11 +1,13 @@
 """Chains, invocations and step records, on every backend."""
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from chainlets.engine.models import RunState
+from chainlets.engine.code_models import ToolCallRecord
+from chainlets.engine.models import AttemptRecord, RunState
 from chainlets.errors import (
     ConflictError,
     LeaseLostError,
@@ -252,3 +254,20 @@ async def test_cancel_ends_the_invocation_and_its_unfinished_steps(store: Store)
     with pytest.raises(NotFoundError):
         await store.cancel_invocation("inv_nope", message="x")
     assert timedelta(0) <= cancelled.updated_at - cancelled.created_at
+
+
+async def test_a_tool_loops_rounds_survive_the_store(store: Store) -> None:
+    """Each attempt's round and tool calls are kept in the step's `attempts` column, so status
+    shows a stored invocation's function calling as the engine recorded it."""
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    calls = [ToolCallRecord(id="call_0", name="pick_winner", arguments='{"scores": {"a": 1}}',
+                            output='{"name":"a"}'),
+             ToolCallRecord(id="call_1", name="nope", arguments="{}", error="no tool")]
+    record = replace(step("tell"), attempts=[
+        AttemptRecord(number=1, started_at=at(1), finished_at=at(2), round=1, tool_calls=calls),
+        AttemptRecord(number=2, started_at=at(3), finished_at=at(4), round=2)])
+    await store.record_step(lease, step("tell", RunState.RUNNING))
+    await store.record_step(lease, record)
+    tell = (await store.get_invocation(invocation_id)).steps[0]
+    assert [(a.round, a.tool_calls) for a in tell.attempts] == [(1, calls), (2, None)]
