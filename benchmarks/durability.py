@@ -41,7 +41,7 @@ CHAIN = {"handle": "bench", "steps": [  # the service benchmark's 3-step mock ch
     {"handle": "b", "plugin": "mock", "prompt": "{a}"},
     {"handle": "c", "plugin": "mock", "prompt": "{b}"}]}
 STEPS = ["a", "b", "c"]
-SERVICE_SINGLE_REPLICA = 222  # PostgreSQL invocations/s, run_chain in one process (README)
+SERVICE_SINGLE_REPLICA = 416  # PostgreSQL invocations/s, run_chain in one process (README)
 
 
 @contextlib.contextmanager

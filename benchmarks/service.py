@@ -24,6 +24,7 @@ from benchmarks.service_anchor import dbos_rate, sqlite_url
 from benchmarks.service_inprocess import Durability, durability, throughput
 from benchmarks.service_serve import Submission, through_serve
 from benchmarks.store import _backend
+from chainlets.store.settings import SYNC_MODES
 from tests.postgres import ADMIN_URL, temporary_database
 
 __all__ = ["main", "run_inprocess"]
@@ -45,11 +46,12 @@ Row = tuple[str, float | None, float | str | None]  # backend, ours, DBOS (or wh
 
 
 async def run_inprocess(folder: Path, invocations: int, concurrency: int, runs: int,
-                        anchor: bool) -> tuple[list[Row], list[tuple[str, Durability]]]:
+                        anchor: bool, sync: str | None = None,
+                        ) -> tuple[list[Row], list[tuple[str, Durability]]]:
     rows: list[Row] = []
     costs: list[tuple[str, Durability]] = []
     for name in ("memory", "sqlite", "postgresql"):
-        async with _backend(name, folder, None) as store:
+        async with _backend(name, folder, sync) as store:
             if store is None:
                 rows.append((name, None, None))
                 continue
@@ -108,11 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS anchor")
     parser.add_argument("--no-serve", action="store_true", help="skip the serve part")
+    parser.add_argument("--sync", choices=SYNC_MODES, default=None,
+                        help="the store's commit durability (CHAINRUNNER_DB_SYNC; default: "
+                             "SQLite normal, PostgreSQL the server's setting)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         rows, costs = asyncio.run(run_inprocess(folder, args.invocations, args.concurrency,
-                                                args.runs, not args.no_dbos))
+                                                args.runs, not args.no_dbos, args.sync))
         print("\n".join(_render_rates(rows, args.concurrency)))
         print()
         print("\n".join(_render_costs(costs)))

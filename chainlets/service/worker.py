@@ -110,7 +110,8 @@ class Worker:
     async def _run(self, lease: Lease, invocation: Invocation, chain: CompiledChain) -> None:
         writer = InvocationWriter(self.store, lease, callbacks=invocation.callback_url is not None,
                                   delay_s=self.settings.write_delay_s,
-                                  wake_outbox=self.wake_outbox)
+                                  wake_outbox=self.wake_outbox, unfinished=_unfinished(
+                                      chain, invocation))
         loop = asyncio.get_running_loop()
         beat = loop.create_task(self._heartbeat(lease))
         approvals = InvocationApprovals(writer, invocation, self.tokens)
@@ -216,6 +217,15 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _unfinished(chain: CompiledChain, invocation: Invocation) -> set[str]:
+    """The chain's steps not final yet, whose last commit `finish` may carry; none for a chain
+    with flow steps (their items and iterations are added at run time)."""
+    if any(step.flow is not None for step in chain.steps.values()):
+        return set()
+    final = {s.handle for s in invocation.steps if s.state.finished}
+    return {handle for handle in chain.steps if handle not in final}
 
 
 def _previous(invocation: Invocation) -> InvocationResult | None:

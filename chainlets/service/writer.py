@@ -3,7 +3,7 @@ transitions coalesced, each with the outbox events announcing it, in order."""
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from chainlets.engine.models import InvocationResult, RunState, StepRecord
 from chainlets.errors import LeaseLostError
@@ -37,12 +37,20 @@ class InvocationWriter:
     a step that finishes within `delay_s` costs one write, not two). Writes for an invocation
     never overlap, so a later state is never overwritten by an earlier one. Events go in the
     same transaction as their state change, only when the invocation has a callback URL.
+
+    The last of `unfinished` (the chain's steps not yet final) to succeed has no dependent
+    left to start: its commit is held and written with the invocation's end, in one
+    transaction (`finish`). A crash in between loses only that uncommitted result, which the
+    resumed run computes again, as after a crash during any step.
     """
 
     def __init__(self, store: Store, lease: Lease, *, callbacks: bool, delay_s: float = 0.1,
-                 wake_outbox: Callable[[], None] = lambda: None) -> None:
+                 wake_outbox: Callable[[], None] = lambda: None,
+                 unfinished: Collection[str] = ()) -> None:
         self.store, self.lease, self.callbacks, self.delay_s = store, lease, callbacks, delay_s
         self.wake_outbox = wake_outbox
+        self._chain_steps = frozenset(unfinished)
+        self._unfinished = set(unfinished)
         # Steps whose end was announced by whoever settled them (an approval's resume or
         # timeout): their records are written without a second `step.finished`.
         self.announced: set[str] = set()
@@ -57,6 +65,8 @@ class InvocationWriter:
 
     def note(self, record: StepRecord) -> None:
         """The engine's observer: remember the step's latest state for the next write."""
+        if record.state.finished:
+            self._unfinished.discard(record.handle)
         if record.state == RunState.SUCCEEDED:
             return  # `commit` writes it
         self._pending[record.handle] = record
@@ -82,8 +92,8 @@ class InvocationWriter:
         async with self._lock:
             while self._pending:
                 handle, record = next(iter(self._pending.items()))
-                events = self._events(step_finished(record)) \
-                    if record.state.finished and handle not in self.announced else []
+                events = [step_finished(record)] if self.callbacks and record.state.finished \
+                    and handle not in self.announced else []
                 await self.store.record_step(self.lease, record, events=events)
                 if self._pending.get(handle) is record:
                     del self._pending[handle]
@@ -91,9 +101,15 @@ class InvocationWriter:
                     self.wake_outbox()
 
     async def commit(self, record: StepRecord) -> None:
-        """Write a succeeded step's record (and its event) now, in one transaction."""
+        """Write a succeeded step's record (and its event) now, in one transaction; the chain's
+        last step's is held for `finish`."""
+        self._unfinished.discard(record.handle)
+        if not self._unfinished and record.handle in self._chain_steps:
+            self._pending[record.handle] = record  # no timer: `finish` comes next
+            return
         self._pending.pop(record.handle, None)
-        events = [] if record.handle in self.announced else self._events(step_finished(record))
+        events = [step_finished(record)] \
+            if self.callbacks and record.handle not in self.announced else []
         async with self._lock:
             await self.store.record_step(self.lease, record, events=events)
         if events:
@@ -122,14 +138,23 @@ class InvocationWriter:
         await self._write_pending()
 
     async def finish(self, result: InvocationResult) -> None:
-        """Write what is pending, then the invocation's final state (ending its lease)."""
-        await self.flush()
+        """Write what is pending and the invocation's final state (ending its lease) in one
+        transaction."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         error = result.statusMessage if result.state != RunState.SUCCEEDED else None
         async with self._lock:
+            records = list(self._pending.values())
+            events = [step_finished(r) for r in records
+                      if r.state.finished and r.handle not in self.announced] \
+                if self.callbacks else []
             await self.store.update_invocation(
                 self.lease, state=State(result.state.value), output=result.output,
-                status_message=result.statusMessage,
-                events=self._events(chain_finished(result.state, result.output, error)))
+                status_message=result.statusMessage, steps=records,
+                events=[*events, *self._events(chain_finished(result.state, result.output,
+                                                               error))])
+            self._pending.clear()
         if self.callbacks:
             self.wake_outbox()
 

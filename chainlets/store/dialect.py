@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chainlets.errors import ConfigurationError
-from chainlets.store.group_commit import AsyncGroupCommit, ThreadGroupCommit
+from chainlets.store.group_commit import ThreadGroupCommit
 from chainlets.store.settings import DATABASE_URL_ENV
 
 __all__ = [
@@ -40,8 +39,8 @@ DEFAULT_SQLITE = Path(".chainrunner") / "chainrunner.db"
 WRITE = "chainrunner_write"
 _BUSY_TIMEOUT_S = 30.0
 
-# The driver each backend runs on: psycopg's asyncio connections; SQLite's standard driver on
-# worker threads (see `_SqliteThreads`). Either driver form is accepted in a URL.
+# The driver each backend runs on, blocking, on worker threads (see `_Threads`): SQLite's
+# standard one, psycopg 3. Either driver form is accepted in a URL.
 _DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
 _ACCEPTED = {"sqlite": {"pysqlite", "aiosqlite"},
              "postgresql": {"psycopg", "psycopg_async", "asyncpg"}}
@@ -136,22 +135,31 @@ class Transactions(Protocol):
     async def close(self) -> None: ...
 
 
-class _SqliteThreads:
-    """SQLite through the standard driver on worker threads, one hop per transaction.
+class _Threads:
+    """The database through its standard (blocking) driver on worker threads, one hop per
+    transaction: SQLite's sqlite3, PostgreSQL's psycopg 3.
 
-    aiosqlite costs about four thread hand-offs per statement (cursor, execute, fetch, close),
-    ~3 ms per step write here against 0.36 ms for the same transaction on one worker thread
-    (benchmarks/store.py). One thread writes, so in-process writers queue in order instead
-    of spinning on SQLite's lock, and those queued together commit together (group_commit);
-    readers run beside it (WAL).
+    One thread writes, so in-process writers queue in order (on SQLite instead of spinning on
+    its lock) and those queued together commit together (group_commit); readers run beside
+    it (SQLite in WAL mode). Measured against the asyncio drivers: aiosqlite costs about four
+    thread hand-offs per statement (~3 ms per step write here against 0.36 ms on one worker
+    thread, benchmarks/store.py); psycopg's asyncio connections through SQLAlchemy's greenlet
+    bridge cost 2.4-2.7 ms of CPU per in-process 3-step invocation against 1.7-1.9 ms
+    blocking on a thread (a wait on the event loop's selector and two greenlet switches per
+    statement; benchmarks/service.py).
     """
 
     def __init__(self, url: URL, sync: str | None, readers: int = 4) -> None:
-        self.engine = create_sync_engine(url, sync, pool_size=readers + 1, max_overflow=0)
+        # SQLite has one writer at a time anyway; PostgreSQL's two overlap one transaction's
+        # commit (a disk flush, with synchronous_commit on) with the next one's statements.
+        writers = 1 if url.get_backend_name() == "sqlite" else 2
+        self.engine = create_sync_engine(url, sync, pool_size=readers + writers,
+                                         max_overflow=0)
         self._writes = self.engine.execution_options(**{WRITE: True})
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="chainrunner-store-write")
+        self._writer = ThreadPoolExecutor(writers, thread_name_prefix="chainrunner-store-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="chainrunner-store-read")
-        self._group = ThreadGroupCommit(lambda work: self._transaction(work, True))
+        self._group = ThreadGroupCommit(lambda work: self._transaction(work, True),
+                                        self._writer.submit, drains=writers)
 
     def _transaction(self, work: Callable[[sa.Connection], T], write: bool) -> T:
         with (self._writes if write else self.engine).begin() as connection:
@@ -161,9 +169,7 @@ class _SqliteThreads:
         loop = asyncio.get_running_loop()
         if not write:
             return await loop.run_in_executor(self._readers, self._transaction, work, False)
-        done = self._group.submit(work)
-        loop.run_in_executor(self._writer, self._group.drain)
-        return await done
+        return await self._group.submit(work)
 
     async def close(self) -> None:
         for pool in (self._writer, self._readers):
@@ -171,32 +177,9 @@ class _SqliteThreads:
         self.engine.dispose()
 
 
-class _AsyncEngine:
-    """PostgreSQL through psycopg 3's asyncio connections: the work's statements run in
-    SQLAlchemy's greenlet bridge, each awaiting the server. Writes queued while one
-    transaction runs commit together in the next (group_commit)."""
-
-    def __init__(self, url: URL, sync: str | None) -> None:
-        self.engine: AsyncEngine = create_async_engine(url, connect_args=_connect_args(url, sync))
-        self._group = AsyncGroupCommit(self._transaction)
-
-    async def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
-        async with self.engine.begin() as connection:
-            return await connection.run_sync(work)
-
-    async def run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
-        return await (self._group.run(work) if write else self._transaction(work))
-
-    async def close(self) -> None:
-        await self._group.close()
-        await self.engine.dispose()
-
-
 def transactions(url: URL, sync: str | None = None) -> Transactions:
     """How the store runs its transactions on the database at `url` (from `database_url`)."""
-    if url.get_backend_name() == "sqlite":
-        return _SqliteThreads(url, sync)
-    return _AsyncEngine(url, sync)
+    return _Threads(url, sync)
 
 
 def insert(table: sa.Table, dialect: str) -> Any:

@@ -11,14 +11,15 @@ transaction holding its write has committed.
 """
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["Write", "run_together"]
+__all__ = ["ThreadGroupCommit", "Write", "run_together"]
 
 T = TypeVar("T")
 
@@ -34,11 +35,6 @@ class Write(Generic[T]):
 
     def __post_init__(self) -> None:
         self.loop = self.future.get_loop()
-
-    def settle(self) -> None:
-        """Answer the caller (from any thread)."""
-        assert self.outcome is not None
-        self.loop.call_soon_threadsafe(_resolve, self.future, self.outcome)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -60,33 +56,67 @@ def run_together(connection: sa.Connection, writes: list[Write[Any]]) -> None:
 
 
 class ThreadGroupCommit:
-    """For a store whose writes run on one worker thread (SQLite): `submit` queues a write and
-    a drain on the thread; each drain takes every write queued by then."""
+    """For a store whose writes run on one worker thread (SQLite): `submit` queues a write and,
+    unless `drains` are already queued or running, a drain on the thread; a drain commits every
+    write queued by then, in one transaction, until none is left. With two drains (two
+    writer threads and connections), one batch runs while the other waits for its commit to
+    be flushed to disk."""
 
     def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], None],
-                 max_batch: int = 500) -> None:
-        self._transaction, self._max_batch = transaction, max_batch
+                 thread: Callable[[Callable[[], None]], object],
+                 max_batch: int = 500, drains: int = 1) -> None:
+        self._transaction, self._thread, self._max_batch = transaction, thread, max_batch
         self._queue: list[Write[Any]] = []
+        self._drains, self._draining = drains, 0  # drains queued or running on the threads
         self._lock = threading.Lock()
 
     def submit(self, work: Callable[[sa.Connection], T]) -> "asyncio.Future[T]":
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._queue.append(Write(work, future))
+            start = self._draining < self._drains
+            self._draining += start
+        if start:
+            self._thread(self.drain)
         return future
 
     def drain(self) -> None:
-        """Run on the writer thread: the writes queued so far, in one transaction."""
+        """Run on the writer thread: the writes queued so far, in one transaction each batch,
+        their callers answered together, until the queue is empty."""
         while True:
             with self._lock:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-            if not batch:
-                return
-            _commit(batch, lambda together: self._transaction(together))
+                if not batch:
+                    self._draining -= 1
+                    return
+            try:
+                _commit(batch, lambda together: self._transaction(together))
+            finally:
+                _settle(batch)
+
+
+def _settle(batch: list[Write[Any]]) -> None:
+    """Answer a batch's callers with one wake-up of each event loop, not one per write."""
+    loops: dict[asyncio.AbstractEventLoop, list[Write[Any]]] = {}
+    for write in batch:
+        if write.outcome is None:  # the drain itself failed (not the database): say so
+            write.outcome = (False, RuntimeError("the store's writer stopped"))
+        loops.setdefault(write.loop, []).append(write)
+    for loop, writes in loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve_all, writes)
+
+
+def _resolve_all(writes: list[Write[Any]]) -> None:
+    for write in writes:
+        assert write.outcome is not None
+        _resolve(write.future, write.outcome)
 
 
 def _commit(batch: list[Write[Any]],
             transaction: Callable[[Callable[[sa.Connection], None]], None]) -> None:
+    """Commit `batch` in one transaction, recording each write's outcome; should any fail,
+    each runs again alone."""
     try:
         transaction(lambda connection: run_together(connection, batch))
     except Exception as exc:
@@ -94,47 +124,5 @@ def _commit(batch: list[Write[Any]],
             batch[0].outcome = (False, exc)
         else:  # nothing was committed: each write again, alone
             for write in batch:
+                write.outcome = None
                 _commit([write], transaction)
-            return
-    for write in batch:
-        write.settle()
-
-
-class AsyncGroupCommit:
-    """For a store whose transactions are awaited (PostgreSQL): one writer task at a time
-    takes every write queued while the previous transaction ran."""
-
-    def __init__(self, transaction: Callable[[Callable[[sa.Connection], None]], Awaitable[None]],
-                 max_batch: int = 500) -> None:
-        self._transaction, self._max_batch = transaction, max_batch
-        self._queue: list[Write[Any]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def run(self, work: Callable[[sa.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(Write(work, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-            await self._commit(batch)
-
-    async def _commit(self, batch: list[Write[Any]]) -> None:
-        try:
-            await self._transaction(lambda connection: run_together(connection, batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].outcome = (False, exc)
-            else:  # nothing was committed: each write again, alone
-                for write in batch:
-                    await self._commit([write])
-                return
-        for write in batch:
-            write.settle()
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)

@@ -152,26 +152,37 @@ class MemoryStore:
         if approval is not None and approval.token_hash in self._tokens:
             raise refusals.token_reused(step.handle)
         now = self._clock()
-        steps = self._steps[row["id"]]
-        target = steps.get(step.handle)
-        if target is None:
-            position = max((s["position"] for s in steps.values()), default=-1) + 1
-            target = steps[step.handle] = rules.empty_step(row["id"], step.handle, position, now)
-        closes = approval_rules.closed_by(step)
-        if closes is None or target["approval_state"] in (None, rules.OPEN):
-            target.update(rules.step_columns(step, approval, now))
-            if closes is not None and target["approval_state"] == rules.OPEN:
-                target["approval_state"] = closes
+        self._put_step(row["id"], step, approval, now)
         if approval is not None:
             self._tokens[approval.token_hash] = (row["id"], step.handle)
         self._add_events(row, events, now)
 
+    def _put_step(self, invocation_id: str, step: StepRecord, approval: OpenApproval | None,
+                  now: float) -> None:
+        steps = self._steps[invocation_id]
+        target = steps.get(step.handle)
+        if target is None:
+            position = max((s["position"] for s in steps.values()), default=-1) + 1
+            target = steps[step.handle] = rules.empty_step(invocation_id, step.handle, position,
+                                                           now)
+        closes = approval_rules.closed_by(step)
+        if closes is not None and target["approval_state"] not in (None, rules.OPEN):
+            return  # an answer (or timeout) came first: it stands, and so does its record
+        target.update(rules.step_columns(step, approval, now))
+        if closes is not None and target["approval_state"] == rules.OPEN:
+            target["approval_state"] = closes
+
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
-                                events: Sequence[NewEvent] = ()) -> None:
+                                events: Sequence[NewEvent] = (),
+                                steps: Sequence[StepRecord] = ()) -> None:
+        for step in steps:
+            self.limits.check_output(step.handle, step.output)
         values = rules.invocation_update(state, output, status_message, self.limits,
                                          now := self._clock())
         row = self._fenced(lease)
+        for step in steps:
+            self._put_step(row["id"], step, None, now)
         row.update(values)
         self._add_events(row, events, now)
 

@@ -63,8 +63,11 @@ class Store(Protocol):
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
-                                events: Sequence[NewEvent] = ()) -> None:
-        """Set the invocation's state; a finished state also ends the lease."""
+                                events: Sequence[NewEvent] = (),
+                                steps: Sequence[StepRecord] = ()) -> None:
+        """Set the invocation's state; a finished state also ends the lease. `steps`' records
+        are written in the same transaction (as `record_step` would, without approvals): an
+        invocation's last step and its end commit together."""
         ...
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,

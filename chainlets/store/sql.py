@@ -25,9 +25,11 @@ from chainlets.store.models import (
     State,
     StoredChain,
 )
+from chainlets.store.prepared import Prepared
 from chainlets.store.rows import (
     Clock,
     IdFactory,
+    Row,
     chain_from_row,
     chain_id_for,
     check_limit,
@@ -39,11 +41,33 @@ from chainlets.store.rows import (
 from chainlets.store.settings import Limits
 from chainlets.store.sql_base import keyset
 from chainlets.store.sql_outbox import SqlOutbox
+from chainlets.store.sql_steps import add_step, put_step
 from chainlets.store.tables import chains, invocations, steps
 
 __all__ = ["SqlStore"]
 
 _inv, _steps = invocations.c, steps.c
+
+# Hot statements built once (see sql_base): values are passed as parameters named like their
+# columns, keys as `b_…` parameters.
+_LIVE_CHAIN = sa.select(chains).where(chains.c.id == sa.bindparam("b_id"),
+                                      chains.c.deleted_at.is_(None))
+def _typed(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """A parameter for `column` in a SELECT list; PostgreSQL types an untyped one as text,
+    which a number column refuses (its `None`), so numbers are cast."""
+    bind = sa.bindparam(column.name, type_=column.type)
+    return sa.cast(bind, column.type) if isinstance(column.type, sa.Double) else bind
+
+
+# The invocation's row, only while its chain is stored: a chain deleted meanwhile is caught
+# without a statement of its own (no row inserted).
+_INSERT_INVOCATION = Prepared(sa.insert(invocations).from_select(
+    [c.name for c in invocations.c],
+    sa.select(*[_typed(c) for c in invocations.c]).where(
+        sa.exists().where(chains.c.id == sa.bindparam("chain_id", type_=_inv.chain_id.type),
+                          chains.c.deleted_at.is_(None)))))
+_INSERT_STEPS = Prepared(sa.insert(steps))
+_STEPS_OF = sa.select(steps).where(_steps.invocation_id == sa.bindparam("b_id"))
 
 
 class SqlStore(SqlOutbox):
@@ -77,8 +101,7 @@ class SqlStore(SqlOutbox):
 
     @staticmethod
     def _chain(conn: sa.Connection, chain_id: str) -> sa.RowMapping:
-        row = conn.execute(sa.select(chains).where(
-            chains.c.id == chain_id, chains.c.deleted_at.is_(None))).mappings().first()
+        row = conn.execute(_LIVE_CHAIN, {"b_id": chain_id}).mappings().first()
         if row is None:
             raise refusals.chain_not_found(chain_id)
         return row
@@ -127,7 +150,6 @@ class SqlStore(SqlOutbox):
                 events: Sequence[NewEvent]) -> Created:
         if new.idempotency_key is not None and (existing := self._by_key(conn, new)):
             return existing
-        self._chain(conn, new.chain_id)
         source: list[sa.RowMapping] = []
         if new.rerun_of is not None:
             self._invocation(conn, new.rerun_of.invocation_id)
@@ -137,9 +159,10 @@ class SqlStore(SqlOutbox):
         now = self._clock()
         row = rules.invocation_row(new, self._ids("inv"), now, owner, self.lease_s)
         rows = rules.initial_steps(new, row["id"], source, now)
-        conn.execute(sa.insert(invocations).values(row))
+        if _INSERT_INVOCATION.rowcount(conn, row) == 0:
+            raise refusals.chain_not_found(new.chain_id)
         if rows:
-            conn.execute(sa.insert(steps), rows)
+            _INSERT_STEPS.run_many(conn, rows)
         self._add_events(conn, row, events, now)
         return Created(invocation=invocation_from_row(row, rows), created=True,
                        lease=rules.lease_of(row) if owner else None)
@@ -149,8 +172,7 @@ class SqlStore(SqlOutbox):
 
     def _full(self, conn: sa.Connection, invocation_id: str) -> Invocation:
         row = self._invocation(conn, invocation_id)
-        rows = conn.execute(sa.select(steps).where(
-            _steps.invocation_id == invocation_id)).mappings().all()
+        rows = conn.execute(_STEPS_OF, {"b_id": invocation_id}).mappings().all()
         return invocation_from_row(row, rows)
 
     async def list_invocations(self, *, chain_id: str | None = None, state: State | None = None,
@@ -173,21 +195,10 @@ class SqlStore(SqlOutbox):
         self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.step_columns(step, approval, now)
-        closes = approval_rules.closed_by(step)
+        records = [(step.handle, values, approval_rules.closed_by(step))]
 
         def work(conn: sa.Connection) -> None:
-            row = self._fence(conn, lease, events, now)
-            key = (_steps.invocation_id == row["id"]) & (_steps.handle == step.handle)
-            if closes is not None:
-                if self._close_approval(conn, key, values, closes):
-                    return
-            elif conn.execute(sa.update(steps).where(key).values(values)).rowcount:
-                return
-            position = conn.execute(sa.select(
-                sa.func.coalesce(sa.func.max(_steps.position), -1) + 1).where(
-                _steps.invocation_id == row["id"])).scalar_one()
-            conn.execute(sa.insert(steps).values(
-                rules.empty_step(row["id"], step.handle, position, now) | values))
+            self._write_steps(conn, lease, events, now, records)
 
         try:
             await self._write(work)
@@ -196,25 +207,51 @@ class SqlStore(SqlOutbox):
                 raise
             raise refusals.token_reused(step.handle) from exc
 
+    def _write_steps(self, conn: sa.Connection, lease: Lease, events: Sequence[NewEvent],
+                     now: float, records: Sequence[tuple[str, dict[str, Any], str | None]],
+                     values: Mapping[str, Any] | None = None) -> None:
+        """`_fence_steps`, except that a step ending without an answer (`closes` set) closes
+        its open approval with it and never overrides a settled one: decided under the
+        fence's lock, so a resume is either before it (and stands) or after it (refused)."""
+        if all(closes is None for _, _, closes in records):
+            self._fence_steps(conn, lease, events, now, [(h, c) for h, c, _ in records], values)
+            return
+
+        def put(row: Row) -> None:
+            for handle, columns, closes in records:
+                if closes is None:
+                    put_step(conn, row["id"], handle, columns, now)
+                else:
+                    self._close_approval(conn, row["id"], handle, columns, closes, now)
+
+        self._fence(conn, lease, events, now, values, then=put)
+
     @staticmethod
-    def _close_approval(conn: sa.Connection, key: sa.ColumnElement[bool],
-                        values: dict[str, Any], closes: str) -> bool:
+    def _close_approval(conn: sa.Connection, invocation_id: str, handle: str,
+                        values: dict[str, Any], closes: str, now: float) -> None:
         """Write a step's end that came without an answer: an open approval closes with it
-        (`closes`), a settled one (resumed, timed out) stands and so does its record. False
-        when the step has no row yet."""
+        (`closes`), a settled one (resumed, timed out) stands and so does its record."""
+        key = (_steps.invocation_id == invocation_id) & (_steps.handle == handle)
         settled = _steps.approval_state.is_not(None) & (_steps.approval_state != rules.OPEN)
         done = conn.execute(sa.update(steps).where(key, ~settled).values({
             **values, "approval_state": sa.case((_steps.approval_state == rules.OPEN, closes),
                                                 else_=_steps.approval_state)}))
-        return bool(done.rowcount) or conn.execute(sa.select(_steps.handle).where(
-            key)).first() is not None
+        if not done.rowcount and conn.execute(sa.select(_steps.handle).where(key)).first() is None:
+            add_step(conn, invocation_id, handle, values, now)
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
-                                events: Sequence[NewEvent] = ()) -> None:
+                                events: Sequence[NewEvent] = (),
+                                steps: Sequence[StepRecord] = ()) -> None:
+        for step in steps:
+            self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.invocation_update(state, output, status_message, self.limits, now)
-        await self._write(lambda conn: self._fence(conn, lease, events, now, values))
+        records = [(s.handle, rules.step_columns(s, None, now), approval_rules.closed_by(s))
+                   for s in steps]
+
+        await self._write(lambda conn: self._write_steps(conn, lease, events, now, records,
+                                                         values))
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,
                       events: Sequence[NewEvent] = ()) -> bool:
@@ -227,8 +264,10 @@ class SqlStore(SqlOutbox):
                 _steps.invocation_id == row["id"], _steps.approval_state == rules.OPEN)).all()
             if not set(waiting_on) <= {handle for handle, _ in opened}:
                 return False
+            started = conn.execute(sa.select(_inv.created_at, _inv.options).where(
+                _inv.id == row["id"])).mappings().one()  # the fence reads back neither
             conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
-                rules.suspended(approval_rules.wake_at(row, [d for _, d in opened]))))
+                rules.suspended(approval_rules.wake_at(started, [d for _, d in opened]))))
             self._add_events(conn, row, events, now)
             return True
 

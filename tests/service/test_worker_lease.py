@@ -4,6 +4,8 @@ with a fake generator that holds a step until the lease is taken over."""
 import asyncio
 from typing import Any
 
+import pytest
+
 from chainlets.engine.models import StepRecord
 from chainlets.language.compiler import compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
@@ -31,10 +33,12 @@ class RecordingStore(MemoryStore):
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
-                                events: Any = ()) -> None:
-        self.writes.append((lease.owner, f"update_invocation {state}"))
+                                events: Any = (), steps: Any = ()) -> None:
+        ended = "".join(f" +{s.handle}" for s in steps)
+        self.writes.append((lease.owner, f"update_invocation {state}{ended}"))
         await super().update_invocation(lease, state=state, output=output,
-                                        status_message=status_message, events=events)
+                                        status_message=status_message, events=events,
+                                        steps=steps)
 
     async def heartbeat(self, lease: Lease) -> Lease:
         renewed = await super().heartbeat(lease)
@@ -91,3 +95,56 @@ async def test_a_worker_whose_heartbeat_loses_the_lease_stops_and_writes_nothing
         assert (await store.get_invocation(invocation_id)).output == "by B"
     finally:
         await worker.close()
+
+
+PARALLEL = {"handle": "seed", "inputs": [{"name": "topic"}], "steps": [
+    {"handle": "title", "plugin": "mock", "prompt": "A title about {topic}"},
+    {"handle": "song", "plugin": "mock", "prompt": "A song called {title}"},
+    {"handle": "poster", "plugin": "mock", "prompt": "A poster about {topic}"}]}
+
+
+@pytest.mark.parametrize(("chain", "held", "writes"), [
+    # Linear: the last step has no dependent left, so its result and the end commit together.
+    (CHAIN, set(), ["record_step title succeeded", "record_step song succeeded",
+                    "update_invocation succeeded +review"]),
+    # `song` ends while `poster` still runs: committed at once (visible in status); `poster`,
+    # the last, goes with the end.
+    (PARALLEL, {"poster"}, ["record_step title succeeded", "record_step song succeeded",
+                            "update_invocation succeeded +poster"]),
+])
+async def test_the_last_step_commits_with_the_invocations_end(
+        chain: dict[str, Any], held: set[str], writes: list[str]) -> None:
+    store = RecordingStore(FakeClock())
+    gate = Gate(held)
+    fake = GatedGenerator(default=lambda r: f"<{r.step}>")
+    fake.gate = gate
+    compiled = compile_chain(ChainSpec.model_validate(chain), DEFAULT_PLUGINS)
+    stored = await store.create_chain(chain)
+    created = await store.create_invocation(NewInvocation(
+        chain_id=stored.chain_id, input={"topic": "tea"}, steps=list(compiled.steps),
+        callback_url="https://hooks.example/cr"), owner="A")
+    assert created.lease is not None
+    invocation_id = created.invocation.invocation_id
+
+    async def no_chain(chain_id: str) -> Any:
+        raise AssertionError("the worker does not poll in this test")
+
+    worker = Worker(store, executor(fake), no_chain, owner="A",
+                    settings=WorkerSettings(write_delay_s=60))
+    try:
+        worker.start(created.lease, created.invocation, compiled)
+        if held:
+            await _until(lambda: ("A", "record_step song succeeded") in store.writes,
+                         "song was not committed while poster ran")
+            gate.release.set()
+        await _until(lambda: not worker.running, "the run did not end")
+    finally:
+        await worker.close()
+    assert [what for _, what in store.writes] == writes
+    invocation = await store.get_invocation(invocation_id)
+    assert invocation.state == State.SUCCEEDED
+    assert all(s.state == State.SUCCEEDED for s in invocation.steps)
+    events = await store.list_events(invocation_id)  # in order: the step's, then the chain's
+    last = writes[-1].rpartition("+")[2]
+    assert [(e.type, e.step) for e in events][-2:] == [("step.finished", last),
+                                                       ("chain.finished", None)]

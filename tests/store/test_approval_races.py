@@ -92,8 +92,9 @@ async def test_the_runs_deadline_while_waiting_wakes_it_and_voids_the_token(
                                             r"at .* while it waited for approval; the task "
                                             r"token can no longer resume it"):
         await store.resume_approval(token, output="yes")
-    await store.record_step(lease, _unanswered(100))  # the engine ends the step
-    await store.update_invocation(lease, state=State.FAILED, status_message="deadline")
+    # The engine ends the step; the writer commits it with the invocation's end.
+    await store.update_invocation(lease, state=State.FAILED, status_message="deadline",
+                                  steps=[_unanswered(100)])
     state, approval, message = await _judge(store, invocation_id)
     assert (state, approval) == (State.FAILED, ApprovalState.EXPIRED)
     assert message is not None and "passed before anyone answered" in message
@@ -106,6 +107,7 @@ async def test_an_ended_record_never_overrides_an_answer_that_came_first(
     invocation_id, lease, token = await _open(store, clock, suspend=False)
     await store.resume_approval(token, output="yes")
     await store.record_step(lease, _unanswered(600))  # the run's view, late
+    await store.update_invocation(lease, state=State.FAILED, steps=[_unanswered(600)])
     judge = (await store.get_invocation(invocation_id)).steps[1]
     assert (judge.state, judge.output) == (State.SUCCEEDED, "yes")
     assert judge.approval is not None and judge.approval.state == ApprovalState.RESUMED

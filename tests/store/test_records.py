@@ -15,9 +15,9 @@ from chainlets.errors import (
     PayloadTooLargeError,
     RequestError,
 )
-from chainlets.store import NewInvocation, RerunOf, State, Store
+from chainlets.store import NewEvent, NewInvocation, RerunOf, State, Store
 from tests.store.conftest import FakeClock, make_store
-from tests.store.helpers import CHAIN, STEPS, at, chain, start, step
+from tests.store.helpers import CHAIN, STEPS, URL, at, chain, finished, start, step
 
 
 async def test_a_chain_is_stored_once_by_content(store: Store) -> None:
@@ -183,6 +183,28 @@ async def test_a_finished_invocation_ends_its_lease(store: Store) -> None:
         await store.heartbeat(lease)
     with pytest.raises(RequestError, match="through `suspend`"):
         await store.update_invocation(lease, state=State.WAITING)
+
+
+async def test_an_invocation_ends_with_its_last_steps_in_one_transaction(store: Store) -> None:
+    invocation_id, lease = await start(store, callback_url=URL)
+    assert lease is not None
+    await store.record_step(lease, step("tell"), events=[finished("tell")])
+    end = NewEvent(type="chain.finished", data={"state": "succeeded"})
+    await store.update_invocation(lease, state=State.SUCCEEDED, output="out-judge",
+                                  steps=[step("judge"), step("late", RunState.FAILED)],
+                                  events=[finished("judge"), end])
+    invocation = await store.get_invocation(invocation_id)
+    assert invocation.state == State.SUCCEEDED
+    assert [(s.handle, s.state, s.output) for s in invocation.steps] == [
+        ("tell", State.SUCCEEDED, "out-tell"), ("judge", State.SUCCEEDED, "out-judge"),
+        ("late", State.FAILED, "out-late")]
+    assert [(e.seq, e.type, e.step) for e in await store.list_events(invocation_id)] == [
+        (1, "step.finished", "tell"), (2, "step.finished", "judge"),
+        (3, "chain.finished", None)]
+    # Fenced like every write under a lease: the lease ended, nothing more is written.
+    with pytest.raises(LeaseLostError):
+        await store.update_invocation(lease, state=State.FAILED, steps=[step("tell", output="x")])
+    assert (await store.get_invocation(invocation_id)).steps[0].output == "out-tell"
 
 
 async def test_a_rerun_copies_the_committed_outputs_it_reuses(store: Store) -> None:
