@@ -12,8 +12,10 @@
     │   │                            step's output_schema, even after its repairs
     │   └── TransientGenerationError a generator call failed in a way worth retrying
     │       │                        (HTTP 429/5xx, timeout, connection error)
-    │       └── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
-    │                                connections: every call to it backs off together
+    │       ├── BackendOverloadedError  the backend is overloaded (HTTP 429) or refuses
+    │       │                        connections: every call to it backs off together
+    │       └── GenerationTimeoutError  the backend gave no answer within the call's limit
+    │                                (also a TimeoutError: its error_kind is `timeout`)
     ├── StepDataError                a value a step reads is not what it reads it as: not JSON,
     │                                or nothing at the path of a `{handle.path}` placeholder
     ├── NotFoundError                an id names nothing stored (HTTP 404)
@@ -35,6 +37,7 @@ __all__ = [
     "ConflictError",
     "FunctionCallError",
     "GenerationError",
+    "GenerationTimeoutError",
     "InputsError",
     "LeaseLostError",
     "NotFoundError",
@@ -116,6 +119,11 @@ class TransientGenerationError(GenerationError):
 class BackendOverloadedError(TransientGenerationError):
     """Raised when the backend says it is overloaded (HTTP 429) or refuses the connection:
     the engine retries it, and holds back every call to that backend for the backoff."""
+
+
+class GenerationTimeoutError(TransientGenerationError, TimeoutError):
+    """Raised when the backend gave no answer within the call's time limit (the request's
+    `timeout_s`, handed to its client): a timeout, retried like one."""
 
 
 class ConflictError(ChainrunnerError):

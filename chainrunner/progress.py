@@ -63,9 +63,17 @@ def _table(title: str, records: Iterable[StepRecord]) -> Table:
         table.add_row(escape(record.handle),
                       f"[{_STYLE[record.state]}]{record.state.value}[/]",
                       str(len(record.attempts) or ""), _elapsed(record),
-                      escape(_preview(record.output if record.state == RunState.SUCCEEDED
-                                      else record.statusMessage)))
+                      escape(_preview(_detail(record))))
     return table
+
+
+def _detail(record: StepRecord) -> str | None:
+    """A succeeded step's output (saying so when its `catch` gave it), else its message."""
+    if record.state != RunState.SUCCEEDED:
+        return record.statusMessage
+    if record.caught is not None:
+        return f"caught a `{record.caught.error_kind}` error: {record.output}"
+    return record.output
 
 
 class Progress:
@@ -98,7 +106,7 @@ class Progress:
         if self._live is None:
             detail = record.statusMessage if record.state in (
                 RunState.FAILED, RunState.SKIPPED, RunState.CANCELLED) \
-                else _preview(record.output, 50)
+                else _preview(_detail(record), 50)
             self._console.print(
                 f"[{time.monotonic() - self._start:6.2f}s] {record.handle:<24} "
                 f"[{_STYLE[record.state]}]{record.state.value:<9}[/] {escape(detail or '')}",

@@ -23,7 +23,8 @@ JOKE = REPO / "chains" / "specs" / "joke.json"
 SOUNDTRACK = REPO / "chains" / "specs" / "soundtrack.json"
 
 STEP_KEYS = {"handle", "state", "statusMessage", "output", "attempts", "started_at",
-             "finished_at", "usage", "error_kind", "backend", "model", "capabilities"}
+             "finished_at", "usage", "error_kind", "backend", "model", "capabilities",
+             "caught"}
 # Every variable that picks a backend or scripts the mock; each test starts without them.
 _ENV = ("CHAINRUNNER_LLM", "OPENAI_API_KEY", "OPENAI_BASE_URL", SCRIPT_ENV, LATENCY_ENV,
         RUNNER_ENV)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, RootModel
 import chainlets.errors
 from chainlets.engine.models import (
     AttemptRecord,
+    CaughtError,
     ErrorKind,
     Generation,
     GenerationRequest,
@@ -22,6 +23,7 @@ from chainlets.engine.models import (
 from chainlets.generators.mock_model import MockRule, MockScript
 from chainlets.language.capabilities import Capability, CapabilityRequests, RequestLevel, Served
 from chainlets.language.plugins import Gpt3Config, MockConfig, ModelParams, OpenAIConfig
+from chainlets.language.policies import CatchSpec, RetrySpec
 from chainlets.language.spec import (
     ChainSpec,
     ChatMessage,
@@ -75,6 +77,19 @@ SAMPLES: list[BaseModel] = [
                       capabilities={Capability.JSON_MODE: Served.NATIVE,
                                     Capability.CONVERSATION: Served.IGNORED}),
     Generation(text="{}", capabilities={Capability.STREAMING: Served.DISABLED}),
+    ChainSpec(handle="policies", deadline_s=30, steps=[
+        StepSpec(handle="a", prompt="p", plugin="mock", timeout_s=2.5,
+                 retry=RetrySpec(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=1,
+                                 jitter=False, on=["timeout", "transient", "schema"]),
+                 catch=CatchSpec(step="h", errors=["model"])),
+        StepSpec(handle="h", prompt="{error_kind}: {error}", plugin="mock",
+                 catch=CatchSpec(output={"fallback": [1, "two"]}))]),
+    InvocationResult(chain="c", state=RunState.SUCCEEDED, output="sorry", steps=[
+        StepRecord(handle="a", state=RunState.SUCCEEDED, output="sorry",
+                   statusMessage="caught: GenerationError: no; the output is `catch.output`",
+                   caught=CaughtError(error="GenerationError: no", error_kind=ErrorKind.SCHEMA)),
+        StepRecord(handle="b", state=RunState.SUCCEEDED, output="x",
+                   caught=CaughtError(error="e", error_kind=ErrorKind.TIMEOUT, step="h"))]),
     load_chain(SPECS / "json-fixer.json"),
     StepSpec(handle="s", prompt="{a.b[0]}", plugin="mock", max_repairs=3,
              output_schema={"type": "object", "properties": {"n": {"type": "integer"}},
@@ -110,7 +125,7 @@ def test_result_uses_steamship_field_names() -> None:
     assert set(data) == {"chain", "input", "output", "state", "statusMessage", "steps"}
     assert set(data["steps"][0]) == {"handle", "state", "statusMessage", "output", "attempts",
                                      "started_at", "finished_at", "usage", "error_kind",
-                                     "backend", "model", "capabilities"}
+                                     "backend", "model", "capabilities", "caught"}
     assert data["state"] == "running" and data["steps"][0]["statusMessage"] == "m"
 
 
@@ -137,9 +152,9 @@ def test_error_module_exports_every_error_and_each_takes_one_message() -> None:
     assert sorted(chainlets.errors.__all__) == [
         "BackendOverloadedError", "ChainDefinitionError", "ChainrunnerError",
         "ConfigurationError", "ConflictError", "FunctionCallError",
-        "GenerationError", "InputsError", "LeaseLostError", "NotFoundError",
-        "OutputSchemaError", "PayloadTooLargeError", "RequestError", "StepDataError",
-        "TransientGenerationError", "UnknownFunctionError"]
+        "GenerationError", "GenerationTimeoutError", "InputsError", "LeaseLostError",
+        "NotFoundError", "OutputSchemaError", "PayloadTooLargeError", "RequestError",
+        "StepDataError", "TransientGenerationError", "UnknownFunctionError"]
     for name in chainlets.errors.__all__:
         cls = getattr(chainlets.errors, name)
         assert str(cls("one message")) == "one message"

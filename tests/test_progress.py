@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.console import Console
 
-from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.engine.models import (
+    CaughtError,
+    ErrorKind,
+    InvocationResult,
+    RunOptions,
+    RunState,
+    StepRecord,
+)
 from chainlets.engine.scheduler import run_chain
 from chainlets.language.compiler import compile_chain
 from chainlets.language.spec import parse_chain
@@ -64,3 +71,13 @@ def test_the_table_shows_queued_steps() -> None:
         steps=[StepRecord(handle="waits-for-a-slot", state=RunState.QUEUED)])))
     (row,) = [line for line in out.getvalue().splitlines() if "waits-for-a-slot" in line]
     assert row.split("│")[2].strip() == "queued"
+
+
+def test_the_table_says_when_a_catch_gave_the_output() -> None:
+    out = io.StringIO()
+    Console(file=out, width=120).print(result_table(InvocationResult(
+        chain="c", state=RunState.SUCCEEDED,
+        steps=[StepRecord(handle="draft", state=RunState.SUCCEEDED, output="sorry",
+                          caught=CaughtError(error="x", error_kind=ErrorKind.TIMEOUT))])))
+    (row,) = [line for line in out.getvalue().splitlines() if "draft" in line]
+    assert row.split("│")[5].strip() == "caught a `timeout` error: sorry"

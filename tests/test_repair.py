@@ -179,3 +179,32 @@ async def test_path_reads_of_inputs_and_map_items() -> None:
     result = await run_chain(chain, {"people": [{"name": "Ann"}, {"name": "Bob"}],
                                      "cfg": {"who": ["x", "y"]}}, {"mock": fake}, FAST)
     assert json.loads(result.step("m").output or "") == ["Ann of y", "Bob of y"]
+
+
+async def test_retry_on_schema_starts_over_with_a_fresh_conversation_once_repairs_are_spent(
+) -> None:
+    fake = FakeGenerator(replies={"judge": ['{"score": "a"}', '{"score": "b"}',
+                                            '{"score": 4}']})
+    result = await run([judge(max_repairs=1, retry={"max_attempts": 2, "on": ["schema"],
+                                                    "initial_backoff_s": 0})], fake)
+    record = result.step("judge")
+    assert result.state == record.state == S.SUCCEEDED
+    assert record.output == '{"score": 4}'
+    assert [a.error_kind for a in record.attempts] == [ErrorKind.SCHEMA, ErrorKind.SCHEMA, None]
+    first, repair, again = fake.requests
+    assert len(repair.messages) == 3  # the prompt, the reply, its errors
+    assert again.messages == first.messages  # a fresh conversation, not a third repair
+
+
+async def test_retry_on_schema_stops_at_max_attempts_and_without_it_nothing_starts_over(
+) -> None:
+    bad = FakeGenerator(replies={"judge": '{"score": "a"}'})
+    result = await run([judge(max_repairs=0, retry={"max_attempts": 3, "on": ["schema"],
+                                                    "initial_backoff_s": 0})], bad)
+    assert result.step("judge").error_kind == ErrorKind.SCHEMA
+    assert len(bad.requests) == 3
+    other = FakeGenerator(replies={"judge": '{"score": "a"}'})
+    result = await run([judge(max_repairs=0, retry={"max_attempts": 3, "on": ["timeout"],
+                                                    "initial_backoff_s": 0})], other)
+    assert result.step("judge").state == S.FAILED
+    assert len(other.requests) == 1

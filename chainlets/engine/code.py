@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from chainlets.engine.code_models import CodeCall, CodeResult
 from chainlets.engine.failures import StepTimeoutError
 from chainlets.engine.models import AttemptRecord, Generation, RunOptions
+from chainlets.engine.policies import StepPolicies, step_timeout_s
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.timeouts import AttemptTimer
 from chainlets.errors import FunctionCallError, UnknownFunctionError
@@ -52,6 +53,9 @@ class CallHost(Protocol):
     def timer(self) -> AttemptTimer: ...
 
     @property
+    def policies(self) -> StepPolicies: ...
+
+    @property
     def code(self) -> CodeRunnerProtocol: ...
 
 
@@ -62,9 +66,10 @@ async def run_code(host: CallHost, step: CompiledStep, values: Mapping[str, str]
     function raises is not). Its output is the return value as JSON text."""
     assert step.code is not None
     call = CodeCall(step=step.handle, function=step.code.function.name,
-                    args=step.code.render(values), timeout_s=host.options.step_timeout_s)
-    result = await host.policy.call(host.code.run_remote, call, attempts, CODE,
-                                    timer=host.timer)
+                    args=step.code.render(values),
+                    timeout_s=step_timeout_s(step.spec, host.options))
+    policy, timer = host.policies.of(step.spec)  # the step's `retry` and `timeout_s`, if any
+    result = await policy.call(host.code.run_remote, call, attempts, CODE, timer=timer)
     return Generation(text=result.output, model=call.function)
 
 

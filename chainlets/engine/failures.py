@@ -41,10 +41,12 @@ _ROOT_ERROR = re.compile(r"(?P<name>[A-Za-z_][\w.]*): ?(?P<message>.*)", re.DOTA
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A failed call as recorded: its kind and `message`, the error's type and message."""
+    """A failed call as recorded: its kind and `message`, the error's type and message;
+    `transient` when it was worth another attempt (a catch of `transient` failures)."""
 
     kind: ErrorKind
     message: str
+    transient: bool = False
 
 
 def _chainlet_connection_error(exc: BaseException) -> bool:
@@ -79,12 +81,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _kind(exc: BaseException) -> ErrorKind:
+    # Before ChainrunnerError: a GenerationTimeoutError is both.
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):  # aiohttp's timeouts included
+        return ErrorKind.TIMEOUT
     if isinstance(exc, OutputSchemaError):
         return ErrorKind.SCHEMA
     if isinstance(exc, ChainrunnerError):
         return ErrorKind.MODEL
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):  # aiohttp's timeouts included
-        return ErrorKind.TIMEOUT
     if isinstance(exc, httpx.TransportError | ConnectionError) \
             or _chainlet_connection_error(exc):
         return ErrorKind.CONNECTION
@@ -125,4 +128,4 @@ def describe_failure(exc: BaseException, where: str) -> Failure:
     summary = f"{name}: {message}" if message else name
     if kind is ErrorKind.INTERNAL:
         summary = f"internal error in {where}: {summary}"
-    return Failure(kind, summary)
+    return Failure(kind, summary, is_transient(exc))

@@ -77,8 +77,10 @@ def _usage(records: list[StepRecord]) -> Usage | None:
 
 
 def _named(step: CompiledStep, handle: str, values: Mapping[str, str]) -> CompiledStep:
-    """`step` as a step of its own named `handle`, its values all given (it waits for nothing)."""
-    spec = step.spec.model_copy(update={"handle": handle, "map": None})
+    """`step` as a step of its own named `handle`, its values all given (it waits for nothing).
+    A map's item keeps the map's `retry` and `timeout_s`; its `catch` is the whole map's."""
+    spec = step.spec.model_copy(update={"handle": handle, "map": None, "catch": None}
+                                if step.spec.map is not None else {"handle": handle})
     return replace(step, spec=spec, flow=None, deps=frozenset(), literals=values)
 
 

@@ -15,6 +15,7 @@ from chainlets.language.spec import ChatMessage, JsonValue
 
 __all__ = [
     "AttemptRecord",
+    "CaughtError",
     "ErrorKind",
     "Generation",
     "GenerationRequest",
@@ -191,6 +192,16 @@ class AttemptRecord:
 
 
 @dataclass(slots=True, kw_only=True)
+class CaughtError:
+    """A failure that the step's `catch` turned into its output (the step succeeded)."""
+
+    error: Annotated[str, Field(description="The failure caught: the error's type and message.")]
+    error_kind: Annotated[ErrorKind, Field(description="What kind of failure it was.")]
+    step: Annotated[str | None, Field(description="The catch step whose output the step took; "
+                                             "null: the fallback `catch.output`.")] = None
+
+
+@dataclass(slots=True, kw_only=True)
 class StepRecord:
     """Status of one step (Steamship's step status, extended)."""
 
@@ -216,6 +227,9 @@ class StepRecord:
         description="The level each capability the step requested was served at (`native`, "
         "`best-effort`, `ignored`, `disabled`, `unserved`); null unless it succeeded or when "
         "it requested none.")] = None
+    caught: Annotated[CaughtError | None, Field(
+        description="Set when the step failed and its `catch` caught the failure: it then "
+        "succeeded with the fallback output.")] = None
 
 
 class InvocationResult(BaseModel):

@@ -8,8 +8,13 @@ each repair's call is a further attempt (its transient failures retried as any c
 the bound is reached the step fails with OutputSchemaError (error kind `schema`), naming the
 step, the last validation error and the bound. A valid reply is stored as canonical JSON text
 (`json.dumps`), its usage the sum of every call the step made.
+
+With `schema` in the step's `retry.on`, a step whose repairs are spent starts over: its first
+request again (a fresh conversation, with `max_repairs` repairs of its own), after the retry
+policy's backoff, up to `retry.max_attempts` starts in all (`structured_reply`).
 """
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
@@ -21,13 +26,14 @@ from chainlets.engine.models import (
     GenerationRequest,
     Usage,
 )
+from chainlets.engine.retry import RetryPolicy
 from chainlets.errors import OutputSchemaError, PayloadTooLargeError
 from chainlets.language.compiler import CompiledStep
 from chainlets.language.limits import prompt_problem
 from chainlets.language.spec import ChatMessage
 from chainlets.language.structured import SchemaUnusable
 
-__all__ = ["repair_prompt", "repaired"]
+__all__ = ["repair_prompt", "repaired", "structured_reply"]
 
 # A call of the step's generator under the run's retry policy, its attempts recorded.
 Call = Callable[[GenerationRequest], Awaitable[Generation]]
@@ -71,7 +77,7 @@ async def repaired(step: CompiledStep, request: GenerationRequest, generation: G
         try:
             text, errors = structured.apply(generation.text)
         except SchemaUnusable as exc:  # nothing a model can repair
-            raise OutputSchemaError(f"step `{step.handle}`: output_schema cannot be applied: "
+            raise _Unusable(f"step `{step.handle}`: output_schema cannot be applied: "
                                     f"{exc}") from None
         if text is not None:
             return generation.model_copy(update={"text": text, "usage": usage})
@@ -91,3 +97,28 @@ async def repaired(step: CompiledStep, request: GenerationRequest, generation: G
         generation = await call(request.model_copy(update={"messages": again}))
         usage = _total(usage, generation.usage)
     raise AssertionError("unreachable: the last pass returns or raises")
+
+
+class _Unusable(OutputSchemaError):
+    """The schema cannot be applied at all (e.g. a `$ref` that does not resolve): no new
+    start would help."""
+
+
+async def structured_reply(step: CompiledStep, request: GenerationRequest,
+                           attempts: list[AttemptRecord], policy: RetryPolicy,
+                           call: Call) -> Generation:
+    """The step's reply to `request` that meets its output schema (`repaired`). A step whose
+    `retry.on` names `schema` starts over once its repairs are spent, after `policy`'s
+    backoff, until it has started `policy.max_attempts` times; then the last
+    OutputSchemaError is raised."""
+    starts = 0
+    while True:
+        starts += 1
+        try:
+            return await repaired(step, request, await call(request), attempts, call)
+        except _Unusable:
+            raise
+        except OutputSchemaError as exc:
+            if starts >= policy.max_attempts or not policy.retries(exc, ErrorKind.SCHEMA):
+                raise
+        await asyncio.sleep(policy.backoff_s(starts))

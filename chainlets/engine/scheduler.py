@@ -36,6 +36,7 @@ from chainlets.engine.flow import OnFinish, run_flow
 from chainlets.engine.graph import StepGraph
 from chainlets.engine.models import (
     AttemptRecord,
+    CaughtError,
     ErrorKind,
     Generation,
     GenerationRequest,
@@ -44,8 +45,9 @@ from chainlets.engine.models import (
     RunState,
     StepRecord,
 )
+from chainlets.engine.policies import Catches, StepPolicies
 from chainlets.engine.protocols import GeneratorProtocol
-from chainlets.engine.repair import repaired
+from chainlets.engine.repair import structured_reply
 from chainlets.engine.retry import RetryPolicy
 from chainlets.engine.slots import Slots
 from chainlets.engine.state import (
@@ -111,6 +113,8 @@ class _Execution:
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
         self.timer = AttemptTimer(options.step_timeout_s)
+        self.policies = StepPolicies(self.policy, self.timer)  # of steps with their own
+        self.catches = Catches(self, chain) if chain.catching else None
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.graph = StepGraph(chain, succeeded=())
         self.records: dict[str, StepRecord] = {}  # a step without one is waiting
@@ -135,10 +139,15 @@ class _Execution:
             self.outputs.update((handle, r.output or "") for handle, r in prior.items())
             self.graph = StepGraph(self.chain, succeeded=prior)
         deadline = self.options.deadline_s
+        if self.chain.spec.deadline_s is not None:  # the chain's own: the smaller wins
+            deadline = min(deadline, self.chain.spec.deadline_s)
         left = deadline if started_at is None else \
             deadline - (datetime.now(UTC) - started_at).total_seconds()
         if left > 0:
-            self.start(self.graph.ready(), datetime.now(UTC))
+            ready = self.graph.ready()
+            if self.catches is not None and prior:
+                ready = self.catches.unneeded(ready, prior)
+            self.start(ready, datetime.now(UTC))
             self.maybe_finish()
         else:
             self.ending = deadline_failure(deadline)
@@ -270,8 +279,12 @@ class _Execution:
             else:
                 self.set(running(handle, now))
             values = dict(self.inputs)
-            for dep in step.deps:
-                values[dep] = self.outputs[dep]
+            try:
+                for dep in step.deps:
+                    values[dep] = self.outputs[dep]
+            except KeyError:  # a catch step: the step it catches left its error instead
+                assert self.catches is not None
+                values.update(self.catches.values(step, self.outputs))
             if step.literals:
                 values.update(step.literals)
             work = self.execute(step, values) if step.flow is None else self.control(step, values)
@@ -306,12 +319,16 @@ class _Execution:
             else:  # the call awaited here, not in a helper coroutine: one frame less in flight
                 request = self.request(step, values)
                 del values  # rendered: not held while the call is in flight (~120 B a step)
-                generation = self.served(step, await self.policy.call(
-                    self.generators[key].run_remote, request, attempts, key,
-                    gate=self.gate(key), timer=self.timer))
-                if step.structured is not None:  # re-prompted until it meets its schema
-                    generation = await repaired(step, request, generation, attempts,
-                                                self.caller(step, key, attempts))
+                policy, timer = (self.policy, self.timer) \
+                    if step.spec.retry is None and step.spec.timeout_s is None \
+                    else self.policies.of(step.spec)
+                if step.structured is None:
+                    generation = self.served(step, await policy.call(
+                        self.generators[key].run_remote, request, attempts, key,
+                        gate=self.gate(key), timer=timer))
+                else:  # re-prompted until it meets its schema, started over on `schema`
+                    generation = await structured_reply(step, request, attempts, policy,
+                                                        self.caller(step, key, attempts))
         except asyncio.CancelledError:
             if handle in self.parked:  # the run ends while it waits: it stays waiting
                 del self.tasks[handle]
@@ -334,17 +351,21 @@ class _Execution:
         """The step's model call, rendered."""
         return GenerationRequest.model_validate({
             "step": step.handle, "plugin": step.plugin.name, "params": step.params,
-            "messages": step.render_messages(values), "timeout_s": self.options.step_timeout_s,
+            "messages": step.render_messages(values),
+            "timeout_s": self.options.step_timeout_s if step.spec.timeout_s is None
+            else step.spec.timeout_s,
             "capabilities": step.served, "output_schema": step.spec.output_schema})
 
     def caller(self, step: CompiledStep, key: str,
                attempts: list[AttemptRecord]) -> Callable[[GenerationRequest],
                                                           Awaitable[Generation]]:
-        """A further call of the step (a repair), under the retry policy like its first."""
+        """A further call of the step (a repair), under its retry policy like its first."""
+        policy, timer = self.policies.of(step.spec)
+
         async def call(request: GenerationRequest) -> Generation:
-            return self.served(step, await self.policy.call(
+            return self.served(step, await policy.call(
                 self.generators[key].run_remote, request, attempts, key, gate=self.gate(key),
-                timer=self.timer))
+                timer=timer))
 
         return call
 
@@ -415,16 +436,29 @@ class _Execution:
 
     def finish(self, handle: str, attempts: list[AttemptRecord],
                outcome: Generation | Failure, message: str | None = None) -> None:
-        """The one place a step's end is recorded and the steps it frees are started; a flow
-        step's controller hears of its items' and iterations' ends here."""
+        """A step's task ended: its slot is free, and `conclude` records how it ended."""
         del self.tasks[handle]
-        current = self.records[handle]
-        now = datetime.now(UTC)  # also when the steps it frees start
         if self.slots is not None and self.graph.steps[handle].flow is None:
             self.slots.release()
+        self.conclude(handle, attempts, outcome, message)
+
+    def conclude(self, handle: str, attempts: list[AttemptRecord],
+                 outcome: Generation | Failure, message: str | None = None) -> None:
+        """The one place a step's end is recorded and the steps it frees are started; a flow
+        step's controller hears of its items' and iterations' ends here, and its `catch`
+        (engine/policies.py) may turn a failure into an output."""
+        current = self.records[handle]
+        now = datetime.now(UTC)  # also when the steps it frees start
+        caught: CaughtError | None = None
+        if self.catches is not None:
+            settled = self.catches.settle(self.graph.steps[handle], attempts, outcome, message,
+                                          now)
+            if settled is None:  # its catch step runs, or its caught output is committed,
+                return  # first: it ends after
+            outcome, message, caught = settled
         told = self.on_finish.pop(handle, None)
         if isinstance(outcome, Generation):
-            self.set(succeeded(current, outcome, attempts, now, message))
+            self.set(succeeded(current, outcome, attempts, now, message, caught))
             self.outputs[handle] = outcome.text
             if told is not None:
                 told(self.records[handle])
@@ -440,6 +474,8 @@ class _Execution:
                 for child, cause in self.graph.block(handle):
                     self.set(skipped(child, self.records[cause]))
                 self.start([], now)  # a queued step may take the slot
+        if self.catches is not None:
+            self.catches.ended(self.records[handle], outcome)
         self.maybe_finish()
 
     def maybe_finish(self) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from chainlets.engine.failures import Failure
 from chainlets.engine.models import (
     AttemptRecord,
+    CaughtError,
     ErrorKind,
     Generation,
     InvocationResult,
@@ -58,14 +59,16 @@ def running(handle: str, now: datetime, backend: str | None = None,
 
 
 def succeeded(current: StepRecord, generation: Generation, attempts: list[AttemptRecord],
-              now: datetime, message: str | None = None) -> StepRecord:
-    """`message`: how a flow step ended (the branch a choice took, a loop's iterations)."""
+              now: datetime, message: str | None = None,
+              caught: CaughtError | None = None) -> StepRecord:
+    """`message`: how a flow step ended (the branch a choice took, a loop's iterations), or
+    what its `catch` caught (`caught`)."""
     return StepRecord(handle=current.handle, state=RunState.SUCCEEDED, output=generation.text,
                       statusMessage=message,
                       attempts=attempts, started_at=current.started_at, finished_at=now,
                       usage=generation.usage, backend=current.backend,
                       model=generation.model or current.model,
-                      capabilities=generation.capabilities)
+                      capabilities=generation.capabilities, caught=caught)
 
 
 def failed(current: StepRecord, failure: Failure, attempts: list[AttemptRecord],

@@ -44,10 +44,11 @@ class Attempt:
 class AttemptTimer:
     """The time limits, `timeout_s` each, of a run's attempts."""
 
-    __slots__ = ("_armed", "_live", "_loop", "_queue", "_timer", "timeout_s")
+    __slots__ = ("_armed", "_live", "_loop", "_queue", "_timer", "name", "timeout_s")
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, name: str = "step_timeout_s") -> None:
         self.timeout_s = timeout_s
+        self.name = name  # the setting that set the limit, for the timeout's message
         self._loop = asyncio.get_running_loop()
         self._queue: deque[Attempt] = deque()  # in start order, stopped ones not yet dropped
         self._live = 0

@@ -93,11 +93,12 @@ async def run_tools(host: ToolLoopHost, step: CompiledStep, request: GenerationR
     rounds: list[ToolRound] = []
     usage: Usage | None = None
     number = 0
+    policy, timer = host.policies.of(step.spec)  # the step's `retry` and `timeout_s`, if any
     while True:
         number += 1
         first = len(attempts)
-        generation = await host.policy.call(generator.run_remote, request, attempts, key,
-                                            gate=host.gate(key), timer=host.timer)
+        generation = await policy.call(generator.run_remote, request, attempts, key,
+                                       gate=host.gate(key), timer=timer)
         for i in range(first, len(attempts)):
             attempts[i] = replace(attempts[i], round=number)
         usage = _add(usage, generation.usage)

@@ -10,7 +10,12 @@ import truss_chains as chains
 from chainlets import deploy
 from chainlets.engine.code_models import ToolCall
 from chainlets.engine.models import Generation, GenerationRequest, Usage
-from chainlets.errors import BackendOverloadedError, GenerationError, TransientGenerationError
+from chainlets.errors import (
+    BackendOverloadedError,
+    GenerationError,
+    GenerationTimeoutError,
+    TransientGenerationError,
+)
 from chainlets.generators import truncate_words
 from chainlets.generators.calls import ABSENT, CANCEL_REPLY, CancellableGenerator, InFlightCalls
 from chainlets.language.capabilities import Capability, Served
@@ -45,7 +50,7 @@ def translate_error(exc: "openai.OpenAIError", step: str) -> GenerationError:
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
-        return TransientGenerationError(f"step `{step}`: {type(exc).__name__}: {exc}")
+        return GenerationTimeoutError(f"step `{step}`: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIConnectionError):  # refused, reset: the server is not taking it
         return BackendOverloadedError(f"step `{step}`: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIStatusError):

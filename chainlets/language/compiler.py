@@ -154,6 +154,8 @@ class CompiledChain:
     output_handle: str
     # Chain input → the steps whose templates use it, for messages that name them.
     input_users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Catch step → the step it catches (policies.py): it runs only when that one fails.
+    catch_steps: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def handle(self) -> str:
@@ -167,6 +169,13 @@ class CompiledChain:
             if users else "used by no step"
         close = self._like_step.closest(name) if self.spec.inputs is None else None
         return f"{text}; did you mean step `{close}`?" if close else text
+
+    @functools.cached_property
+    def catching(self) -> bool:
+        """Whether any step (loop bodies included) has a `catch`: the engine then settles
+        failures through its catch policies."""
+        return any(step.spec.catch is not None
+                   for step in (*self.steps.values(), *self.model_calls()))
 
     @functools.cached_property
     def _like_step(self) -> Suggestions:
@@ -312,7 +321,8 @@ def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> Compile
                          dependents={h: tuple(v) for h, v in dependents.items()},
                          required_inputs=required_inputs, defaults=defaults,
                          output_handle=spec.output or spec.steps[-1].handle,
-                         input_users={k: tuple(v) for k, v in analysis.input_users.items()})
+                         input_users={k: tuple(v) for k, v in analysis.input_users.items()},
+                         catch_steps=dict(analysis.catchers))
 
 
 def _in_order(body: list[CompiledStep],

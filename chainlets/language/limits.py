@@ -14,9 +14,10 @@ from pydantic_core import PydanticCustomError
 
 from chainlets.errors import ConfigurationError
 
-__all__ = ["MAX_APPROVAL_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS", "MAX_TOKENS", "MAX_TOOL_ROUNDS",
-           "MAX_WORDS", "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxToolRounds",
-           "MaxWords", "prompt_problem"]
+__all__ = ["MAX_APPROVAL_S", "MAX_BACKOFF_S", "MAX_DEADLINE_S", "MAX_PROMPT_CHARS", "MAX_REPAIRS",
+           "MAX_STEP_ATTEMPTS", "MAX_STEP_TIMEOUT_S", "MAX_TOKENS", "MAX_TOOL_ROUNDS", "MAX_WORDS",
+           "ApprovalTimeout", "Limit", "MaxRepairs", "MaxTokens", "MaxToolRounds", "MaxWords",
+           "at_most", "prompt_problem"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,14 @@ MAX_APPROVAL_S = Limit("CHAINRUNNER_MAX_APPROVAL_S", 7 * 24 * 3600, "seconds")
 MAX_REPAIRS = Limit("CHAINRUNNER_MAX_REPAIRS", 10, "repairs")
 # How many rounds of tool calls (model → tools → model) one step's `max_tool_rounds` may allow.
 MAX_TOOL_ROUNDS = Limit("CHAINRUNNER_MAX_TOOL_ROUNDS", 10, "rounds")
+# Per-step policies (policies.py) and a chain's own `deadline_s`.
+MAX_STEP_ATTEMPTS = Limit("CHAINRUNNER_MAX_STEP_ATTEMPTS", 20, "attempts")
+MAX_BACKOFF_S = Limit("CHAINRUNNER_MAX_BACKOFF_S", 60, "seconds")
+MAX_STEP_TIMEOUT_S = Limit("CHAINRUNNER_MAX_STEP_TIMEOUT_S", 3600, "seconds")
+MAX_DEADLINE_S = Limit("CHAINRUNNER_MAX_DEADLINE_S", 86_400, "seconds")
 
 
-def _at_most(limit: Limit) -> Callable[[Any], Any]:
+def at_most(limit: Limit) -> Callable[[Any], Any]:
     """A check before the integer parse, so that 1e30 is named as over the limit rather than
     as too large for an integer."""
     def check(value: Any) -> Any:
@@ -74,11 +80,11 @@ def _at_most(limit: Limit) -> Callable[[Any], Any]:
 
 
 # Plugin config fields: positive whole numbers, at most the configured bound.
-MaxTokens = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOKENS))]
-MaxWords = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_WORDS))]
-ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_APPROVAL_S))]
-MaxRepairs = Annotated[NonNegativeInt, BeforeValidator(_at_most(MAX_REPAIRS))]
-MaxToolRounds = Annotated[PositiveInt, BeforeValidator(_at_most(MAX_TOOL_ROUNDS))]
+MaxTokens = Annotated[PositiveInt, BeforeValidator(at_most(MAX_TOKENS))]
+MaxWords = Annotated[PositiveInt, BeforeValidator(at_most(MAX_WORDS))]
+ApprovalTimeout = Annotated[PositiveInt, BeforeValidator(at_most(MAX_APPROVAL_S))]
+MaxRepairs = Annotated[NonNegativeInt, BeforeValidator(at_most(MAX_REPAIRS))]
+MaxToolRounds = Annotated[PositiveInt, BeforeValidator(at_most(MAX_TOOL_ROUNDS))]
 
 
 def prompt_problem(where: str, chars: int, what: str, most: int | None = None) -> str | None:

@@ -1,7 +1,7 @@
-"""Validation passes 2 to 10 over a draft chain: names, step kinds, plugins, templates,
-references, control flow (flow_passes.py), output schemas (structured.py), cycles and the
-output. Each pass checks what the
-earlier ones left readable and records what it learnt."""
+"""Validation passes 2 to 12 over a draft chain: names, catch steps, step kinds, plugins,
+templates, references, control flow (flow_passes.py), output schemas (structured.py), policies
+(policies.py), cycles and the output. Each pass checks what the earlier ones left readable and
+records what it learnt."""
 
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -60,6 +60,7 @@ class Analysis:
     declared: set[str] | None = None
     steps: dict[int, StepFacts] = field(default_factory=dict)
     input_users: dict[str, list[str]] = field(default_factory=dict)  # input → steps using it
+    catchers: dict[str, str] = field(default_factory=dict)  # catch step → the step it catches
     # Parsed configs shared by steps with the same plugin and config (10k-step chains).
     params_cache: dict[tuple[str, str], ModelParams | list[ErrorDetails]] = \
         field(default_factory=dict)
@@ -245,6 +246,8 @@ def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) 
         own: set[str] | None = None if "input" in step.broken else set(spec.input)
         if own is not None and spec.map is not None and "map" not in step.broken:
             own.add(spec.map.item)
+        if own is not None and spec.handle in analysis.catchers:
+            own.update(CATCH_NAMES)
         for name_field, names in facts.names.items():
             for name in names:
                 if own is not None and name in own:
@@ -329,11 +332,17 @@ def check_output(draft: ChainDraft, analysis: Analysis, problems: Problems) -> N
                        f"{suggest(draft.output, analysis.known)}")
 
 
-# Imported last: the flow, structured-output and code passes use this module's Analysis.
+# Imported last: the flow, structured-output, code and policy passes use this module's
+# Analysis.
 from chainlets.language.code_passes import check_code  # noqa: E402
 from chainlets.language.flow_passes import check_flow, check_kinds  # noqa: E402
+from chainlets.language.policies import (  # noqa: E402
+    CATCH_NAMES,
+    check_policies,
+    find_catch_steps,
+)
 from chainlets.language.structured import check_structured  # noqa: E402
 
-PASSES: tuple[Pass, ...] = (check_names, check_kinds, check_plugins, check_templates,
-                            check_references, check_flow, check_structured, check_code,
-                            check_cycles, check_output)
+PASSES: tuple[Pass, ...] = (check_names, find_catch_steps, check_kinds, check_plugins,
+                            check_templates, check_references, check_flow, check_structured,
+                            check_code, check_policies, check_cycles, check_output)

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WrapValidator,
+)
 from pydantic.json_schema import WithJsonSchema, models_json_schema
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -20,6 +27,7 @@ from chainlets.language.jsontext import decode_json
 from chainlets.language.limits import MAX_TOOL_ROUNDS, MaxRepairs, MaxToolRounds
 from chainlets.language.messages import invalid, schema_problem, show
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
+from chainlets.language.policies import CatchSpec, ChainSeconds, RetrySpec, StepSeconds
 from chainlets.language.templating import NAME_PATTERN
 
 __all__ = ["SCHEMA_DRAFT", "ChainSpec", "ChatMessage", "InputDecl", "JsonValue", "LoopSpec",
@@ -152,6 +160,13 @@ class StepSpec(BaseModel):
     max_tool_rounds: MaxToolRounds = Field(
         default=4, description=f"Most rounds of tool calls before the model must answer; at "
         f"most {MAX_TOOL_ROUNDS.default} unless {MAX_TOOL_ROUNDS.env} says otherwise.")
+    retry: RetrySpec | None = Field(default=None, description="How failed calls are tried "
+                                    "again (a map: each item's); overrides the run's options.")
+    timeout_s: StepSeconds | None = Field(
+        default=None, description="Most seconds one attempt may take (a map: each item's); "
+        "the call is cancelled then. Overrides the run's `step_timeout_s`.")
+    catch: CatchSpec | None = Field(default=None, description="On final failure, succeed "
+                                    "with a fallback `output` or a catch `step`'s output.")
 
     @property
     def kind(self) -> str:
@@ -208,6 +223,10 @@ class ChainSpec(BaseModel):
                                            "(default: the last step).")
     callback_url: HttpUrlText | None = Field(
         default=None, description="http(s) URL notified when steps and the chain finish.")
+    deadline_s: ChainSeconds | None = Field(
+        default=None, description="Most seconds a run of the chain may take; a run's own "
+        "`deadline_s` option applies too, the smaller wins. At most "
+        "CHAINRUNNER_MAX_DEADLINE_S (86400).")
 
 
 def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, Any]:

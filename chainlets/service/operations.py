@@ -143,10 +143,9 @@ class Operations:
             chain_id, compiled = request.chain_id, await self.load_chain(request.chain_id)
         inputs = compiled.resolve_inputs(request.inputs)  # InputsError names what is wrong
         self._check_approvals(compiled)
-        options = request.options or RunOptions()
         new = NewInvocation(
             chain_id=chain_id, input=inputs, steps=list(compiled.steps),
-            options=options.model_dump(mode="json", exclude_defaults=True),
+            options=_stored_options(request.options or RunOptions(), compiled),
             callback_url=request.callback_url, idempotency_key=request.idempotency_key,
             request_hash=request_hash(chain_id, request) if request.idempotency_key else None)
         # Run here at once when this replica has room; else queued, unleased, for the first
@@ -217,7 +216,8 @@ class Operations:
         self._check_approvals(compiled)
         inputs = compiled.resolve_inputs(source.input)
         new = NewInvocation(
-            chain_id=chain_id, input=inputs, steps=list(compiled.steps), options=source.options,
+            chain_id=chain_id, input=inputs, steps=list(compiled.steps),
+            options=_stored_options(RunOptions.model_validate(source.options), compiled),
             rerun_of=RerunOf(invocation_id=source.invocation_id, from_step=request.from_step),
             reuse=reuse)
         created = await self.store.create_invocation(new, owner=self.worker.owner)
@@ -270,6 +270,16 @@ class Operations:
         if chosen:
             self.wake_outbox()
         return replies.Redelivered(invocation_id=request.invocation_id, event_ids=chosen)
+
+
+def _stored_options(options: RunOptions, chain: CompiledChain) -> dict[str, Any]:
+    """The options an invocation keeps: its `deadline_s` the effective one (the chain's own
+    when smaller), so the store can tell when the run's deadline passes (a resume after it
+    is refused, a waiting invocation wakes at it)."""
+    own = chain.spec.deadline_s
+    if own is not None and own < options.deadline_s:
+        options = options.model_copy(update={"deadline_s": own})
+    return options.model_dump(mode="json", exclude_defaults=True)
 
 
 def _seq_cursor(cursor: str | None) -> int:

@@ -21,7 +21,9 @@ def step_record(step: StoredStep) -> StepRecord:
     return StepRecord(handle=step.handle, state=RunState(step.state.value),
                       statusMessage=step.statusMessage, output=step.output,
                       attempts=step.attempts, started_at=step.started_at,
-                      finished_at=step.finished_at, usage=step.usage)
+                      finished_at=step.finished_at, usage=step.usage,
+                      error_kind=step.error_kind, backend=step.backend, model=step.model,
+                      capabilities=step.capabilities, caught=step.caught)
 
 
 def _delivery(event: Event) -> DeliveryStatus:

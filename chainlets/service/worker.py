@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Protocol
 
 from chainlets.engine.approval import ApprovalGate
-from chainlets.engine.models import InvocationResult, RunOptions, RunState, StepRecord
+from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
 from chainlets.service.approvals import InvocationApprovals
+from chainlets.service.status import step_record
 from chainlets.service.tokens import TaskTokens
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
@@ -233,6 +234,5 @@ def _previous(invocation: Invocation) -> InvocationResult | None:
     done = [s for s in invocation.steps if s.state == State.SUCCEEDED]
     if not done:
         return None
-    return InvocationResult(chain="", input=invocation.input, steps=[StepRecord(
-        handle=s.handle, state=RunState.SUCCEEDED, output=s.output, attempts=s.attempts,
-        started_at=s.started_at, finished_at=s.finished_at, usage=s.usage) for s in done])
+    return InvocationResult(chain="", input=invocation.input,
+                            steps=[step_record(s) for s in done])

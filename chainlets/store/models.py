@@ -6,7 +6,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainlets.engine.models import AttemptRecord, Usage
+from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, Usage
+from chainlets.language.capabilities import Capability, Served
 
 __all__ = [
     "ACTIVE_STATES",
@@ -141,6 +142,11 @@ class StoredStep(BaseModel):
     finished_at: datetime | None = None
     usage: Usage | None = None
     approval: Approval | None = None
+    error_kind: ErrorKind | None = None
+    backend: str | None = None
+    model: str | None = None
+    capabilities: dict[Capability, Served] | None = None
+    caught: CaughtError | None = None
 
 
 class Invocation(BaseModel):

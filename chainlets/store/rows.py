@@ -135,15 +135,17 @@ def step_from_row(row: Row) -> StoredStep:
                             prompt=details.get("prompt", ""), choices=details.get("choices"),
                             deadline=_at(row["approval_deadline"]),
                             seal=details.get("seal"), task_token=details.get("task_token"))
+    details = row.get("details") or {}
     return StoredStep(
         handle=row["handle"], position=row["position"], state=State(row["state"]),
         statusMessage=row["status_message"], output=row["output"],
         attempts=[{"number": a["number"], "started_at": _at(a["started_at"]),
                    "finished_at": _at(a["finished_at"]), "error": a["error"],
+                   "error_kind": a.get("error_kind"),
                    "round": a.get("round"), "tool_calls": a.get("tool_calls")}
                   for a in row["attempts"] or ()],
         started_at=from_ts(row["started_at"]), finished_at=from_ts(row["finished_at"]),
-        usage=row["usage"], approval=approval)
+        usage=row["usage"], approval=approval, **details)
 
 
 def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
@@ -153,6 +155,8 @@ def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
                            "started_at": attempt.started_at.timestamp(),
                            "finished_at": attempt.finished_at.timestamp(),
                            "error": attempt.error}
+    if attempt.error_kind is not None:
+        row["error_kind"] = attempt.error_kind.value
     if attempt.round is not None:
         row["round"] = attempt.round
     if attempt.tool_calls is not None:
@@ -166,8 +170,27 @@ def step_values(step: StepRecord, now: float) -> dict[str, Any]:
             "status_message": step.statusMessage,
             "attempts": [_attempt(a) for a in step.attempts],
             "usage": step.usage.model_dump() if step.usage is not None else None,
+            "details": _details(step),
             "started_at": to_ts(step.started_at), "finished_at": to_ts(step.finished_at),
             "updated_at": now}
+
+
+def _details(step: StepRecord) -> dict[str, Any] | None:
+    """The record's fields kept in `details`, those set only; None when none is."""
+    details: dict[str, Any] = {}
+    if step.error_kind is not None:
+        details["error_kind"] = step.error_kind.value
+    if step.backend is not None:
+        details["backend"] = step.backend
+    if step.model is not None:
+        details["model"] = step.model
+    if step.capabilities:
+        details["capabilities"] = {str(k): str(v) for k, v in step.capabilities.items()}
+    if step.caught is not None:
+        caught = step.caught
+        details["caught"] = {"error": caught.error, "error_kind": caught.error_kind.value,
+                             "step": caught.step}
+    return details or None
 
 
 def event_rows(events: Sequence[NewEvent], invocation: Row, last_seq: int, now: float,

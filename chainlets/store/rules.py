@@ -106,7 +106,7 @@ def empty_step(invocation_id: str, handle: str, position: int, now: float) -> di
             "state": State.WAITING.value, "output": None, "status_message": None,
             "attempts": [], "usage": None, "started_at": None, "finished_at": None,
             "updated_at": now, "approval_state": None, "token_hash": None,
-            "approval_deadline": None, "approval": None}
+            "approval_deadline": None, "approval": None, "details": None}
 
 
 def initial_steps(new: NewInvocation, invocation_id: str, source: Sequence[Row],
@@ -127,7 +127,7 @@ def initial_steps(new: NewInvocation, invocation_id: str, source: Sequence[Row],
             source_row = reused[handle]
             row.update({k: source_row[k] for k in ("state", "output", "status_message",
                                                    "attempts", "usage", "started_at",
-                                                   "finished_at")})
+                                                   "finished_at", "details")})
         rows.append(row)
     return rows
 

@@ -26,8 +26,8 @@ _inv, _steps = invocations.c, steps.c
 FENCED = (_inv.id, _inv.chain_id, _inv.callback_url, _inv.event_seq, _inv.lease_owner,
           _inv.lease_attempt, _inv.lease_expires_at, _inv.signals)
 # The columns every step transition writes (`rows.step_values`); an approval writes more.
-STEP_COLUMNS = ("state", "output", "status_message", "attempts", "usage", "started_at",
-                "finished_at", "updated_at")
+STEP_COLUMNS = ("state", "output", "status_message", "attempts", "usage", "details",
+                "started_at", "finished_at", "updated_at")
 
 _UPDATE_STEP = Prepared(sa.update(steps).where(_steps.invocation_id == sa.bindparam("b_id"),
                                                _steps.handle == sa.bindparam("b_handle")))

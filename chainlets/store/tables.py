@@ -73,6 +73,9 @@ steps = sa.Table(
     sa.Column("token_hash", sa.String(128)),
     sa.Column("approval_deadline", sa.Double),
     sa.Column("approval", _JSON),
+    # The record's other fields, as JSON (revision 0003; null in older rows): error_kind,
+    # backend, model, capabilities, caught.
+    sa.Column("details", _JSON),
     sa.UniqueConstraint("token_hash", name="uq_steps_token_hash"),
 )
 

@@ -59,3 +59,16 @@ async def test_cancel_while_it_waits_ends_the_approval_saying_so(harness: Harnes
         "resumes it")
     with pytest.raises(ConflictError, match=r"can no longer be used \(approval cancelled\)"):
         await harness.op("resume", task_token=pending.task_token, output="pass")
+
+
+async def test_the_chains_own_deadline_ends_a_waiting_approval_too(harness: Harness) -> None:
+    ref = await harness.op("run_chain", chain={**CHAIN, "deadline_s": 0.5},
+                           inputs={"topic": "tea"}, options=FAST)
+    [pending] = (await waiting(harness, ref.invocation_id)).approvals
+    final = await harness.final(ref.invocation_id)
+    assert final.state == RunState.FAILED
+    assert final.step("approve").statusMessage == UNANSWERED
+    with pytest.raises(ConflictError, match="can no longer be used"):
+        await harness.op("resume", task_token=pending.task_token, output="greenlight")
+    stored = await harness.store.get_invocation(ref.invocation_id)
+    assert stored.options == {"deadline_s": 0.5, **FAST}  # the store knows the run's deadline

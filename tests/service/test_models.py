@@ -278,6 +278,6 @@ def test_status_keeps_the_steamship_shape() -> None:
                                   "statusMessage": None, "output": None, "attempts": [],
                                   "started_at": None, "finished_at": None, "usage": None,
                                   "error_kind": None, "backend": None, "model": None,
-                                  "capabilities": None}
+                                  "capabilities": None, "caught": None}
     assert status["rerun_of"] == {"invocation_id": "inv_1", "from_step": "judge-joke"}
     assert status["events"][0]["delivery"]["state"] == "retrying"

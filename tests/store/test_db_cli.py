@@ -22,10 +22,10 @@ def test_upgrade_migrates_once(runner: CliRunner, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     first = runner.invoke(db, ["upgrade", "--url", url])
     assert (first.exit_code, first.output) == (0, f"sqlite+pysqlite:///{tmp_path}/db.sqlite: "
-                                                  "upgraded from empty to revision 0002 "
+                                                  "upgraded from empty to revision 0003 "
                                                   "(head)\n")
     again = runner.invoke(db, ["upgrade", "--url", url])
-    assert again.output.endswith(": already at revision 0002 (head)\n")
+    assert again.output.endswith(": already at revision 0003 (head)\n")
 
 
 def test_upgrade_takes_the_url_from_the_environment(runner: CliRunner, tmp_path: Path,

@@ -17,7 +17,7 @@ from chainlets.store.tables import metadata
 from tests.postgres import fresh_database
 
 FIRST = "0001"
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

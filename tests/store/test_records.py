@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from chainlets.engine.code_models import ToolCallRecord
-from chainlets.engine.models import AttemptRecord, RunState
+from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, RunState
 from chainlets.errors import (
     ConflictError,
     LeaseLostError,
@@ -15,7 +15,10 @@ from chainlets.errors import (
     PayloadTooLargeError,
     RequestError,
 )
+from chainlets.language.capabilities import Capability, Served
 from chainlets.store import NewEvent, NewInvocation, RerunOf, State, Store
+from chainlets.store.rows import step_values
+from chainlets.store.sql_steps import STEP_COLUMNS
 from tests.store.conftest import FakeClock, make_store
 from tests.store.helpers import CHAIN, STEPS, URL, at, chain, finished, start, step
 
@@ -98,6 +101,26 @@ async def test_a_step_is_visible_once_recorded_and_new_steps_go_last(store: Stor
     assert tell.attempts[0].finished_at == at(1_800_000_001.0)
     assert [(s.handle, s.position) for s in invocation.steps] == [
         ("tell", 0), ("judge", 1), ("added-at-run-time", 2)]
+
+
+async def test_a_step_record_keeps_every_field_through_the_store(store: Store) -> None:
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    failed_try = AttemptRecord(number=1, started_at=at(1.0), finished_at=at(2.0),
+                               error="StepTimeoutError: no answer", error_kind=ErrorKind.TIMEOUT)
+    record = replace(step("tell"), attempts=[failed_try], backend="mock", model="fake",
+                     capabilities={Capability.JSON_MODE: Served.NATIVE},
+                     caught=CaughtError(error="StepTimeoutError: no answer",
+                                        error_kind=ErrorKind.TIMEOUT, step="judge"))
+    await store.record_step(lease, record)
+    await store.record_step(lease, step("judge", RunState.FAILED, message="boom"))
+    tell, judge = (await store.get_invocation(invocation_id)).steps
+    assert (tell.attempts, tell.backend, tell.model, tell.capabilities, tell.caught) == (
+        record.attempts, "mock", "fake", record.capabilities, record.caught)
+    assert (judge.error_kind, judge.caught, judge.backend) == (None, None, None)
+    failed = replace(step("judge", RunState.FAILED, message="x"), error_kind=ErrorKind.MODEL)
+    await store.record_step(lease, failed)
+    assert (await store.get_invocation(invocation_id)).steps[1].error_kind is ErrorKind.MODEL
 
 
 async def test_the_same_idempotency_key_and_request_is_the_same_invocation(
@@ -293,3 +316,8 @@ async def test_a_tool_loops_rounds_survive_the_store(store: Store) -> None:
     await store.record_step(lease, record)
     tell = (await store.get_invocation(invocation_id)).steps[0]
     assert [(a.round, a.tool_calls) for a in tell.attempts] == [(1, calls), (2, None)]
+
+
+def test_a_step_transition_writes_the_columns_of_postgresqls_one_statement() -> None:
+    """Else every step write on PostgreSQL falls back to two statements (sql_base)."""
+    assert tuple(step_values(step("tell"), 1.0)) == STEP_COLUMNS
