@@ -28,6 +28,7 @@ from chainlets.engine.approval import (
     ApprovalGate,
     approval_request,
     refuse_without_gate,
+    run_deadline_s,
 )
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner, chain_functions, run_code
@@ -138,27 +139,26 @@ class _Execution:
             self.records.update(prior)
             self.outputs.update((handle, r.output or "") for handle, r in prior.items())
             self.graph = StepGraph(self.chain, succeeded=prior)
-        deadline = self.options.deadline_s
-        if self.chain.spec.deadline_s is not None:  # the chain's own: the smaller wins
-            deadline = min(deadline, self.chain.spec.deadline_s)
-        left = deadline if started_at is None else \
+        deadline = run_deadline_s(self.options, self.chain)
+        left = deadline if deadline is None or started_at is None else \
             deadline - (datetime.now(UTC) - started_at).total_seconds()
-        if left > 0:
+        if left is None or left > 0:
             ready = self.graph.ready()
             if self.catches is not None and prior:
                 ready = self.catches.unneeded(ready, prior)
             self.start(ready, datetime.now(UTC))
             self.maybe_finish()
         else:
+            assert deadline is not None
             self.ending = deadline_failure(deadline)
             self.done.set_result(None)
-        scope = asyncio.timeout(max(left, 0.0))
+        scope = asyncio.timeout(None if left is None else max(left, 0.0))
         try:
             try:
                 async with scope:
                     await self.done
             except TimeoutError:
-                if not scope.expired():
+                if not scope.expired() or deadline is None:
                     raise
                 self.ending = deadline_failure(deadline)
         finally:
@@ -173,7 +173,9 @@ class _Execution:
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               self.outputs.get(self.chain.output_handle), self.first_failure,
                               self.tolerated)
-        return result if self.ending is CANCELLED else self.expire(result, deadline)
+        if self.ending is CANCELLED or deadline is None:
+            return result
+        return self.expire(result, deadline)
 
     def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
         """The deadline passed: every step not finished fails (an approval step parked too:

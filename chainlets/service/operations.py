@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chainlets.engine.approval import approval_steps
+from chainlets.engine.approval import approval_steps, run_deadline_s
 from chainlets.engine.models import RunOptions, RunState, StepRecord
 from chainlets.errors import NotFoundError, RequestError
 from chainlets.language.compiler import CompiledChain, compile_chain
@@ -276,9 +276,7 @@ def _stored_options(options: RunOptions, chain: CompiledChain) -> dict[str, Any]
     """The options an invocation keeps: its `deadline_s` the effective one (the chain's own
     when smaller), so the store can tell when the run's deadline passes (a resume after it
     is refused, a waiting invocation wakes at it)."""
-    own = chain.spec.deadline_s
-    if own is not None and own < options.deadline_s:
-        options = options.model_copy(update={"deadline_s": own})
+    options = options.model_copy(update={"deadline_s": run_deadline_s(options, chain)})
     return options.model_dump(mode="json", exclude_defaults=True)
 
 

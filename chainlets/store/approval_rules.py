@@ -2,6 +2,7 @@
 late, what an open approval becomes when its step ends otherwise, when a waiting invocation
 wakes. Pure functions over rows, shared by both implementations."""
 
+import math
 from collections.abc import Collection
 
 from chainlets.engine.models import RunOptions, RunState, StepRecord
@@ -14,9 +15,10 @@ __all__ = ["cancelled_waiting", "check_in_time", "closed_by", "run_deadline", "w
 
 def run_deadline(row: Row) -> float:
     """When the invocation's run-wide deadline passes: its options' `deadline_s` after it was
-    created, counted across restarts, takeovers and waits for approval."""
-    options = RunOptions.model_validate(row["options"] or {})
-    return float(row["created_at"]) + options.deadline_s
+    created, counted across restarts, takeovers and waits for approval; never (infinity) for
+    a run without one (a chain with approval steps and no `deadline_s` of its own)."""
+    deadline_s = RunOptions.model_validate(row["options"] or {}).deadline_s
+    return math.inf if deadline_s is None else float(row["created_at"]) + deadline_s
 
 
 def wake_at(row: Row, approval_deadlines: Collection[float]) -> float:
@@ -40,7 +42,7 @@ def check_in_time(row: Row, step: Row, now: float) -> None:
                             "task token can no longer resume it")
     deadline = run_deadline(row)
     if now >= deadline:
-        deadline_s = RunOptions.model_validate(row["options"] or {}).deadline_s
+        deadline_s = RunOptions.model_validate(row["options"] or {}).deadline_s or 0.0
         raise ConflictError(f"{where}: the run's deadline (deadline_s={deadline_s:g} s) passed "
                             f"at {_iso(deadline)} while it waited for approval; the task token "
                             "can no longer resume it")
