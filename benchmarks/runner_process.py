@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from datetime import datetime
 
 from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import (
@@ -71,9 +72,11 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float,
                       *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": generator}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
 
     worker = Worker(store, execute, load_chain, settings=WorkerSettings(
         poll_s=poll_s, write_delay_s=0.01, heartbeat_s=lease_s / 3))

@@ -7,6 +7,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,11 @@ def _runtime(store: Store, fake: FakeGenerator) -> Runtime:
                       *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, generators, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
 
     config = ServiceConfig(store=StoreSettings(), limits=ServiceLimits(),
                            delivery=DeliveryPolicy(), webhook_secret=None,

@@ -4,6 +4,7 @@ answers the service's operations (stored chains, asynchronous invocations, callb
 import logging
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import truss_chains as chains
@@ -109,7 +110,8 @@ class ChainRunner(chains.ChainletBase):
                       observer: StepObserver | None = None,
                       commit: StepCommit | None = None,
                       previous: InvocationResult | None = None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         """What `run_remote` does, with an in-process observer for progress and persistence.
 
         A chain the caller already compiled against this runner's plugins is not compiled again.
@@ -121,7 +123,7 @@ class ChainRunner(chains.ChainletBase):
             options = options.model_copy(update={"llm": deployed_backend()})
         return await run_chain(compiled, inputs, self.callers(), options,
                                observer=observer, previous=previous, commit=commit,
-                               approvals=approvals, code=self.code)
+                               approvals=approvals, code=self.code, started_at=started_at)
 
     def service(self) -> Runtime:
         """The service of this process, configured from the environment on first use."""

@@ -197,9 +197,10 @@ def main() -> None:
 @click.option("--step-timeout", type=click.FloatRange(0, 3600, min_open=True), default=120,
               show_default=True, metavar="SECONDS",
               help="Most time one attempt of a step may take; then it is retried.")
-@click.option("--deadline", type=click.FloatRange(0, 86_400, min_open=True), default=600,
-              show_default=True, metavar="SECONDS",
-              help="Most time the whole run may take; then its unfinished steps fail.")
+@click.option("--deadline", type=click.FloatRange(0, 86_400, min_open=True),
+              metavar="SECONDS",
+              help="Most time the whole run may take; then its unfinished steps fail "
+                   "[default: the chain's own deadline_s, else 600].")
 @click.option("--max-backend-calls", type=click.IntRange(1, 10_000), default=64,
               show_default=True, help="At most this many calls in flight to one backend.")
 @click.option("--json", "as_json", is_flag=True,
@@ -208,7 +209,7 @@ def main() -> None:
 @runner_option
 def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: str | None,
         mock_script: Path | None, max_concurrency: int | None, max_attempts: int,
-        step_timeout: float, deadline: float, max_backend_calls: int, as_json: bool,
+        step_timeout: float, deadline: float | None, max_backend_calls: int, as_json: bool,
         extensions: Extensions) -> None:
     """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress.
 

@@ -145,9 +145,12 @@ class RunOptions(BaseModel):
     step_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Most seconds one attempt of a step may "
         "take; a slower one is recorded as a timeout and retried.")
-    deadline_s: float = Field(
-        default=600.0, gt=0, le=86_400, description="Most seconds the whole run may take; "
-        "then it ends, its unfinished steps failed and named.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="Most seconds the whole run may take; "
+        "then it ends, its unfinished steps failed and named. With the chain's own "
+        "`deadline_s`, the smaller wins. Unset: the chain's own, else 600 s; for a chain with "
+        "human-approval steps, none (each approval's `timeout_s` and each step's "
+        "`step_timeout_s` bound the run).")
     map_concurrency: dict[str, int] = Field(
         default_factory=dict, description="Per map step handle, at most this many of its items "
         "running at once; overrides the map's own `max_concurrency`.")

@@ -28,6 +28,7 @@ from chainlets.engine.approval import (
     ApprovalGate,
     approval_request,
     refuse_without_gate,
+    run_deadline_s,
 )
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner, chain_functions, run_code
@@ -63,6 +64,7 @@ from chainlets.engine.state import (
     skipped,
     skipped_because,
     succeeded,
+    unanswered_failure,
 )
 from chainlets.engine.timeouts import AttemptTimer
 from chainlets.engine.tools import run_tools
@@ -132,28 +134,35 @@ class _Execution:
         # deadline ended it.
         self.ending: Failure = CANCELLED
 
-    async def run(self, prior: Mapping[str, StepRecord]) -> InvocationResult:
+    async def run(self, prior: Mapping[str, StepRecord],
+                  started_at: datetime | None = None) -> InvocationResult:
         """Start the chain, keeping `prior`'s succeeded steps, and return its result once no
-        step is running; cancelled, it cancels every step first."""
+        step is running; cancelled, it cancels every step first. The deadline counts from
+        `started_at` (a resumed invocation's start); a run begun past it starts nothing."""
         if prior:
             self.records.update(prior)
             self.outputs.update((handle, r.output or "") for handle, r in prior.items())
             self.graph = StepGraph(self.chain, succeeded=prior)
-        ready = self.graph.ready()
-        if self.catches is not None and prior:
-            ready = self.catches.unneeded(ready, prior)
-        self.start(ready, datetime.now(UTC))
-        self.maybe_finish()
-        deadline = self.options.deadline_s
-        if self.chain.spec.deadline_s is not None:  # the chain's own: the smaller wins
-            deadline = min(deadline, self.chain.spec.deadline_s)
-        scope = asyncio.timeout(deadline)
+        deadline = run_deadline_s(self.options, self.chain)
+        left = deadline if deadline is None or started_at is None else \
+            deadline - (datetime.now(UTC) - started_at).total_seconds()
+        if left is None or left > 0:
+            ready = self.graph.ready()
+            if self.catches is not None and prior:
+                ready = self.catches.unneeded(ready, prior)
+            self.start(ready, datetime.now(UTC))
+            self.maybe_finish()
+        else:
+            assert deadline is not None
+            self.ending = deadline_failure(deadline)
+            self.done.set_result(None)
+        scope = asyncio.timeout(None if left is None else max(left, 0.0))
         try:
             try:
                 async with scope:
                     await self.done
             except TimeoutError:
-                if not scope.expired():
+                if not scope.expired() or deadline is None:
                     raise
                 self.ending = deadline_failure(deadline)
         finally:
@@ -168,19 +177,25 @@ class _Execution:
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               self.outputs.get(self.chain.output_handle), self.first_failure,
                               self.tolerated)
-        return result if self.ending is CANCELLED else self.expire(result, deadline)
+        if self.ending is CANCELLED or deadline is None:
+            return result
+        return self.expire(result, deadline)
 
     def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
-        """The deadline passed: every step not finished fails, and the run says which."""
+        """The deadline passed: every step not finished fails (an approval step parked too:
+        its answer can no longer come), and the run says which."""
         now = datetime.now(UTC)
-        for handle in self.graph.steps:
+        unanswered = unanswered_failure(deadline_s)
+        for handle, step in self.graph.steps.items():
             record = self.records.get(handle) or StepRecord(handle=handle)
-            if not record.state.finished and handle not in self.parked:
-                self.set(past_deadline(record, [], now, deadline_s))
+            if not record.state.finished:
+                self.set(failed(record, unanswered, [], now)
+                         if step.plugin.generator == APPROVAL
+                         else past_deadline(record, [], now, deadline_s))
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               None, self.first_failure, self.tolerated)
         unfinished = [r.handle for r in result.steps
-                      if r.statusMessage == self.ending.message]
+                      if r.statusMessage in (self.ending.message, unanswered.message)]
         result.statusMessage = (f"the run's deadline (deadline_s={deadline_s:g} s) passed: "
                                 f"{len(unfinished)} unfinished step(s) failed: "
                                 f"{listing(unfinished, limit=10)}")
@@ -516,7 +531,8 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     previous: InvocationResult | None = None,
                     commit: StepCommit | None = None,
                     approvals: ApprovalGate | None = None,
-                    code: CodeRunnerProtocol | None = None) -> InvocationResult:
+                    code: CodeRunnerProtocol | None = None,
+                    started_at: datetime | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
 
     Code steps and tools call their functions through `code` (the code runner chainlet);
@@ -530,6 +546,9 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     Approval steps go to `approvals`; without it a chain with one is refused
     (ChainDefinitionError). When the run ends with approval steps parked, their records stay
     `running` in the result: the gate knows which they are.
+
+    `options.deadline_s` counts from `started_at` when given (a resumed invocation's first
+    start, so waits and restarts count), else from now.
     """
     options = options or RunOptions()
     values = chain.resolve_inputs(inputs)
@@ -554,4 +573,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
     return await _Execution(chain, values, generators, options, observer, commit,
-                            approvals, code).run(prior)
+                            approvals, code).run(prior, started_at)

@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from chainlets.engine.approval import ApprovalGate
@@ -19,6 +20,7 @@ from chainlets.language.compiler import CompiledChain
 from chainlets.language.spec import JsonValue
 from chainlets.service.approvals import InvocationApprovals
 from chainlets.service.status import step_record
+from chainlets.service.tokens import TaskTokens
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
 
@@ -33,7 +35,8 @@ class Execute(Protocol):
     def __call__(self, chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions, *,
                  observer: StepObserver, commit: StepCommit,
                  previous: InvocationResult | None,
-                 approvals: ApprovalGate | None = None) -> Awaitable[InvocationResult]: ...
+                 approvals: ApprovalGate | None = None,
+                 started_at: datetime | None = None) -> Awaitable[InvocationResult]: ...
 
 
 ChainLoader = Callable[[str], Awaitable[CompiledChain]]
@@ -61,8 +64,10 @@ class Worker:
 
     def __init__(self, store: Store, execute: Execute, load_chain: ChainLoader, *,
                  owner: str | None = None, settings: WorkerSettings | None = None,
-                 wake_outbox: Callable[[], None] = lambda: None) -> None:
+                 wake_outbox: Callable[[], None] = lambda: None,
+                 tokens: TaskTokens | None = None) -> None:
         self.store, self.execute, self.load_chain = store, execute, load_chain
+        self.tokens = tokens  # derive approval steps' task tokens
         self.owner = owner or new_owner()
         self.settings = settings or WorkerSettings()
         self.wake_outbox = wake_outbox
@@ -111,14 +116,14 @@ class Worker:
                                       chain, invocation))
         loop = asyncio.get_running_loop()
         beat = loop.create_task(self._heartbeat(lease))
-        approvals = InvocationApprovals(writer, invocation)
+        approvals = InvocationApprovals(writer, invocation, self.tokens)
         try:
             while True:
                 self.approvals[lease.invocation_id] = approvals
                 result = await self.execute(
                     chain, invocation.input, RunOptions.model_validate(invocation.options),
                     observer=writer.note, commit=writer.commit, previous=_previous(invocation),
-                    approvals=approvals)
+                    approvals=approvals, started_at=invocation.created_at)
                 if writer.lost is not None:
                     raise writer.lost
                 # Steps still `running` when the run ends are approval steps parked, and the
@@ -136,7 +141,7 @@ class Worker:
                 beat = loop.create_task(self._heartbeat(lease))
                 approvals.close()
                 invocation = await self.store.get_invocation(lease.invocation_id)
-                approvals = InvocationApprovals(writer, invocation)
+                approvals = InvocationApprovals(writer, invocation, self.tokens)
         except LeaseLostError as exc:
             log.info("invocation %s: stopped, %s", invocation.invocation_id, exc)
         except ChainrunnerError as exc:  # the chain no longer runs (e.g. a generator is gone)

@@ -101,17 +101,20 @@ class ApprovalState(enum.StrEnum):
     OPEN = "open"
     RESUMED = "resumed"
     REJECTED = "rejected"
-    TIMED_OUT = "timed_out"
+    TIMED_OUT = "timed_out"  # its own `timeout_s` passed
+    EXPIRED = "expired"  # the run's deadline (`deadline_s`) passed while it waited
     CANCELLED = "cancelled"
 
 
 class OpenApproval(BaseModel):
     """What a step waiting for a human stores: its task token is looked up by hash only; the
-    token itself is kept with the prompt for status (behind the API key), which shows it."""
+    service derives the token again from `seal` and its secret (the token is not stored)."""
 
     token_hash: str = Field(min_length=16, max_length=128)
-    task_token: str | None = Field(default=None, description="Shown in status; never a "
-                                                             "lookup key.")
+    seal: str | None = Field(default=None, description="Key id and nonce the service derives "
+                                                       "the token from with its secret.")
+    task_token: str | None = Field(default=None, description="Rows written before tokens were "
+                                                             "derived kept the token itself.")
     prompt: str = Field(description="The rendered text the reviewer sees.")
     choices: list[str] | None = None
     deadline: datetime
@@ -124,7 +127,8 @@ class Approval(BaseModel):
     prompt: str
     choices: list[str] | None = None
     deadline: datetime
-    task_token: str | None = None
+    seal: str | None = None
+    task_token: str | None = None  # only in rows written before tokens were derived
 
 
 class StoredStep(BaseModel):

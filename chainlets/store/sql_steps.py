@@ -17,7 +17,7 @@ from chainlets.store import rules
 from chainlets.store.prepared import Prepared
 from chainlets.store.tables import invocations, steps
 
-__all__ = ["FENCED", "STEP_COLUMNS", "fenced_step", "put_step"]
+__all__ = ["FENCED", "STEP_COLUMNS", "add_step", "fenced_step", "put_step"]
 
 _inv, _steps = invocations.c, steps.c
 

@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
+from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client, ConflictError, RequestError
 from tests.e2e.fakes import FakeBackend, Loopback
 
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
 MOVIE_PITCH = json.loads((REPO / "chains" / "specs" / "movie-pitch.json").read_text())
 OPTIONS = RunOptions(llm="openai", initial_backoff_s=0)
+TOKEN_SECRET = generate_secret()  # task tokens derive from it: the same across restarts
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,7 @@ def backend() -> Iterator[tuple[FakeBackend, int]]:
 def _serve(database: str, backend_port: int) -> ServeProcess:
     server = ServeProcess.launch(REPO / "chains" / "runner.py", cwd=REPO, via_cli=True, env={
         "CHAINRUNNER_DATABASE_URL": database, "OPENAI_API_KEY": "sk-e2e-not-a-real-key",
+        "CHAINRUNNER_TASK_TOKEN_SECRET": TOKEN_SECRET,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{backend_port}/v1",
         "NO_PROXY": "127.0.0.1,localhost"})
     server.await_ready(240)

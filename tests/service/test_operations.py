@@ -5,6 +5,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -115,9 +116,11 @@ def executor(fake: FakeGenerator) -> Callable[..., Any]:
     async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
     return execute
 
 
