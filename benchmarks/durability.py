@@ -6,15 +6,14 @@ Run: `python -m benchmarks.durability [--takeovers 5] [--invocations 2000] [--wa
 Replicas are `benchmarks/runner_process.py` processes (the service's worker, claiming what no
 live lease holds) on one database: PostgreSQL at $CHAINRUNNER_TEST_POSTGRES (a database per
 measurement, dropped after), or, without a server, a SQLite file (takeover and waiting only).
-Waiting invocations are made through the store API (record_step with an open approval, then
-suspend), as the human-approval step does.
+Waiting invocations are real: each started by run_chain in this process and parked at a
+human-approval step (benchmarks/waiting.py).
 """
 
 import argparse
 import asyncio
 import contextlib
 import functools
-import hashlib
 import secrets
 import statistics
 import subprocess
@@ -22,15 +21,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 import psycopg
 import sqlalchemy as sa
 
-from chainlets.engine.models import RunState, StepRecord
-from chainlets.store import NewInvocation, OpenApproval, State, Store, StoreSettings, open_store
+from benchmarks.waiting import TABLES, park
+from chainlets.store import NewInvocation, State, StoreSettings, open_store
 from chainlets.store.migrate import upgrade
 from chainlets.store.tables import metadata
 from tests.postgres import ADMIN_URL, temporary_database
@@ -199,90 +197,49 @@ async def throughput(url: str, replicas: int, invocations: int) -> tuple[float, 
     return invocations / submitted, invocations / completed
 
 
-async def _suspend_one(store: Store, chain_id: str, n: int, deadline: datetime) -> None:
-    created = await store.create_invocation(NewInvocation(
-        chain_id=chain_id, input={"n": str(n)}, steps=STEPS), owner="bench")
-    assert created.lease is not None
-    token = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
-    await store.record_step(created.lease, StepRecord(handle="a", state=RunState.WAITING),
-                            approval=OpenApproval(token_hash=token, prompt=f"Pick one {n}",
-                                                  choices=["greenlight", "pass"],
-                                                  deadline=deadline))
-    assert await store.suspend(created.lease, ["a"])
-
-
-async def waiting_cost(url: str, count: int, postgres: bool) -> dict[str, float]:
-    """Rows and bytes in each table, and a runner's memory, with `count` invocations waiting
-    (a runner on the same, empty database first, for comparison)."""
-    store = await open_store(StoreSettings(url=url))
-    figures: dict[str, float] = {}
-    try:
-        chain_id = (await store.create_chain(CHAIN)).chain_id
-        idle = Replica(url, None, lease_s=10, latency_s=0, poll_s=0.05)
-        await asyncio.sleep(1)
-        figures["rss_empty_mib"] = idle.rss_mib()
-        idle.kill()
-        deadline = datetime.now(UTC) + timedelta(days=1)
-        numbers = iter(range(count))
-
-        async def suspend() -> None:
-            for n in numbers:
-                await _suspend_one(store, chain_id, n, deadline)
-
-        await asyncio.gather(*(suspend() for _ in range(16)))
-        runner = Replica(url, None, lease_s=10, latency_s=0, poll_s=0.05)
-        await asyncio.sleep(1)  # twenty polls: none of them claims a waiting invocation
-        figures["rss_waiting_mib"] = runner.rss_mib()
-        runner.kill()
-        figures["waiting"] = await asyncio.to_thread(_count, url, State.WAITING.value)
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            for name in ("invocations", "steps", "events"):
-                figures[f"rows_{name}"] = conn.execute(sa.text(
-                    f"SELECT count(*) FROM {name}")).scalar_one()
-                if postgres:
-                    figures[f"bytes_{name}"] = conn.execute(sa.text(
-                        f"SELECT pg_total_relation_size('{name}')")).scalar_one()
-        engine.dispose()
-    finally:
-        await store.close()
-    return figures
-
-
 async def run(args: argparse.Namespace) -> None:
     postgres = postgres_available()
     where = "PostgreSQL" if postgres else "SQLite (no PostgreSQL server answered)"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if not args.waiting_only:
+            with database(folder, postgres) as url:
+                trials = await takeover(url, folder, args.takeovers, args.lease_s, args.poll_s)
+            expiry = statistics.median(t[0] for t in trials)
+            kill = statistics.median(t[1] for t in trials)
+            print(f"## Takeover on {where} (CHAINRUNNER_LEASE_S={args.lease_s:g}, "
+                  f"CHAINRUNNER_WORKER_POLL_S={args.poll_s:g}), median of {len(trials)}")
+            print(f"lease expiry → first step resumed: {expiry:.2f} s; SIGKILL → first step "
+                  f"resumed: {kill:.2f} s (each: {', '.join(f'{t[0]:.2f}' for t in trials)})")
+            if postgres:
+                print(f"\n## Sustained 3-step invocations/s on PostgreSQL ({args.invocations}, "
+                      "stored unleased, claimed by the replicas)")
+                print("| replicas | submitted/s | completed/s |\n|---|---|---|")
+                for replicas in (1, 2):
+                    with database(folder, postgres) as url:
+                        submitted, completed = await throughput(url, replicas, args.invocations)
+                    print(f"| {replicas} | {submitted:,.0f} | {completed:,.0f} |")
+                print("(service benchmark, one process, run_chain path: "
+                      f"{SERVICE_SINGLE_REPLICA}/s)")
+            else:
+                print("\nSustained invocations/s with replicas: skipped, needs PostgreSQL")
         with database(folder, postgres) as url:
-            trials = await takeover(url, folder, args.takeovers, args.lease_s, args.poll_s)
-        expiry = statistics.median(t[0] for t in trials)
-        kill = statistics.median(t[1] for t in trials)
-        print(f"## Takeover on {where} (CHAINRUNNER_LEASE_S={args.lease_s:g}, "
-              f"CHAINRUNNER_WORKER_POLL_S={args.poll_s:g}), median of {len(trials)}")
-        print(f"lease expiry → first step resumed: {expiry:.2f} s; SIGKILL → first step "
-              f"resumed: {kill:.2f} s (each: {', '.join(f'{t[0]:.2f}' for t in trials)})")
-        if postgres:
-            print(f"\n## Sustained 3-step invocations/s on PostgreSQL ({args.invocations}, "
-                  "stored unleased, claimed by the replicas)")
-            print("| replicas | submitted/s | completed/s |\n|---|---|---|")
-            for replicas in (1, 2):
-                with database(folder, postgres) as url:
-                    submitted, completed = await throughput(url, replicas, args.invocations)
-                print(f"| {replicas} | {submitted:,.0f} | {completed:,.0f} |")
-            print(f"(service benchmark, one process, run_chain path: {SERVICE_SINGLE_REPLICA}/s)")
-        else:
-            print("\nSustained invocations/s with replicas: skipped, needs PostgreSQL")
-        with database(folder, postgres) as url:
-            cost = await waiting_cost(url, args.waiting, postgres)
-        print(f"\n## {int(cost['waiting']):,} invocations waiting for approval on {where}")
+            parked = await park(url, args.waiting, postgres=postgres)
+        print(f"\n## {parked.count:,} invocations parked at a human-approval step on {where} "
+              f"(each started by run_chain in this process; {parked.seconds:.1f} s to park "
+              "them all)")
         print("| table | rows | bytes |\n|---|---|---|")
-        for name in ("invocations", "steps", "events"):
-            size = cost.get(f"bytes_{name}")
-            print(f"| {name} | {int(cost[f'rows_{name}']):,} | "
-                  f"{'-' if size is None else f'{int(size):,}'} |")
-        print(f"runner RSS: {cost['rss_empty_mib']:.1f} MiB on the empty database, "
-              f"{cost['rss_waiting_mib']:.1f} MiB with them waiting (none is held in memory)")
+        for name in TABLES:
+            size = parked.bytes.get(name)
+            print(f"| {name} | {parked.rows[name]:,} | {'-' if size is None else f'{size:,}'} |")
+        print(f"waiting rows {parked.waiting:,} (incl. {parked.warmup} warm-up), leased rows "
+              f"{parked.leases}; worker: {parked.running} running, {parked.parked_gates} "
+              f"approval gates; asyncio tasks {parked.tasks_before} before, "
+              f"{parked.tasks_after} after ({parked.run_tasks} of an invocation or a step)")
+        print(f"memory still allocated (tracemalloc, after gc): {parked.traced_bytes / 2**20:.2f}"
+              f" MiB in all, {parked.traced_per_invocation:,.0f} B per parked invocation; RSS "
+              f"{parked.rss_before_mib:.1f} → {parked.rss_after_mib:.1f} MiB (RSS keeps the "
+              "allocator's high-water mark of parking them)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=1.0, help="the service's default")
     parser.add_argument("--invocations", type=int, default=2000)
     parser.add_argument("--waiting", type=int, default=10_000)
+    parser.add_argument("--waiting-only", action="store_true",
+                        help="measure only the invocations parked at an approval step")
     asyncio.run(run(parser.parse_args(argv)))
     return 0
 

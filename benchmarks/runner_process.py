@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from datetime import datetime
 
 from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.models import (
@@ -24,7 +25,7 @@ from chainlets.engine.models import (
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
-from chainlets.language.spec import ChainSpec
+from chainlets.language.spec import ChainSpec, JsonValue
 from chainlets.service.worker import Worker, WorkerSettings
 from chainlets.store import StoreSettings, open_store
 
@@ -67,12 +68,15 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float,
                                              DEFAULT_PLUGINS)
         return chains[chain_id]
 
-    async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
+                      *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": generator}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
 
     worker = Worker(store, execute, load_chain, settings=WorkerSettings(
         poll_s=poll_s, write_delay_s=0.01, heartbeat_s=lease_s / 3))

@@ -7,6 +7,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
+from chainlets.language.spec import JsonValue
 from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.responses import ChainCreated, InvocationRef
 from chainlets.service.runtime import Runtime, ServiceConfig
@@ -42,12 +44,15 @@ def soundtrack() -> dict[str, Any]:
 def _runtime(store: Store, fake: FakeGenerator) -> Runtime:
     generators = {"mock": fake, "openai": fake}
 
-    async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
+                      *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, generators, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
 
     config = ServiceConfig(store=StoreSettings(), limits=ServiceLimits(),
                            delivery=DeliveryPolicy(), webhook_secret=None,

@@ -11,8 +11,10 @@ import truss_chains as chains
 __all__ = ["SERVICE_SECRETS", "SHIP_DIR", "cpu_service", "host_env", "image"]
 
 # Truss secrets the runner reads (each overrides the environment variable of the same name in
-# upper case): where the store is, and the key callbacks are signed with.
-SERVICE_SECRETS = ("chainrunner_database_url", "chainrunner_webhook_secret")
+# upper case): where the store is, the key callbacks are signed with, and (optional; else
+# derived from the webhook secret) the key approval steps' task tokens are derived with.
+SERVICE_SECRETS = ("chainrunner_database_url", "chainrunner_webhook_secret",
+                   "chainrunner_task_token_secret")
 
 # The chainlets' own runtime imports, pinned to what this checkout runs and tests with (the
 # store's: SQLAlchemy with greenlet for its asyncio engine, psycopg, alembic; structured

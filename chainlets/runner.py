@@ -4,6 +4,7 @@ answers the service's operations (stored chains, asynchronous invocations, callb
 import logging
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import truss_chains as chains
@@ -12,7 +13,7 @@ from chainlets import deploy
 from chainlets.code_runner import CodeRunner
 from chainlets.engine.approval import ApprovalGate
 from chainlets.engine.code import CodeRunnerProtocol, FallbackCodeRunner, FunctionRunner
-from chainlets.engine.models import InvocationResult, RunOptions
+from chainlets.engine.models import ChainInputs, InvocationResult, RunOptions
 from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.errors import ChainrunnerError, ConfigurationError, RequestError
@@ -22,7 +23,7 @@ from chainlets.generators.openai_chat import OpenAIGenerator
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.functions import with_installed
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
-from chainlets.language.spec import ChainSpec
+from chainlets.language.spec import ChainSpec, JsonValue
 from chainlets.service.responses import Answer
 from chainlets.service.runtime import Runtime, ServiceConfig
 
@@ -45,6 +46,14 @@ def deployed_backend() -> Literal["mock", "openai"]:
         raise ConfigurationError(f"{LLM_ENV}={value!r} is not a backend; set it to `openai` or "
                                  "`mock` where the chain is pushed or served")
     return "mock" if value == "mock" else "openai"
+
+
+def _values(inputs: ChainInputs | Mapping[str, JsonValue] | None) -> dict[str, JsonValue]:
+    """The inputs of a request: `run_remote` is called with the model over HTTP, and with a
+    plain mapping by code in the same process (tests, `run_local`)."""
+    if inputs is None:
+        return {}
+    return dict(inputs.root if isinstance(inputs, ChainInputs) else inputs)
 
 
 class ChainRunner(chains.ChainletBase):
@@ -96,12 +105,13 @@ class ChainRunner(chains.ChainletBase):
                                                in self.generators.items()})
         return self._callers[1]
 
-    async def execute(self, chain: ChainSpec | CompiledChain, inputs: Mapping[str, str],
+    async def execute(self, chain: ChainSpec | CompiledChain, inputs: Mapping[str, JsonValue],
                       options: RunOptions | None = None, *,
                       observer: StepObserver | None = None,
                       commit: StepCommit | None = None,
                       previous: InvocationResult | None = None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         """What `run_remote` does, with an in-process observer for progress and persistence.
 
         A chain the caller already compiled against this runner's plugins is not compiled again.
@@ -113,7 +123,7 @@ class ChainRunner(chains.ChainletBase):
             options = options.model_copy(update={"llm": deployed_backend()})
         return await run_chain(compiled, inputs, self.callers(), options,
                                observer=observer, previous=previous, commit=commit,
-                               approvals=approvals, code=self.code)
+                               approvals=approvals, code=self.code, started_at=started_at)
 
     def service(self) -> Runtime:
         """The service of this process, configured from the environment on first use."""
@@ -133,7 +143,7 @@ class ChainRunner(chains.ChainletBase):
         return True
 
     async def run_remote(
-            self, chain: ChainSpec = ABSENT, inputs: dict[str, str] = ABSENT,
+            self, chain: ChainSpec = ABSENT, inputs: ChainInputs = ABSENT,
             options: RunOptions = DEFAULT_OPTIONS, op: str = ABSENT, chain_id: str = ABSENT,
             callback_url: str = ABSENT, idempotency_key: str = ABSENT,
             invocation_id: str = ABSENT, state: str = ABSENT, since: str = ABSENT,
@@ -147,9 +157,9 @@ class ChainRunner(chains.ChainletBase):
             if op is None:
                 if chain is None:
                     raise RequestError("chain: required (or name an operation with `op`)")
-                return Answer(await self.execute(chain, inputs or {}, options))
+                return Answer(await self.execute(chain, _values(inputs), options))
             answer = await self.service().handle({
-                "op": op, "chain": chain, "inputs": inputs,
+                "op": op, "chain": chain, "inputs": None if inputs is None else _values(inputs),
                 "options": options if options is not DEFAULT_OPTIONS else None,
                 "chain_id": chain_id, "callback_url": callback_url,
                 "idempotency_key": idempotency_key, "invocation_id": invocation_id,

@@ -13,7 +13,7 @@ import pydantic
 
 from chainlets import errors
 from chainlets.engine.models import RunOptions, RunState
-from chainlets.language.spec import ChainSpec
+from chainlets.language.spec import ChainSpec, JsonValue
 from chainlets.service import responses
 from chainlets.service.models import parse_operation
 
@@ -84,8 +84,9 @@ class Calls:
         return _call(responses.ChainDeleted, "delete_chain", chain_id=chain_id)
 
     @staticmethod
-    def run_chain(chain_id: str | None, chain: JsonChain | None, inputs: Mapping[str, str],
-                  callback_url: str | None, idempotency_key: str | None,
+    def run_chain(chain_id: str | None, chain: JsonChain | None,
+                  inputs: Mapping[str, JsonValue], callback_url: str | None,
+                  idempotency_key: str | None,
                   options: RunOptions | None) -> Call[responses.InvocationRef]:
         return _call(responses.InvocationRef, "run_chain", chain_id=chain_id, chain=chain,
                      inputs=dict(inputs), callback_url=callback_url,

@@ -66,8 +66,37 @@ def _inputs_file_error(message: str) -> click.BadParameter:
     return click.BadParameter(message, param_hint="--inputs-file")
 
 
-def _parse_inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str, str]:
-    values: dict[str, str] = {}
+def _input_json_error(message: str) -> click.BadParameter:
+    return click.BadParameter(message, param_hint="--input")
+
+
+def _input_pair(pair: str) -> tuple[str, Any]:
+    """`name=text` (the value as written) or `name:=JSON` (any JSON value, as httpie)."""
+    from chainlets.language.jsontext import decode_json
+
+    key, sep, value = pair.partition("=")
+    if not sep or not key or key == ":":
+        raise click.BadParameter(f"`{pair}` is not KEY=VALUE (text) or KEY:=JSON",
+                                 param_hint="--input")
+    if not key.endswith(":"):
+        return key, value
+    name = key[:-1]
+    try:
+        data = decode_json(value, f"input `{name}`", _input_json_error)
+    except click.BadParameter as exc:
+        raise click.BadParameter(
+            f"{exc.message}; after `{name}:=` write a JSON value (quote it for the shell: "
+            f"--input '{name}:=[\"Ann\", \"Bob\"]'), or pass text with `{name}=…`",
+            param_hint="--input") from None
+    if data is None:
+        raise click.BadParameter(f"input `{name}` is JSON null; leave the input out instead "
+                                 "(its default applies), or give a value", param_hint="--input")
+    return name, data
+
+
+def _parse_inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str, Any]:
+    """The inputs of `run`: text, or JSON lists and objects (`--inputs-file`, `KEY:=JSON`)."""
+    values: dict[str, Any] = {}
     if inputs_file is not None:
         from chainlets.language.jsontext import decode_json
 
@@ -81,15 +110,14 @@ def _parse_inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str,
             raise click.BadParameter(f"{inputs_file} must hold a JSON object of input names to "
                                      "values", param_hint="--inputs-file")
         for key, value in data.items():
-            if isinstance(value, dict | list) or value is None:
-                raise click.BadParameter(f"{inputs_file}: input `{key}` must be a string, number "
-                                         f"or boolean, not {json.dumps(value)}",
+            if value is None:
+                raise click.BadParameter(f"{inputs_file}: input `{key}` is null; leave it out "
+                                         "(its default applies), or give a value",
                                          param_hint="--inputs-file")
-            values[key] = value if isinstance(value, str) else json.dumps(value)
+            # Numbers and booleans become their JSON text; lists and objects stay JSON.
+            values[key] = json.dumps(value) if isinstance(value, bool | int | float) else value
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"`{pair}` is not KEY=VALUE", param_hint="--input")
+        key, value = _input_pair(pair)
         values[key] = value
     return values
 
@@ -106,7 +134,7 @@ def _select_backend(llm: str | None) -> str:
     return "mock"
 
 
-async def _run(chain: "CompiledChain", inputs: dict[str, str], options: "RunOptions",
+async def _run(chain: "CompiledChain", inputs: dict[str, Any], options: "RunOptions",
                show_progress: bool, extensions: Extensions,
                recorder: "Recorder") -> "InvocationResult":
     # Only `run` pays for truss (and the runner's chainlets): the other commands never get here.
@@ -152,8 +180,9 @@ def main() -> None:
 
 @main.command(epilog=RUN_EPILOG)
 @click.argument("spec_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--input", "-i", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="A chain input; repeat for more.")
+@click.option("--input", "-i", "pairs", multiple=True, metavar="KEY=VALUE|KEY:=JSON",
+              help="A chain input: text (KEY=VALUE), or any JSON value such as a list "
+                   "(KEY:=JSON); repeat for more.")
 @click.option("--inputs-file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON object of inputs (--input values win).")
 @click.option("--llm", type=click.Choice(["mock", "openai"]), envvar="CHAINRUNNER_LLM",
@@ -168,9 +197,10 @@ def main() -> None:
 @click.option("--step-timeout", type=click.FloatRange(0, 3600, min_open=True), default=120,
               show_default=True, metavar="SECONDS",
               help="Most time one attempt of a step may take; then it is retried.")
-@click.option("--deadline", type=click.FloatRange(0, 86_400, min_open=True), default=600,
-              show_default=True, metavar="SECONDS",
-              help="Most time the whole run may take; then its unfinished steps fail.")
+@click.option("--deadline", type=click.FloatRange(0, 86_400, min_open=True),
+              metavar="SECONDS",
+              help="Most time the whole run may take; then its unfinished steps fail "
+                   "[default: the chain's own deadline_s, else 600].")
 @click.option("--max-backend-calls", type=click.IntRange(1, 10_000), default=64,
               show_default=True, help="At most this many calls in flight to one backend.")
 @click.option("--json", "as_json", is_flag=True,
@@ -179,7 +209,7 @@ def main() -> None:
 @runner_option
 def run(spec_file: Path, pairs: tuple[str, ...], inputs_file: Path | None, llm: str | None,
         mock_script: Path | None, max_concurrency: int | None, max_attempts: int,
-        step_timeout: float, deadline: float, max_backend_calls: int, as_json: bool,
+        step_timeout: float, deadline: float | None, max_backend_calls: int, as_json: bool,
         extensions: Extensions) -> None:
     """Run the chain in SPEC_FILE (`-`: stdin) and show every step's progress.
 

@@ -30,6 +30,7 @@ from chainlets.errors import (
     NotFoundError,
     RequestError,
 )
+from chainlets.language.spec import JsonValue
 from chainlets.service import responses
 from chainrunner._client_core import (
     Call,
@@ -99,7 +100,7 @@ class Client:
         return self._send(Calls.delete_chain(chain_id))
 
     def run_chain(self, chain_id: str | None = None, *, chain: JsonChain | None = None,
-                  inputs: Mapping[str, str] | None = None, callback_url: str | None = None,
+                  inputs: Mapping[str, JsonValue] | None = None, callback_url: str | None = None,
                   idempotency_key: str | None = None,
                   options: RunOptions | None = None) -> responses.InvocationRef:
         return self._send(Calls.run_chain(chain_id, chain, inputs or {}, callback_url,
@@ -197,7 +198,7 @@ class AsyncClient:
         return await self._send(Calls.delete_chain(chain_id))
 
     async def run_chain(self, chain_id: str | None = None, *, chain: JsonChain | None = None,
-                        inputs: Mapping[str, str] | None = None,
+                        inputs: Mapping[str, JsonValue] | None = None,
                         callback_url: str | None = None, idempotency_key: str | None = None,
                         options: RunOptions | None = None) -> responses.InvocationRef:
         return await self._send(Calls.run_chain(chain_id, chain, inputs or {}, callback_url,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from chainlets.engine.models import InvocationResult, RunState, StepRecord
 from chainlets.engine.state import cancelled
 from chainlets.language.compiler import CompiledChain
+from chainlets.language.spec import JsonValue
 
 __all__ = ["EXIT_INTERRUPTED", "Recorder", "partial_result"]
 
@@ -26,7 +27,7 @@ class Recorder:
             self.then(record)
 
 
-def partial_result(chain: CompiledChain, inputs: Mapping[str, str],
+def partial_result(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                    records: Mapping[str, StepRecord]) -> InvocationResult:
     """The result of `chain` interrupted with these `records`: every finished step as it
     ended, every other one (waiting, queued, or running when interrupted) `cancelled`."""

@@ -7,7 +7,7 @@ and more to import: they are imported by `run` only, never by `validate`.
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,7 +16,13 @@ from chainlets.errors import ChainDefinitionError, ConfigurationError, InputsErr
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.messages import listing
 from chainlets.language.plugins import DEFAULT_PLUGINS, PluginRegistry
-from chainlets.language.spec import ChainSpec, load_chain, parse_chain, read_chain_json
+from chainlets.language.spec import (
+    ChainSpec,
+    JsonValue,
+    load_chain,
+    parse_chain,
+    read_chain_json,
+)
 
 if TYPE_CHECKING:
     from chainlets.runner import ChainRunner
@@ -27,7 +33,7 @@ __all__ = ["Backend", "ChainSource", "check_backend", "default_backend", "load",
 Backend = Literal["mock", "openai"]
 # A chain as the API takes it: a model, the JSON data of one, or the path of a JSON file.
 ChainSource = ChainSpec | Mapping[str, Any] | str | os.PathLike[str]
-InputValue = str | int | float | bool
+InputValue = str | int | float | bool | list[Any] | dict[str, Any]
 
 
 def load(chain: ChainSource) -> ChainSpec:
@@ -83,18 +89,43 @@ def make_options(options: RunOptions | Mapping[str, Any] | None = None,
     return RunOptions.model_validate(base)
 
 
-def _input_strings(inputs: Mapping[str, InputValue] | None) -> dict[str, str]:
-    """Inputs as the engine takes them: strings, other scalars as JSON (`true`, `3`)."""
-    values: dict[str, str] = {}
+def _not_json(value: object, at: str) -> str | None:
+    """Where in `value` (a list or dict) the first value that is not JSON is, if any."""
+    if isinstance(value, list):
+        items: Iterable[tuple[object, object]] = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return None if value is None or isinstance(value, str | bool | int | float) else at
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            return f"{at} (key {key!r} is not text)"
+        found = _not_json(item, f"{at}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
+def _input_values(inputs: Mapping[str, InputValue] | None) -> dict[str, JsonValue]:
+    """Inputs as the engine takes them: text, other scalars as JSON text (`true`, `3`), and
+    lists and dicts of JSON values as they are."""
+    values: dict[str, JsonValue] = {}
     problems: list[str] = []
     for name, value in (inputs or {}).items():
         if isinstance(value, str):
             values[name] = value
         elif isinstance(value, bool | int | float):
             values[name] = "true" if value is True else "false" if value is False else str(value)
+        elif isinstance(value, list | dict):
+            bad = _not_json(value, name)
+            if bad is None:
+                values[name] = value
+            else:
+                problems.append(f"input `{name}`: `{bad}` is not a JSON value; pass text, "
+                                "numbers, booleans, null, and lists and dicts of them")
         else:
-            problems.append(f"input `{name}` must be a string, number or boolean, not "
-                            f"{type(value).__name__} {value!r}")
+            problems.append(f"input `{name}` must be text, a number, a boolean, or a list or "
+                            f"dict of JSON values, not {type(value).__name__} {value!r}")
     if problems:
         raise InputsError.from_problems("the inputs cannot be passed to a chain", problems)
     return values
@@ -120,8 +151,8 @@ def check_backend(chain: CompiledChain, options: RunOptions,
     if options.llm != "openai":
         return
     key = (secrets or {}).get("openai_api_key") or os.environ.get("OPENAI_API_KEY")
-    users = [handle for handle, step in chain.steps.items()
-             if step.plugin.generator in (LLM_BACKEND, "openai")]
+    users = list(dict.fromkeys(step.handle for step in chain.model_calls()
+                               if step.plugin.generator in (LLM_BACKEND, "openai")))
     if users and not key:
         raise ConfigurationError(
             f"the openai backend (--llm openai) would serve step{'s' if len(users) > 1 else ''} "
@@ -130,7 +161,8 @@ def check_backend(chain: CompiledChain, options: RunOptions,
             "OPENAI_BASE_URL), or run with --llm mock for the offline mock")
 
 
-async def run_compiled(chain: CompiledChain, inputs: Mapping[str, str], options: RunOptions,
+async def run_compiled(chain: CompiledChain, inputs: Mapping[str, JsonValue],
+                       options: RunOptions,
                        *, runner: "type[ChainRunner] | None" = None,
                        observer: Callable[[StepRecord], None] | None = None,
                        secrets: Mapping[str, str] | None = None) -> InvocationResult:
@@ -177,7 +209,7 @@ async def run(chain: ChainSource | CompiledChain,
     unknown inputs, pydantic.ValidationError for an out-of-range option.
     """
     compiled = validate(chain, _runner_class(runner).plugins)
-    values = _input_strings(inputs)
+    values = _input_values(inputs)
     compiled.resolve_inputs(values)  # fail on missing inputs before building any chainlet
     run_options = make_options(options, llm=llm, max_concurrency=max_concurrency,
                                max_attempts=max_attempts)

@@ -217,8 +217,24 @@ async def test_an_invalid_chain_or_missing_input_raises_before_any_call() -> Non
         await chainrunner.run(JOKE, {}, llm="mock")
     assert excinfo.value.problems == [
         "missing input `topic` (used by step `tell-joke`): pass it with --input topic=VALUE"]
-    with pytest.raises(InputsError, match=r"input `topic` must be a string, number or boolean"):
-        await chainrunner.run(JOKE, {"topic": ["a"]}, llm="mock")  # type: ignore[dict-item]
+    with pytest.raises(InputsError, match=r"input `topic` must be text, a number, a boolean, "
+                                          r"or a list or dict of JSON values, not set"):
+        await chainrunner.run(JOKE, {"topic": {"a"}}, llm="mock")  # type: ignore[dict-item]
+    with pytest.raises(InputsError, match=r"input `topic`: `topic\[1\]` is not a JSON value"):
+        await chainrunner.run(JOKE, {"topic": ["a", b"bytes"]}, llm="mock")
+
+
+async def test_inputs_may_be_json_lists_and_objects() -> None:
+    chain = {"handle": "m", "steps": [
+        {"handle": "greet", "plugin": "mock", "plugin_config": {"max_words": 20},
+         "map": {"over": "people", "item": "who"}, "prompt": "Hello {who} of {team}"}]}
+    result = await chainrunner.run(chain, {"people": ["Ann", {"name": "Bob"}],
+                                           "team": {"name": "blue"}}, llm="mock")
+    assert result.state == RunState.SUCCEEDED
+    assert result.input == {"people": ["Ann", {"name": "Bob"}], "team": {"name": "blue"}}
+    assert json.loads(result.output or "") == [
+        '[mock] greet[0] re: Hello Ann of {"name": "blue"}',
+        '[mock] greet[1] re: Hello {"name": "Bob"} of {"name": "blue"}']
 
 
 async def test_options_are_validated_and_overrides_win() -> None:

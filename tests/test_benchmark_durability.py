@@ -1,11 +1,13 @@
-"""The durability benchmark still runs: one takeover and a few waiting invocations on a SQLite
-file, with real runner processes (untimed: the figures come from `make bench`)."""
+"""The durability benchmark still runs: one takeover with real runner processes, and a few
+invocations parked at a real approval step, on a SQLite file (untimed: the figures come from
+`make bench`)."""
 
 from pathlib import Path
 
 import pytest
 
 from benchmarks import durability
+from benchmarks.waiting import park
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -17,8 +19,11 @@ async def test_a_killed_replicas_invocation_is_resumed_by_the_other(tmp_path: Pa
     assert after_kill >= after_expiry  # the lease expires after the kill, never before
 
 
-async def test_waiting_invocations_are_counted_and_none_is_claimed(tmp_path: Path) -> None:
+async def test_invocations_parked_at_an_approval_hold_no_task_lease_or_gate(
+        tmp_path: Path) -> None:
     with durability.database(tmp_path, postgres=False) as url:
-        cost = await durability.waiting_cost(url, 5, postgres=False)
-    assert cost["waiting"] == 5 and cost["rows_invocations"] == 5
-    assert cost["rows_steps"] == 15 and cost["rss_waiting_mib"] > 0
+        parked = await park(url, 5, postgres=False, warmup=2)
+    assert parked.waiting == 7 and parked.rows["invocations"] == 7
+    assert parked.rows["steps"] == 21 and parked.rows["events"] == 0  # no callback_url
+    assert (parked.running, parked.parked_gates, parked.leases) == (0, 0, 0)
+    assert parked.run_tasks == 0 and parked.tasks_after <= parked.tasks_before

@@ -1,11 +1,13 @@
 """The Step Functions catalog as JSON chains (chains/specs/), run on the mock model with the
 scripts in chains/specs/mock/ so that each takes its interesting paths."""
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
+from chainlets.engine.approval import ApprovalRequest
 from chainlets.engine.models import (
     ErrorKind,
     Generation,
@@ -27,18 +29,39 @@ class ScriptedMock:
 
     def __init__(self, script: MockScript) -> None:
         self.model = MockModel(script)
+        self.requests: list[GenerationRequest] = []
 
     async def run_remote(self, request: GenerationRequest) -> Generation:
+        self.requests.append(request)
         return await self.model.generate(request)
+
+    def request(self, step: str) -> GenerationRequest:
+        """The last request of `step` (the one answered, after any retries)."""
+        return [r for r in self.requests if r.step == step][-1]
+
+
+class Producer:
+    """A person answering approval steps in turn (the service's gate, at the engine's seam)."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked: list[ApprovalRequest] = []
+
+    async def open(self, request: ApprovalRequest) -> "asyncio.Future[str]":
+        self.asked.append(request)
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        answer.set_result(self.answers.pop(0))
+        return answer
 
 
 async def run(name: str, inputs: dict[str, str] | None = None,
-              script: MockScript | None = None, max_attempts: int = 1) -> InvocationResult:
+              script: MockScript | None = None, *, mock: ScriptedMock | None = None,
+              producer: Producer | None = None, max_attempts: int = 1) -> InvocationResult:
     chain = compile_chain(load_chain(SPECS / f"{name}.json"))
-    script = script or MockScript.load(SPECS / "mock" / f"{name}.json")
-    return await run_chain(chain, inputs or {}, {"mock": ScriptedMock(script)},
+    mock = mock or ScriptedMock(script or MockScript.load(SPECS / "mock" / f"{name}.json"))
+    return await run_chain(chain, inputs or {}, {"mock": mock},
                            RunOptions(llm="mock", max_attempts=max_attempts,
-                                      initial_backoff_s=0))
+                                      initial_backoff_s=0), approvals=producer)
 
 
 def states(result: InvocationResult) -> dict[str, S]:
@@ -164,3 +187,64 @@ async def test_is_it_a_book_takes_either_branch() -> None:
     got = states(other)
     assert got["summary"] == got["advert"] == S.SKIPPED and got["not-a-book"] == S.SUCCEEDED
     assert other.output is None and other.state == S.SUCCEEDED
+
+
+async def test_blog_post_carries_every_earlier_prompt_and_answer_as_chat_history() -> None:
+    mock = ScriptedMock(MockScript.load(SPECS / "mock" / "blog-post.json"))
+    result = await run("blog-post", mock=mock, max_attempts=2)
+    assert result.state == S.SUCCEEDED
+    assert list(states(result).values()) == [S.SUCCEEDED] * 5
+    assert len(result.step("themes").attempts) == 2  # a transient failure, retried
+    assert result.output == "# First Impressions, Second Thoughts\n\nA post in four paragraphs."
+    messages = [(m.role, m.content) for m in mock.request("post").messages]
+    assert messages[0] == ("system", "You write thoughtful posts for a literature blog.")
+    assert messages[1:] == [
+        ("user", "Write a one-paragraph summary of the novel Pride and Prejudice."),
+        ("assistant", result.step("summary").output),
+        ("user", "Now write one paragraph on the novel's main themes."),
+        ("assistant", result.step("themes").output),
+        ("user", "Now write one paragraph on its main characters and how they change."),
+        ("assistant", result.step("characters").output),
+        ("user", "Now write one paragraph on its writing style and its legacy."),
+        ("assistant", result.step("style").output),
+        ("user", "Now pull these paragraphs together into one blog post about Pride and "
+                 "Prejudice, with a title, an introduction and a conclusion.")]
+    assert len(mock.request("themes").messages) == 4  # system, summary's turn, its prompt
+    assert result.step("post").capabilities == {"system_prompt": "native",
+                                                "conversation": "native"}
+
+
+async def test_movie_pitch_loops_back_on_pass_then_pitches_the_chosen_idea() -> None:
+    mock = ScriptedMock(MockScript.load(SPECS / "mock" / "movie-pitch.json"))
+    producer = Producer("pass", "idea-2")
+    result = await run("movie-pitch", mock=mock, producer=producer)
+    assert result.state == S.SUCCEEDED, result.statusMessage
+    assert [r.step for r in producer.asked] == ["producer[0]", "producer[1]"]
+    assert "idea-2: Two rival AIs fall in love" in producer.asked[0].text
+    assert "idea-2: The last librarian on Mars." in producer.asked[1].text
+    assert producer.asked[1].choices == ["idea-1", "idea-2", "idea-3", "pass"]
+    got = states(result)
+    assert [h for h in got if h.startswith("idea-2[")] == ["idea-2[0]", "idea-2[1]"]
+    assert result.step("producer").output == "idea-2"
+    assert (result.step("pitching").statusMessage or "").startswith(
+        "`until` held after 2 iteration(s)")
+    assert result.output and result.output.startswith("THE LAST LIBRARIAN")
+    pitch = mock.request("one-page-pitch").messages[-1].content
+    assert "idea-2: The last librarian on Mars." in pitch and "answered `idea-2`" in pitch
+    second_round = mock.request("idea-1[1]").messages[-1].content
+    assert '"producer": "pass"' in second_round  # the new ideas know what was passed on
+    # three ideas per round, in parallel: each round's three started before any ended
+    for number in (0, 1):
+        ideas = [result.step(f"idea-{i}[{number}]") for i in (1, 2, 3)]
+        assert max(r.started_at for r in ideas if r.started_at) <= \
+            min(r.finished_at for r in ideas if r.finished_at)
+
+
+async def test_movie_pitch_stops_after_three_passes_and_thanks_the_producer() -> None:
+    producer = Producer("pass", "pass", "pass")
+    result = await run("movie-pitch", producer=producer)
+    assert result.state == S.SUCCEEDED
+    assert [r.step for r in producer.asked] == ["producer[0]", "producer[1]", "producer[2]"]
+    assert (result.step("pitching").statusMessage or "").startswith(
+        "stopped at max_iterations = 3")
+    assert result.output == "Thank you for your time; we will be back with new ideas."

@@ -162,6 +162,15 @@ def test_the_chain_goes_as_given() -> None:
     assert sent == {"op": "create_chain", "chain": json.loads(chain.model_dump_json())}
 
 
+def test_json_inputs_go_as_json() -> None:
+    service = FakeService()
+    inputs: dict[str, Any] = {"people": ["Ann", {"name": "Bob", "age": 3}], "flag": True,
+                              "topic": "x"}
+    with _client(service) as runner:
+        runner.run_chain(chain=JOKE, inputs=inputs)
+    assert json.loads(service.requests[0].content)["inputs"] == inputs
+
+
 def test_a_bad_request_is_caught_before_any_round_trip() -> None:
     service = FakeService()
     with _client(service) as runner, pytest.raises(RequestError) as excinfo:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import truss_chains as chains
 
-from chainlets.engine.models import GenerationRequest, InvocationResult, RunOptions, RunState
+from chainlets.engine.models import (
+    ChainInputs,
+    GenerationRequest,
+    InvocationResult,
+    RunOptions,
+    RunState,
+)
 from chainlets.language.spec import load_chain
 from chainlets.runner import ChainRunner
 from chains.hello import HelloAll
@@ -144,7 +150,7 @@ async def test_runner_executes_the_soundtrack_spec_once_per_step_in_parallel() -
     spec = load_chain(REPO / "chains" / "specs" / "soundtrack.json")
     with chains.run_local():
         runner = ChainRunner(openai=fake, mock=fake)
-        answer = await runner.run_remote(spec, {}, RunOptions(llm="mock"))
+        answer = await runner.run_remote(spec, ChainInputs({}), RunOptions(llm="mock"))
     result = answer.root
     assert isinstance(result, InvocationResult)
     assert result.state == RunState.SUCCEEDED

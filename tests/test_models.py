@@ -11,6 +11,7 @@ import chainlets.errors
 from chainlets.engine.models import (
     AttemptRecord,
     CaughtError,
+    ChainInputs,
     ErrorKind,
     Generation,
     GenerationRequest,
@@ -106,6 +107,8 @@ SAMPLES: list[BaseModel] = [
     OpenAIConfig(model="m", temperature=1, max_tokens=3, top_p=0.5, stop="x", seed=2),
     Gpt3Config(max_words=10),
     MockConfig(max_words=None),
+    ChainInputs({"topic": "t", "people": ["Ann", {"name": "Bob", "age": 3}], "n": None}),
+    InvocationResult(chain="c", input={"people": ["Ann"], "limits": {"max": 2.5, "on": True}}),
     Soundtrack(topic="t", movie_title="m", song_title="s", main_characters="c",
                song_lyrics="l", reviews=["r"] * 5),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import truss_chains as chains
 
-from chainlets.engine.models import InvocationResult, RunOptions, RunState, Usage
+from chainlets.engine.models import ChainInputs, InvocationResult, RunOptions, RunState, Usage
 from chainlets.language.spec import ChainSpec, parse_chain
 from chainlets.runner import ChainRunner
 
@@ -173,7 +173,7 @@ async def run(chain: ChainSpec | dict[str, Any], inputs: dict[str, str],
     spec = chain if isinstance(chain, ChainSpec) else parse_chain(chain)
     with chains.run_local():
         runner = ChainRunner()
-        answer = await runner.run_remote(spec, inputs, options)
+        answer = await runner.run_remote(spec, ChainInputs(inputs), options)
     assert isinstance(answer.root, InvocationResult)
     return answer.root
 

@@ -390,4 +390,4 @@ async def test_a_step_whose_catch_step_never_got_a_slot_ends_as_the_run_did() ->
     assert states["fix"] not in (RunState.SUCCEEDED, RunState.RUNNING)
     assert states["a"] == RunState.FAILED
     assert result.step("a").statusMessage is not None
-    assert "deadline" in result.step("a").statusMessage
+    assert "deadline" in (result.step("a").statusMessage or "")

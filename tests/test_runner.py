@@ -7,6 +7,7 @@ import truss_chains as chains
 from pydantic import BaseModel, ConfigDict
 
 from chainlets.engine.models import (
+    ChainInputs,
     Generation,
     GenerationRequest,
     InvocationResult,
@@ -59,7 +60,7 @@ async def test_a_user_added_generator_runs_without_engine_changes() -> None:
         {"handle": "b", "prompt": "{a}!", "plugin": "mock", "plugin_config": {"max_words": 4}}]})
     with chains.run_local():
         runner = EchoRunner()
-        answer = await runner.run_remote(spec, {"who": "bo"}, RunOptions())
+        answer = await runner.run_remote(spec, ChainInputs({"who": "bo"}), RunOptions())
     result = answer.root
     assert isinstance(result, InvocationResult)
     assert result.state == RunState.SUCCEEDED
@@ -88,7 +89,7 @@ async def test_run_remote_rejects_a_client_mistake_as_http_422_with_the_problems
     with chains.run_local():
         runner = ChainRunner()
         with pytest.raises(ChainRequestError) as raised:
-            await runner.run_remote(spec, inputs, RunOptions())
+            await runner.run_remote(spec, ChainInputs(inputs), RunOptions())
         with pytest.raises((ChainDefinitionError, InputsError)) as cli_error:
             await runner.execute(spec, inputs, RunOptions())
     assert raised.value.status_code == 422

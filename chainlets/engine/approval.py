@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from chainlets.engine.models import RunOptions
 from chainlets.errors import ChainDefinitionError, GenerationError
 from chainlets.language.compiler import CompiledChain, CompiledStep
 from chainlets.language.messages import listing
@@ -47,6 +48,21 @@ def approval_steps(steps: Iterable[CompiledStep]) -> list[str]:
     return [s.handle for s in steps if s.plugin.generator == APPROVAL]
 
 
+# The run-wide deadline when neither the run's options nor the chain set one.
+DEFAULT_DEADLINE_S = 600.0
+
+
+def run_deadline_s(options: RunOptions, chain: CompiledChain) -> float | None:
+    """The run's deadline in seconds, None for none: the smaller of the options' `deadline_s`
+    and the chain's own; with neither, 600 s, or none for a chain with human-approval steps (a
+    person may take up to each approval's `timeout_s`: a default 600 s would close them first,
+    and its steps are bounded anyway, each by `step_timeout_s` and its attempts)."""
+    given = [s for s in (options.deadline_s, chain.spec.deadline_s) if s is not None]
+    if given:
+        return min(given)
+    return None if approval_steps(chain.steps.values()) else DEFAULT_DEADLINE_S
+
+
 def approval_request(step: CompiledStep, text: str) -> ApprovalRequest:
     config = step.plugin.validate_config(step.spec.plugin_config or {})
     assert isinstance(config, ApprovalConfig)  # the plugin's config model
@@ -57,7 +73,7 @@ def approval_request(step: CompiledStep, text: str) -> ApprovalRequest:
 def refuse_without_gate(chain: CompiledChain) -> None:
     """A run with no gate (the synchronous path, `chainrunner run`) cannot wait for a person:
     refused before any model call, naming the steps."""
-    waiting = approval_steps(chain.steps.values())
+    waiting = approval_steps(chain.model_calls())  # loop bodies and maps' items included
     if waiting:
         raise ChainDefinitionError(
             f"chain `{chain.handle}`: step{'s' if len(waiting) > 1 else ''} "

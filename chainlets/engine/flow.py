@@ -18,7 +18,7 @@ from chainlets.engine.failures import Failure
 from chainlets.engine.models import ErrorKind, Generation, RunOptions, RunState, StepRecord, Usage
 from chainlets.language.compiler import CompiledStep
 from chainlets.language.conditions import evaluate
-from chainlets.language.flow import ChoiceFlow, LoopFlow, MapFlow, MemberFlow
+from chainlets.language.flow import ChoiceFlow, ItemFlow, LoopFlow, MapFlow, MemberFlow
 
 __all__ = ["FlowHost", "Outcome", "map_items", "run_flow"]
 
@@ -44,6 +44,8 @@ class FlowHost(Protocol):
 
     @property
     def over(self) -> bool: ...
+
+    async def await_items(self, handle: str, done: "asyncio.Future[None]") -> None: ...
 
 
 def _text(item: object) -> str:
@@ -76,12 +78,14 @@ def _usage(records: list[StepRecord]) -> Usage | None:
                  total_tokens=sum(u.total_tokens for u in usages))
 
 
-def _named(step: CompiledStep, handle: str, values: Mapping[str, str]) -> CompiledStep:
-    """`step` as a step of its own named `handle`, its values all given (it waits for nothing).
-    A map's item keeps the map's `retry` and `timeout_s`; its `catch` is the whole map's."""
+def _named(step: CompiledStep, handle: str, values: Mapping[str, str],
+           flow: ItemFlow | None = None) -> CompiledStep:
+    """`step` as a step of its own named `handle`, its values all given (it waits for nothing);
+    with `flow`, a map's item that runs its sub-chain. A map's item keeps the map's `retry`
+    and `timeout_s`; its `catch` is the whole map's."""
     spec = step.spec.model_copy(update={"handle": handle, "map": None, "catch": None}
                                 if step.spec.map is not None else {"handle": handle})
-    return replace(step, spec=spec, flow=None, deps=frozenset(), literals=values)
+    return replace(step, spec=spec, flow=flow, deps=frozenset(), literals=values)
 
 
 async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
@@ -101,8 +105,11 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
         nonlocal started
         index = started
         started += 1
-        host.add_step(_named(step, f"{step.handle}[{index}]", {**base, flow.item: items[index]}),
+        handle = f"{step.handle}[{index}]"
+        host.add_step(_named(step, handle, {**base, flow.item: items[index]}, flow.item_flow),
                       lambda record: ended(index, record))
+        if flow.item_flow is not None and handle in host.records:
+            _relist(host, handle, flow.item_flow)
 
     def ended(index: int, record: StepRecord) -> None:
         results[index] = record
@@ -116,7 +123,7 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
     for _ in range(min(limit, count)):
         launch()
     if count:
-        await done
+        await host.await_items(step.handle, done)
     records = [r for r in results if r is not None]
     failed = [r for r in records if r.state != RunState.SUCCEEDED]
     outputs = [r.output if r.state == RunState.SUCCEEDED else None for r in records]
@@ -125,11 +132,26 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
         return Failure(first.error_kind or ErrorKind.MODEL,
                        f"{len(failed)} of {count} items failed ({flow.tolerance.describe(count)});"
                        f" `{first.handle}`: {first.statusMessage}"), None
-    host.tolerate(r.handle for r in failed)
+    tolerated = [r.handle for r in failed]
+    if failed and flow.item_flow is not None:  # and the failed steps of those items
+        inside = tuple(f"{handle}." for handle in tolerated)
+        tolerated += [h for h, r in host.records.items()
+                      if h.startswith(inside) and r.state == RunState.FAILED]
+    host.tolerate(tolerated)
     message = f"{len(failed)} of {count} items failed, tolerated " \
               f"({flow.tolerance.describe(count)})" if failed else None
     return Generation(text=json.dumps(outputs, ensure_ascii=False), usage=_usage(records)), \
         message
+
+
+def _relist(host: FlowHost, item: str, flow: ItemFlow) -> None:
+    """An item an earlier run finished is kept whole: its steps, kept too, are listed again."""
+    if host.records[item].state != RunState.SUCCEEDED:
+        return
+    for body in flow.body:
+        handle = f"{item}.{body.handle}"
+        if handle in host.records:
+            host.add_step(_named(body, handle, {}))
 
 
 async def _choice(host: FlowHost, step: CompiledStep, flow: ChoiceFlow,
@@ -152,10 +174,11 @@ async def _choice(host: FlowHost, step: CompiledStep, flow: ChoiceFlow,
     return Generation(text=chosen[0] if chosen else "none"), f"took {label}: {why}"
 
 
-async def _iteration(host: FlowHost, loop: CompiledStep, flow: LoopFlow,
-                     values: Mapping[str, str], number: int,
-                     records: list[StepRecord]) -> dict[str, str] | Failure:
-    """One pass over the body: each step added once the body steps it reads succeeded."""
+async def _block(host: FlowHost, owner: str, flow: LoopFlow | ItemFlow,
+                 values: Mapping[str, str], name: Callable[[str], str], what: str,
+                 records: list[StepRecord]) -> dict[str, str] | Failure:
+    """One pass over a loop's body or a map item's steps, each added as `name(handle)` once
+    the steps it reads succeeded; their outputs by handle, or the first failure."""
     outputs: dict[str, str] = {}
     waiting = list(flow.body)
     running = 0
@@ -169,7 +192,7 @@ async def _iteration(host: FlowHost, loop: CompiledStep, flow: LoopFlow,
             running += 1
             given = {**values, **{d: outputs[d] for d in flow.body_deps[body.handle]},
                      **body.literals}
-            host.add_step(_named(body, f"{body.handle}[{number}]", given),
+            host.add_step(_named(body, name(body.handle), given),
                           functools.partial(ended, body.handle))
 
     def ended(handle: str, record: StepRecord) -> None:
@@ -186,14 +209,26 @@ async def _iteration(host: FlowHost, loop: CompiledStep, flow: LoopFlow,
             done.set_result(None)
 
     launch_ready()
-    await done
+    await host.await_items(owner, done)
     if failure is None:
         return outputs
     for body in waiting:  # recorded skipped, behind the failed step
-        host.add_step(replace(_named(body, f"{body.handle}[{number}]", {}),
+        host.add_step(replace(_named(body, name(body.handle), {}),
                               deps=frozenset({failure.handle})))
     return Failure(failure.error_kind or ErrorKind.MODEL,
-                   f"iteration {number}: step `{failure.handle}` failed: {failure.statusMessage}")
+                   f"{what}step `{failure.handle}` failed: {failure.statusMessage}")
+
+
+async def _item(host: FlowHost, step: CompiledStep, flow: ItemFlow,
+                values: Mapping[str, str]) -> Outcome:
+    """One item of a map over a sub-chain: its steps `item[i].step`; its output the map's
+    `output` step's."""
+    records: list[StepRecord] = []
+    outputs = await _block(host, step.handle, flow, values, f"{step.handle}.{{}}".format, "",
+                           records)
+    if isinstance(outputs, Failure):
+        return outputs, None
+    return Generation(text=outputs[flow.output], usage=_usage(records)), None
 
 
 async def _loop(host: FlowHost, step: CompiledStep, flow: LoopFlow,
@@ -203,7 +238,8 @@ async def _loop(host: FlowHost, step: CompiledStep, flow: LoopFlow,
     reason = "no `until`"
     for number in range(flow.max_iterations):
         given = {**values, step.handle: json.dumps(iterations, ensure_ascii=False)}
-        outputs = await _iteration(host, step, flow, given, number, records)
+        outputs = await _block(host, step.handle, flow, given, f"{{}}[{number}]".format,
+                               f"iteration {number}: ", records)
         if isinstance(outputs, Failure):
             return outputs, None
         iterations.append(outputs)
@@ -238,5 +274,7 @@ async def run_flow(host: FlowHost, step: CompiledStep, values: Mapping[str, str]
         return await _choice(host, step, flow, values)
     if isinstance(flow, LoopFlow):
         return await _loop(host, step, flow, values)
+    if isinstance(flow, ItemFlow):
+        return await _item(host, step, flow, values)
     assert isinstance(flow, MemberFlow)
     return await _member(host, step, flow, values)

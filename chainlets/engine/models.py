@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from pydantic_core import PydanticCustomError
 
 from chainlets.engine.code_models import ToolCall, ToolCallRecord, ToolRound, ToolSpec
@@ -16,6 +16,7 @@ from chainlets.language.spec import ChatMessage, JsonValue
 __all__ = [
     "AttemptRecord",
     "CaughtError",
+    "ChainInputs",
     "ErrorKind",
     "Generation",
     "GenerationRequest",
@@ -144,9 +145,12 @@ class RunOptions(BaseModel):
     step_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Most seconds one attempt of a step may "
         "take; a slower one is recorded as a timeout and retried.")
-    deadline_s: float = Field(
-        default=600.0, gt=0, le=86_400, description="Most seconds the whole run may take; "
-        "then it ends, its unfinished steps failed and named.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="Most seconds the whole run may take; "
+        "then it ends, its unfinished steps failed and named. With the chain's own "
+        "`deadline_s`, the smaller wins. Unset: the chain's own, else 600 s; for a chain with "
+        "human-approval steps, none (each approval's `timeout_s` and each step's "
+        "`step_timeout_s` bound the run).")
     map_concurrency: dict[str, int] = Field(
         default_factory=dict, description="Per map step handle, at most this many of its items "
         "running at once; overrides the map's own `max_concurrency`.")
@@ -230,6 +234,14 @@ class StepRecord:
     caught: Annotated[CaughtError | None, Field(
         description="Set when the step failed and its `catch` caught the failure: it then "
         "succeeded with the fallback output.")] = None
+
+
+class ChainInputs(RootModel[dict[str, JsonValue]]):
+    """A chain's inputs as `run_remote` takes them: each name's value is text or any JSON (a
+    list to map over, an object to read a field of). A model, not `dict[str, JsonValue]`:
+    truss accepts only flat containers or pydantic models as a chainlet's arguments."""
+
+    root: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class InvocationResult(BaseModel):

@@ -28,6 +28,7 @@ from chainlets.engine.approval import (
     ApprovalGate,
     approval_request,
     refuse_without_gate,
+    run_deadline_s,
 )
 from chainlets.engine.backends import BackendGate
 from chainlets.engine.code import CodeRunnerProtocol, FunctionRunner, chain_functions, run_code
@@ -63,6 +64,7 @@ from chainlets.engine.state import (
     skipped,
     skipped_because,
     succeeded,
+    unanswered_failure,
 )
 from chainlets.engine.timeouts import AttemptTimer
 from chainlets.engine.tools import run_tools
@@ -108,6 +110,10 @@ class _Execution:
         self.options, self.observer, self.commit = options, observer, commit
         self.approvals = approvals
         self.parked: set[str] = set()  # approval steps waiting for a person (tasks idle)
+        # Flow steps (maps, loops) awaiting their items, with the future their items' ends
+        # settle: idle until it is done.
+        self.awaiting: dict[str, asyncio.Future[None]] = {}
+        self.replaying = 0  # kept steps whose replay is scheduled: the run goes on for them
         self.policy = RetryPolicy(options.max_attempts, options.initial_backoff_s,
                                   options.max_backoff_s)
         self.loop = asyncio.get_running_loop()
@@ -128,28 +134,35 @@ class _Execution:
         # deadline ended it.
         self.ending: Failure = CANCELLED
 
-    async def run(self, prior: Mapping[str, StepRecord]) -> InvocationResult:
+    async def run(self, prior: Mapping[str, StepRecord],
+                  started_at: datetime | None = None) -> InvocationResult:
         """Start the chain, keeping `prior`'s succeeded steps, and return its result once no
-        step is running; cancelled, it cancels every step first."""
+        step is running; cancelled, it cancels every step first. The deadline counts from
+        `started_at` (a resumed invocation's start); a run begun past it starts nothing."""
         if prior:
             self.records.update(prior)
             self.outputs.update((handle, r.output or "") for handle, r in prior.items())
             self.graph = StepGraph(self.chain, succeeded=prior)
-        ready = self.graph.ready()
-        if self.catches is not None and prior:
-            ready = self.catches.unneeded(ready, prior)
-        self.start(ready, datetime.now(UTC))
-        self.maybe_finish()
-        deadline = self.options.deadline_s
-        if self.chain.spec.deadline_s is not None:  # the chain's own: the smaller wins
-            deadline = min(deadline, self.chain.spec.deadline_s)
-        scope = asyncio.timeout(deadline)
+        deadline = run_deadline_s(self.options, self.chain)
+        left = deadline if deadline is None or started_at is None else \
+            deadline - (datetime.now(UTC) - started_at).total_seconds()
+        if left is None or left > 0:
+            ready = self.graph.ready()
+            if self.catches is not None and prior:
+                ready = self.catches.unneeded(ready, prior)
+            self.start(ready, datetime.now(UTC))
+            self.maybe_finish()
+        else:
+            assert deadline is not None
+            self.ending = deadline_failure(deadline)
+            self.done.set_result(None)
+        scope = asyncio.timeout(None if left is None else max(left, 0.0))
         try:
             try:
                 async with scope:
                     await self.done
             except TimeoutError:
-                if not scope.expired():
+                if not scope.expired() or deadline is None:
                     raise
                 self.ending = deadline_failure(deadline)
         finally:
@@ -164,19 +177,25 @@ class _Execution:
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               self.outputs.get(self.chain.output_handle), self.first_failure,
                               self.tolerated)
-        return result if self.ending is CANCELLED else self.expire(result, deadline)
+        if self.ending is CANCELLED or deadline is None:
+            return result
+        return self.expire(result, deadline)
 
     def expire(self, result: InvocationResult, deadline_s: float) -> InvocationResult:
-        """The deadline passed: every step not finished fails, and the run says which."""
+        """The deadline passed: every step not finished fails (an approval step parked too:
+        its answer can no longer come), and the run says which."""
         now = datetime.now(UTC)
-        for handle in self.graph.steps:
+        unanswered = unanswered_failure(deadline_s)
+        for handle, step in self.graph.steps.items():
             record = self.records.get(handle) or StepRecord(handle=handle)
-            if not record.state.finished and handle not in self.parked:
-                self.set(past_deadline(record, [], now, deadline_s))
+            if not record.state.finished:
+                self.set(failed(record, unanswered, [], now)
+                         if step.plugin.generator == APPROVAL
+                         else past_deadline(record, [], now, deadline_s))
         result = build_result(self.chain.handle, self.given, self.graph.steps, self.records,
                               None, self.first_failure, self.tolerated)
         unfinished = [r.handle for r in result.steps
-                      if r.statusMessage == self.ending.message]
+                      if r.statusMessage in (self.ending.message, unanswered.message)]
         result.statusMessage = (f"the run's deadline (deadline_s={deadline_s:g} s) passed: "
                                 f"{len(unfinished)} unfinished step(s) failed: "
                                 f"{listing(unfinished, limit=10)}")
@@ -251,6 +270,7 @@ class _Execution:
         kept = [handle for handle in ready if handle in self.outputs]
         if kept:  # a map's item or a loop's iteration an earlier run finished: not called again
             ready = [handle for handle in ready if handle not in self.outputs]
+            self.replaying += len(kept)
             for handle in kept:
                 self.loop.call_soon(self.replay, handle)
         if self.slots is not None:
@@ -282,6 +302,7 @@ class _Execution:
     def replay(self, handle: str) -> None:
         """A step added during a resumed run that succeeded in the earlier one: its record and
         output stand, its controller hears of it, and what it frees starts."""
+        self.replaying -= 1
         if self.done.done():
             return
         told = self.on_finish.pop(handle, None)
@@ -403,6 +424,10 @@ class _Execution:
         try:
             outcome, message = await run_flow(self, step, values)
         except asyncio.CancelledError:
+            if step.handle in self.awaiting and self.suspended:  # its items wait for a person
+                del self.awaiting[step.handle]
+                del self.tasks[step.handle]
+                raise
             self.settle(step.handle, [], self.ending)
             raise
         except Exception as exc:  # a bug in a controller: the step fails, the run goes on
@@ -410,6 +435,16 @@ class _Execution:
             log.error("step `%s`: %s", step.handle, failure.message, exc_info=exc)
             self.settle(step.handle, [], failure)
         else:
+            if self.commit is not None and isinstance(outcome, Generation):
+                # Committed like a model call's result: a resumed run keeps a finished map,
+                # choice or loop (and a loop's last outputs) instead of replaying it.
+                try:
+                    await self.commit(succeeded(self.records[step.handle], outcome, [],
+                                                datetime.now(UTC), message))
+                except Exception as exc:  # e.g. the store lost the lease: the run ends
+                    if not self.done.done():
+                        self.done.set_exception(exc)
+                    return
             self.settle(step.handle, [], outcome, message)
 
     def settle(self, handle: str, attempts: list[AttemptRecord],
@@ -465,9 +500,27 @@ class _Execution:
             self.catches.ended(self.records[handle], outcome)
         self.maybe_finish()
 
+    async def await_items(self, handle: str, done: "asyncio.Future[None]") -> None:
+        """A flow step's controller waits for its items (or an iteration's steps) to end; while
+        only parked steps remain among them, it holds the run no more than they do."""
+        self.awaiting[handle] = done
+        self.maybe_finish()
+        await done  # cancelled as the run ends suspended: `control` sees it still awaiting
+        del self.awaiting[handle]
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the run ended because only parked steps (and what awaits them) remained."""
+        return self.done.done() and not self.done.cancelled() and self.done.exception() is None
+
     def maybe_finish(self) -> None:
-        """The run is over when no step can make progress: none runs but parked ones."""
-        if len(self.tasks) == len(self.parked) and not self.done.done():
+        """The run is over when no step can make progress: none runs but parked ones and flow
+        steps awaiting items, and no kept step is about to be replayed."""
+        running = len(self.tasks) - len(self.parked)
+        if running > len(self.awaiting) or self.replaying or self.done.done():
+            return  # the common case, decided without a loop: some step is running
+        # A controller whose items just ended is about to go on: not idle.
+        if running == sum(1 for done in self.awaiting.values() if not done.done()):
             self.done.set_result(None)
 
 
@@ -478,7 +531,8 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
                     previous: InvocationResult | None = None,
                     commit: StepCommit | None = None,
                     approvals: ApprovalGate | None = None,
-                    code: CodeRunnerProtocol | None = None) -> InvocationResult:
+                    code: CodeRunnerProtocol | None = None,
+                    started_at: datetime | None = None) -> InvocationResult:
     """Run `chain` to the end and return its result; never raises for a failing step.
 
     Code steps and tools call their functions through `code` (the code runner chainlet);
@@ -492,6 +546,9 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     Approval steps go to `approvals`; without it a chain with one is refused
     (ChainDefinitionError). When the run ends with approval steps parked, their records stay
     `running` in the result: the gate knows which they are.
+
+    `options.deadline_s` counts from `started_at` when given (a resumed invocation's first
+    start, so waits and restarts count), else from now.
     """
     options = options or RunOptions()
     values = chain.resolve_inputs(inputs)
@@ -516,4 +573,4 @@ async def run_chain(chain: CompiledChain, inputs: Mapping[str, JsonValue],
     prior = {r.handle: r for r in previous.steps if r.state == RunState.SUCCEEDED} \
         if previous is not None else {}
     return await _Execution(chain, values, generators, options, observer, commit,
-                            approvals, code).run(prior)
+                            approvals, code).run(prior, started_at)

@@ -23,7 +23,7 @@ from chainlets.language.spec import JsonValue
 
 __all__ = ["CANCELLED", "NEXT_STATES", "build_result", "cancelled", "check_transition",
            "deadline_failure", "failed", "past_deadline", "queued", "running", "skipped",
-           "skipped_because", "succeeded"]
+           "skipped_because", "succeeded", "unanswered_failure"]
 
 _ENDED = frozenset({RunState.FAILED, RunState.CANCELLED})  # by the deadline, or cancelled
 NEXT_STATES: Mapping[RunState, frozenset[RunState]] = {
@@ -97,6 +97,13 @@ def past_deadline(current: StepRecord, attempts: list[AttemptRecord], now: datet
 def deadline_failure(deadline_s: float) -> Failure:
     return Failure(ErrorKind.TIMEOUT, f"DeadlineExceeded: the run's deadline (deadline_s="
                                       f"{deadline_s:g} s) passed before the step finished")
+
+
+def unanswered_failure(deadline_s: float) -> Failure:
+    """An approval step's end when the run's deadline passed first: its token is void."""
+    return Failure(ErrorKind.TIMEOUT, f"DeadlineExceeded: the run's deadline (deadline_s="
+                                      f"{deadline_s:g} s) passed before anyone answered the "
+                                      "step's approval; its task token no longer resumes it")
 
 
 def skipped(handle: str, cause: StepRecord) -> StepRecord:

@@ -24,6 +24,7 @@ from chainlets.language.code import CompiledCode
 from chainlets.language.draft import ChainDraft, StepDraft, read_draft
 from chainlets.language.flow import (
     ChoiceFlow,
+    ItemFlow,
     LoopFlow,
     MapFlow,
     MemberFlow,
@@ -48,7 +49,7 @@ from chainlets.language.templating import Template
 __all__ = ["CODE_PLUGIN", "CONTROL", "CompiledChain", "CompiledStep", "Flow", "compile_chain",
            "input_text"]
 
-Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow
+Flow = MapFlow | ChoiceFlow | LoopFlow | MemberFlow | ItemFlow
 
 # The plugin of steps that make no model call of their own (choices, loops, a loop's body step
 # as seen outside it): the engine runs their flow instead.
@@ -87,8 +88,10 @@ class CompiledStep:
 
     @property
     def calls(self) -> bool:
-        """Whether running the step calls its plugin's generator (a map: once per item)."""
-        return self.flow is None or isinstance(self.flow, MapFlow)
+        """Whether running the step calls its plugin's generator (a map of its own prompt:
+        once per item)."""
+        flow = self.flow
+        return flow is None or (isinstance(flow, MapFlow) and flow.item_flow is None)
 
     @property
     def handle(self) -> str:
@@ -188,6 +191,8 @@ class CompiledChain:
                 yield step
             elif isinstance(step.flow, LoopFlow):
                 yield from step.flow.body
+            elif isinstance(step.flow, MapFlow) and step.flow.item_flow is not None:
+                yield from step.flow.item_flow.body
 
     def resolve_inputs(self, given: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
         """The run's inputs with defaults filled in; InputsError lists every missing name."""
@@ -256,9 +261,10 @@ def _compiled(draft: StepDraft, analysis: Analysis, deps: frozenset[str] | None 
     if step.map is not None:
         flow = MapFlow(over=step.map.over, split=step.map.split, item=step.map.item,
                        max_concurrency=step.map.max_concurrency,
-                       tolerance=parse_tolerance(step.map.tolerate))
+                       tolerance=parse_tolerance(step.map.tolerate),
+                       item_flow=flow if isinstance(flow, ItemFlow) else None)
     templates = facts.templates
-    calls = flow is None or isinstance(flow, MapFlow)
+    calls = flow is None or (isinstance(flow, MapFlow) and flow.item_flow is None)
     functions = analysis.plugins.functions
     code = None
     if step.code is not None:
@@ -294,6 +300,14 @@ def _assemble(spec: ChainSpec, draft: ChainDraft, analysis: Analysis) -> Compile
                                                for b in spec_.choice.branches),
                                 otherwise=tuple(spec_.choice.otherwise))
             compiled[spec_.handle] = _compiled(step, analysis, flow=choice)
+        elif spec_.map is not None and spec_.map.steps is not None:
+            body = [s for s in draft.steps if s.loop == spec_.handle]
+            body_deps = {s.spec.handle: analysis.steps[s.index].body_deps for s in body}
+            item = ItemFlow(body=_in_order([_compiled(s, analysis, deps=frozenset())
+                                            for s in body], body_deps),
+                            body_deps=body_deps,
+                            output=spec_.map.output or spec_.map.steps[-1].handle)
+            compiled[spec_.handle] = _compiled(step, analysis, flow=item)
         elif spec_.loop is not None:
             body = [s for s in draft.steps if s.loop == spec_.handle]
             body_deps = {s.spec.handle: analysis.steps[s.index].body_deps for s in body}

@@ -26,7 +26,9 @@ class StepDraft:
     index: int  # in the flattened order: each loop's body steps follow the loop step
     spec: StepSpec
     broken: frozenset[str] = frozenset()
-    loop: str | None = None  # the handle of the loop whose body holds this step
+    loop: str | None = None  # the handle of the loop (or map) whose block holds this step
+    block: str = "loop"  # which holds it: `loop` (its body) or `map` (an item's steps)
+    item: str | None = None  # in a map's item: the item variable
 
     @property
     def where(self) -> str:
@@ -55,7 +57,8 @@ class ChainDraft:
 
 
 def _body(step: StepSpec, broken: frozenset[str]) -> list[StepSpec]:
-    return step.loop.steps if step.loop is not None and "loop" not in broken else []
+    """The steps `step` holds (a loop's body, a map's item steps) when they parsed."""
+    return [] if "loop" in broken or "map" in broken else step.block
 
 
 def _numbered(steps: list[tuple[StepSpec, frozenset[str]]]
@@ -73,7 +76,10 @@ def _flatten(steps: list[tuple[int, StepSpec, frozenset[str]]]) -> tuple[StepDra
     drafts: list[StepDraft] = []
     for index, step, broken in steps:
         drafts.append(StepDraft(index, step, broken))
-        drafts.extend(StepDraft(index + 1 + i, body, loop=step.handle)
+        mapped = step.loop is None and step.map is not None
+        drafts.extend(StepDraft(index + 1 + i, body, loop=step.handle,
+                                block="map" if mapped else "loop",
+                                item=step.map.item if mapped and step.map is not None else None)
                       for i, body in enumerate(_body(step, broken)))
     return tuple(drafts)
 

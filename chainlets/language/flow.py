@@ -17,9 +17,10 @@ from chainlets.language.templating import NAME_PATTERN
 
 if TYPE_CHECKING:
     from chainlets.language.compiler import CompiledStep
+    from chainlets.language.spec import StepSpec
 
-__all__ = ["Branch", "ChoiceFlow", "ChoiceSpec", "LoopFlow", "MapFlow", "MapSpec", "MemberFlow",
-           "Tolerance", "parse_tolerance"]
+__all__ = ["Branch", "ChoiceFlow", "ChoiceSpec", "ItemFlow", "LoopFlow", "MapFlow", "MapSpec",
+           "MemberFlow", "Tolerance", "parse_tolerance"]
 
 _Name = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern})]
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
@@ -27,7 +28,8 @@ _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
 class MapSpec(BaseModel):
     """Run the step once per item of a list; its output is the JSON array of the items'
-    outputs, in input order."""
+    outputs, in input order. With `steps`, each item runs that block of steps (a sub-chain),
+    and the map step itself has no prompt."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +46,13 @@ class MapSpec(BaseModel):
     tolerate: int | str = Field(
         default=0, description="Failed items allowed before the map fails: a count (`2`) or a "
         "percentage of the items (`\"10%\"`). A failed item's output is null.")
+    steps: "list[StepSpec] | None" = Field(
+        default=None, min_length=1, description="A sub-chain run once per item: prompt steps, "
+        "handles unique in the whole chain, reading the item, each other, inputs and outer "
+        "steps. Item `i` is the step `map-handle[i]`, its steps `map-handle[i].step`.")
+    output: _Name | None = Field(
+        default=None, description="With `steps`: the step whose output is an item's output "
+        "(default: the last step of `steps`).")
 
 
 class Branch(BaseModel):
@@ -97,14 +106,26 @@ def parse_tolerance(value: int | str) -> Tolerance:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemFlow:
+    """One item of a map over a sub-chain: its steps in an order where each comes after the
+    ones it reads (`body_deps`), and the step whose output is the item's."""
+
+    body: tuple["CompiledStep", ...]
+    body_deps: dict[str, frozenset[str]]
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
 class MapFlow:
-    """A compiled map: the step itself is the item template."""
+    """A compiled map: the step itself is the item template, or with `item_flow` each item
+    runs that sub-chain."""
 
     over: str
     split: Literal["json", "lines"]
     item: str
     max_concurrency: int | None
     tolerance: Tolerance
+    item_flow: ItemFlow | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,6 +246,8 @@ def check_references(draft: ChainDraft, analysis: Analysis, problems: Problems) 
         own: set[str] | None = None if "input" in step.broken else set(spec.input)
         if own is not None and spec.map is not None and "map" not in step.broken:
             own.add(spec.map.item)
+        if own is not None and step.item is not None:  # a step of a map's item sub-chain
+            own.add(step.item)
         if own is not None and spec.handle in analysis.catchers:
             own.update(CATCH_NAMES)
         for name_field, names in facts.names.items():

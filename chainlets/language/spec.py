@@ -106,7 +106,7 @@ class StepSpec(BaseModel):
     prompt: str | None = Field(
         default=None, description="Prompt template: `{name}` placeholders, `{name.key}` / "
         "`{name[0]}` to read a JSON field; `{{`/`}}` are literal braces. Required, with "
-        "`plugin`, unless the step is a `choice` or a `loop`.")
+        "`plugin`, unless the step is a `choice`, a `loop` or a `map` with `steps`.")
     plugin: PluginChoice | None = Field(
         default=None,
         description="Generator to call: `gpt-3`, `openai`, `mock` or a registered one; or a "
@@ -144,7 +144,8 @@ class StepSpec(BaseModel):
         description="Handles that must finish before this step, without interpolating them.")
     description: str | None = Field(default=None, description="Free text for humans.")
     map: MapSpec | None = Field(default=None, description="Run this step once per item of a "
-                                "list; items are steps of their own, `handle[i]`.")
+                                "list; items are steps of their own, `handle[i]`. With "
+                                "`map.steps`, each item runs that sub-chain.")
     choice: ChoiceSpec | None = Field(default=None, description="Make this a choice step "
                                       "(no prompt): route to the first branch whose condition "
                                       "holds.")
@@ -167,6 +168,13 @@ class StepSpec(BaseModel):
         "the call is cancelled then. Overrides the run's `step_timeout_s`.")
     catch: CatchSpec | None = Field(default=None, description="On final failure, succeed "
                                     "with a fallback `output` or a catch `step`'s output.")
+
+    @property
+    def block(self) -> "list[StepSpec]":
+        """The steps this step holds: a loop's body, or a map's item sub-chain."""
+        if self.loop is not None:
+            return self.loop.steps
+        return self.map.steps or [] if self.map is not None else []
 
     @property
     def kind(self) -> str:
@@ -194,6 +202,7 @@ class LoopSpec(BaseModel):
         "last iteration (`stop`) or fail.")
 
 
+MapSpec.model_rebuild(_types_namespace={"StepSpec": StepSpec})
 StepSpec.model_rebuild()
 
 
@@ -249,7 +258,8 @@ def chain_json_schema(plugins: PluginRegistry = DEFAULT_PLUGINS) -> dict[str, An
                              {"type": "array", "minItems": 1,
                               "items": {"type": "string", "enum": names}}]
     step["anyOf"] = [{"required": ["prompt", "plugin"]}, {"required": ["choice"]},
-                     {"required": ["loop"]}, {"required": ["code"]}]
+                     {"required": ["loop"]}, {"required": ["code"]},
+                     {"required": ["map"], "properties": {"map": {"required": ["steps"]}}}]
     functions = plugins.functions.names()
     code = defs[step["properties"]["code"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]]
     code["properties"]["function"]["enum"] = functions

@@ -198,9 +198,11 @@ def _check_step(step: StepDraft, analysis: "Analysis", problems: Problems,
                                   "against; add one, or remove `max_repairs`")
     if spec.output_schema is None or "output_schema" in step.broken:
         return
-    if spec.choice is not None or spec.loop is not None:
-        kind = "choice" if spec.choice is not None else "loop"
-        problems.step(step.index, f"{where}: a `{kind}` step makes no model call, so it has no "
+    if spec.choice is not None or spec.loop is not None \
+            or (spec.map is not None and spec.map.steps is not None):
+        kind = "`choice`" if spec.choice is not None else "`loop`" if spec.loop is not None \
+            else "`map` with `steps`"
+        problems.step(step.index, f"{where}: a {kind} step makes no model call, so it has no "
                                   "`output_schema`; put it on the steps it runs")
         return
     if APPROVAL in ([spec.plugin] if isinstance(spec.plugin, str) else spec.plugin or []):

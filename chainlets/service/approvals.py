@@ -3,39 +3,35 @@ person's `resume`, the deadline) handed to the engine's parked steps of one runn
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import secrets
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chainlets.engine.approval import ApprovalError, ApprovalRequest
 from chainlets.engine.models import RunState, StepRecord
+from chainlets.errors import ConfigurationError
+from chainlets.service.tokens import TOKEN_SECRET_ENV, TaskTokens, hash_token
+from chainlets.service.webhooks import SECRET_ENV
 from chainlets.service.writer import InvocationWriter, step_finished
 from chainlets.store import ApprovalState, Invocation, NewEvent, OpenApproval, State, StoredStep
 
-__all__ = ["InvocationApprovals", "hash_token", "new_token", "step_waiting", "timeout_message"]
+__all__ = ["NO_SECRET", "InvocationApprovals", "hash_token", "step_waiting",
+           "timeout_message"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_BYTES = 32  # 256 random bits: unguessable
+NO_SECRET = (f"human approval needs a secret to derive task tokens from (the database keeps "
+             f"none): set {TOKEN_SECRET_ENV} or {SECRET_ENV} (a `whsec_…` secret; a truss "
+             "secret when deployed)")
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def hash_token(token: str) -> str:
-    """What the store looks a token up by (it is never a lookup key itself)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def step_waiting(handle: str, token: str, text: str, choices: list[str] | None) -> NewEvent:
-    """The `step.waiting` event: what the reviewer sees and the token to answer with."""
+def step_waiting(handle: str, seal: str, text: str, choices: list[str] | None) -> NewEvent:
+    """The `step.waiting` event: what the reviewer sees, and the seal its token is derived
+    from when it is sent (`reveal_event`), so the outbox row holds no token either."""
     return NewEvent(type="step.waiting", step=handle, data={
-        "state": RunState.WAITING.value, "output": None, "error": None, "task_token": token,
-        "text": text, "choices": choices})
+        "state": RunState.WAITING.value, "output": None, "error": None, "task_token": None,
+        "task_token_seal": seal, "text": text, "choices": choices})
 
 
 def timeout_message(handle: str, timeout_s: float) -> str:
@@ -65,8 +61,10 @@ class InvocationApprovals:
     writer does not announce them twice.
     """
 
-    def __init__(self, writer: InvocationWriter, invocation: Invocation) -> None:
-        self.writer, self.store, self.lease = writer, writer.store, writer.lease
+    def __init__(self, writer: InvocationWriter, invocation: Invocation,
+                 tokens: TaskTokens | None) -> None:
+        self.writer, self.store, self.lease, self.tokens = writer, writer.store, writer.lease, \
+            tokens
         self.steps = {s.handle: s for s in invocation.steps}
         self.waiting: dict[str, asyncio.Future[str]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -93,11 +91,13 @@ class InvocationApprovals:
         return future
 
     async def _announce(self, request: ApprovalRequest, deadline: datetime) -> None:
-        token = new_token()
+        if self.tokens is None:  # run_chain refuses such chains; a replica set up otherwise
+            raise ConfigurationError(NO_SECRET)
+        token, seal = self.tokens.mint(self.lease.invocation_id, request.step)
         await self.writer.park(_waiting(request.step, datetime.now(UTC)), OpenApproval(
-            token_hash=hash_token(token), task_token=token, prompt=request.text,
+            token_hash=hash_token(token), seal=seal, prompt=request.text,
             choices=request.choices, deadline=deadline),
-            step_waiting(request.step, token, request.text, request.choices))
+            step_waiting(request.step, seal, request.text, request.choices))
 
     def settle(self, step: StoredStep) -> None:
         """Hand a settled approval's answer to its parked step (a no-op when not parked)."""

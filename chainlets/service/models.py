@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainlets.engine.models import RunOptions, RunState
 from chainlets.errors import RequestError
-from chainlets.language.spec import ChainSpec
+from chainlets.language.spec import ChainSpec, JsonValue
 from chainlets.service.settings import ServiceLimits
 
 __all__ = [
@@ -145,7 +145,10 @@ class RunChain(_Request):
     op: Literal["run_chain"] = "run_chain"
     chain_id: Id | None = Field(default=None, description="A stored chain to run.")
     chain: ChainSpec | None = Field(default=None, description="A chain definition to run.")
-    inputs: dict[str, str] = Field(default_factory=dict, description="The chain's inputs.")
+    inputs: dict[str, JsonValue] = Field(
+        default_factory=dict, description="The chain's inputs: text, or any JSON value (a list "
+        "to map over, an object to read a field of); at most CHAINRUNNER_MAX_INPUT_BYTES as "
+        "JSON.")
     callback_url: CallbackUrl | None = Field(
         default=None, description="http(s) URL sent a signed event when each step and the "
                                   "chain finish; overrides the chain's own `callback_url`.")

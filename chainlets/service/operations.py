@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from chainlets.engine.approval import approval_steps, run_deadline_s
 from chainlets.engine.models import RunOptions, RunState, StepRecord
 from chainlets.errors import NotFoundError, RequestError
 from chainlets.language.compiler import CompiledChain, compile_chain
@@ -15,10 +16,11 @@ from chainlets.language.plugins import PluginRegistry
 from chainlets.language.spec import ChainSpec
 from chainlets.service import models as ops
 from chainlets.service import responses as replies
-from chainlets.service.approvals import hash_token
+from chainlets.service.approvals import NO_SECRET
 from chainlets.service.reruns import plan_reuse
 from chainlets.service.settings import ServiceLimits
 from chainlets.service.status import invocation_status, invocation_summary, sent_events
+from chainlets.service.tokens import TaskTokens, hash_token
 from chainlets.service.worker import Worker
 from chainlets.service.writer import chain_finished, step_finished
 from chainlets.store import (
@@ -28,6 +30,7 @@ from chainlets.store import (
     RerunOf,
     State,
     Store,
+    StoredStep,
     chain_id_for,
 )
 
@@ -57,8 +60,9 @@ class Operations:
 
     def __init__(self, store: Store, worker: Worker, plugins: PluginRegistry,
                  limits: ServiceLimits, *, wake_outbox: Callable[[], None] = lambda: None,
-                 ) -> None:
+                 tokens: TaskTokens | None = None) -> None:
         self.store, self.worker, self.plugins, self.limits = store, worker, plugins, limits
+        self.tokens = tokens
         self.wake_outbox = wake_outbox
         self._compiled: dict[str, CompiledChain] = {}
 
@@ -116,7 +120,8 @@ class Operations:
                 events = await self.store.list_events(invocation.invocation_id) \
                     if invocation.callback_url else []
                 return invocation_status(invocation,
-                                         await self._chain_handle(invocation.chain_id), events)
+                                         await self._chain_handle(invocation.chain_id), events,
+                                         self.tokens)
             case ops.Cancel():
                 return await self.cancel(request.invocation_id)
             case ops.ListInvocations():
@@ -137,10 +142,10 @@ class Operations:
             assert request.chain_id is not None  # the model requires exactly one
             chain_id, compiled = request.chain_id, await self.load_chain(request.chain_id)
         inputs = compiled.resolve_inputs(request.inputs)  # InputsError names what is wrong
-        options = request.options or RunOptions()
+        self._check_approvals(compiled)
         new = NewInvocation(
             chain_id=chain_id, input=inputs, steps=list(compiled.steps),
-            options=options.model_dump(mode="json", exclude_defaults=True),
+            options=_stored_options(request.options or RunOptions(), compiled),
             callback_url=request.callback_url, idempotency_key=request.idempotency_key,
             request_hash=request_hash(chain_id, request) if request.idempotency_key else None)
         # Run here at once when this replica has room; else queued, unleased, for the first
@@ -158,8 +163,7 @@ class Operations:
         token_hash = hash_token(request.task_token)
         invocation_id, step = await self.store.get_approval(token_hash)
         approval = step.approval
-        if approval is None or (approval.task_token is not None and not hmac.compare_digest(
-                approval.task_token.encode(), request.task_token.encode())):
+        if approval is None or not self._token_matches(request.task_token, invocation_id, step):
             raise NotFoundError("task_token: no step waits on this token")
         if request.output is not None and approval.state is ApprovalState.OPEN \
                 and approval.choices is not None and request.output not in approval.choices:
@@ -181,6 +185,24 @@ class Operations:
         return replies.Resumed(invocation_id=invocation_id, step=resumed.handle,
                                state=RunState(resumed.state.value))
 
+    def _check_approvals(self, compiled: CompiledChain) -> None:
+        waiting = approval_steps(compiled.steps.values())
+        if waiting and self.tokens is None:
+            raise RequestError(f"chain `{compiled.handle}`: step `{waiting[0]}` waits for "
+                               f"approval, and {NO_SECRET}")
+
+    def _token_matches(self, token: str, invocation_id: str, step: StoredStep) -> bool:
+        """The token found by its hash, checked in constant time against the stored hash and
+        the token its seal derives (or, in rows from before derivation, the kept token)."""
+        approval = step.approval
+        assert approval is not None
+        if approval.seal is not None and self.tokens is not None and not self.tokens.matches(
+                token, invocation_id, step.handle, approval.seal):
+            return False
+        if approval.task_token is not None:
+            return hmac.compare_digest(approval.task_token.encode(), token.encode())
+        return True
+
     async def rerun(self, request: ops.Rerun) -> replies.InvocationRef:
         """A new invocation running `from_step` and everything after it, the other steps'
         committed outputs copied from the source invocation."""
@@ -191,9 +213,11 @@ class Operations:
         else:
             chain_id, compiled = source.chain_id, source_chain
         reuse = plan_reuse(source, source_chain, compiled, request.from_step)
+        self._check_approvals(compiled)
         inputs = compiled.resolve_inputs(source.input)
         new = NewInvocation(
-            chain_id=chain_id, input=inputs, steps=list(compiled.steps), options=source.options,
+            chain_id=chain_id, input=inputs, steps=list(compiled.steps),
+            options=_stored_options(RunOptions.model_validate(source.options), compiled),
             rerun_of=RerunOf(invocation_id=source.invocation_id, from_step=request.from_step),
             reuse=reuse)
         created = await self.store.create_invocation(new, owner=self.worker.owner)
@@ -222,7 +246,7 @@ class Operations:
 
     async def events(self, request: ops.Events) -> replies.EventPage:
         await self.store.get_invocation(request.invocation_id)  # 404 for an unknown id
-        events = sent_events(await self.store.list_events(request.invocation_id))
+        events = sent_events(await self.store.list_events(request.invocation_id), self.tokens)
         after = _seq_cursor(request.cursor)
         limit = request.limit or self.limits.default_page_size
         ordered = [e for n, e in enumerate(events, start=1) if n > after]
@@ -246,6 +270,14 @@ class Operations:
         if chosen:
             self.wake_outbox()
         return replies.Redelivered(invocation_id=request.invocation_id, event_ids=chosen)
+
+
+def _stored_options(options: RunOptions, chain: CompiledChain) -> dict[str, Any]:
+    """The options an invocation keeps: its `deadline_s` the effective one (the chain's own
+    when smaller), so the store can tell when the run's deadline passes (a resume after it
+    is refused, a waiting invocation wakes at it)."""
+    options = options.model_copy(update={"deadline_s": run_deadline_s(options, chain)})
+    return options.model_dump(mode="json", exclude_defaults=True)
 
 
 def _seq_cursor(cursor: str | None) -> int:

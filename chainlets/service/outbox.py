@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 from chainlets.service.events import WebhookEvent
+from chainlets.service.tokens import TaskTokens, reveal_event
 from chainlets.service.webhooks import OutcomeKind, WebhookSender
 from chainlets.store import EventClaim, Store
 
@@ -21,8 +22,8 @@ class Dispatcher:
     retries coming due, events left by a crash)."""
 
     def __init__(self, store: Store, sender: WebhookSender, owner: str, *, poll_s: float = 0.5,
-                 batch: int = 100) -> None:
-        self.store, self.sender, self.owner = store, sender, owner
+                 batch: int = 100, tokens: TaskTokens | None = None) -> None:
+        self.store, self.sender, self.owner, self.tokens = store, sender, owner, tokens
         self.poll_s, self.batch = poll_s, batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +69,7 @@ class Dispatcher:
         if event.url is None:
             return
         try:
-            body = WebhookEvent.model_validate(event.body())
+            body = WebhookEvent.model_validate(reveal_event(event.body(), self.tokens))
             outcome = await self.sender.deliver(body, event.url, attempt=event.attempts + 1,
                                                 window_start=event.window_start)
             if outcome.kind is OutcomeKind.DELIVERED:

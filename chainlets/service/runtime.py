@@ -19,6 +19,7 @@ from chainlets.service.operations import Operations
 from chainlets.service.outbox import Dispatcher
 from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.settings import ServiceLimits, env_number
+from chainlets.service.tokens import TOKEN_SECRET_ENV, TaskTokens
 from chainlets.service.webhooks import SECRET_ENV, WebhookSender, WebhookSigner
 from chainlets.service.worker import Execute, Worker, WorkerSettings
 from chainlets.store import Store, StoreSettings, open_store
@@ -43,6 +44,7 @@ class ServiceConfig:
     worker: WorkerSettings
     purge_every_s: float = 3600.0
     secrets: Mapping[str, str] = field(default_factory=dict)
+    task_token_secret: str | None = None  # else task tokens derive from the webhook secret
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ,
@@ -50,7 +52,7 @@ class ServiceConfig:
         """Settings from `environ`; a truss secret of the same name, lower-cased
         (`chainrunner_database_url`, `chainrunner_webhook_secret`), wins where set."""
         merged = dict(environ)
-        for name in ("CHAINRUNNER_DATABASE_URL", SECRET_ENV):
+        for name in ("CHAINRUNNER_DATABASE_URL", SECRET_ENV, TOKEN_SECRET_ENV):
             value = (secrets or {}).get(name.lower())
             if value:
                 merged[name] = value
@@ -64,7 +66,13 @@ class ServiceConfig:
                 max_running=int(env_number(merged, MAX_RUNNING_ENV, 10_000, minimum=1,
                                            integer=True)),
                 heartbeat_s=store.lease_s / 3),
-            purge_every_s=env_number(merged, PURGE_EVERY_ENV, 3600.0, minimum=1.0))
+            purge_every_s=env_number(merged, PURGE_EVERY_ENV, 3600.0, minimum=1.0),
+            task_token_secret=merged.get(TOKEN_SECRET_ENV, "").strip() or None)
+
+    def task_tokens(self) -> TaskTokens | None:
+        """What approval steps' task tokens are derived with (None: no secret is set)."""
+        return TaskTokens.from_env({TOKEN_SECRET_ENV: self.task_token_secret or "",
+                                    SECRET_ENV: self.webhook_secret or ""})
 
 
 class Runtime:
@@ -91,21 +99,22 @@ class Runtime:
         return await asyncio.shield(self._started)
 
     async def _start(self) -> Operations:
+        tokens = self.config.task_tokens()  # a malformed secret fails here, naming it
         store = self._given_store or await open_store(self.config.store)
         self.store = store
         worker = Worker(store, self.execute, lambda chain_id: operations.load_chain(chain_id),
-                        settings=self.config.worker)
+                        settings=self.config.worker, tokens=tokens)
         self.worker = worker
         if self.config.webhook_secret is not None:
             signer = WebhookSigner(self.config.webhook_secret, source=SECRET_ENV)
             http = self._http or httpx.AsyncClient(limits=httpx.Limits(
                 max_connections=max(100, self.config.delivery.max_in_flight)))
             self.dispatcher = Dispatcher(store, WebhookSender(http, signer, self.config.delivery),
-                                         worker.owner)
+                                         worker.owner, tokens=tokens)
         wake = self.dispatcher.wake if self.dispatcher is not None else _nothing
         worker.wake_outbox = wake
         operations = Operations(store, worker, self.plugins, self.config.limits,
-                                wake_outbox=wake)
+                                wake_outbox=wake, tokens=tokens)
         worker.ensure_polling()
         if self.dispatcher is not None:
             self.dispatcher.ensure_running()

@@ -1,6 +1,7 @@
 """What the store keeps, in the service's answers: status (Steamship's shape), listings, events."""
 
 from chainlets.engine.models import RunState, StepRecord
+from chainlets.errors import ConfigurationError
 from chainlets.service.events import DeliveryState, DeliveryStatus, EventRecord, EventSummary
 from chainlets.service.responses import (
     InvocationStatus,
@@ -8,6 +9,8 @@ from chainlets.service.responses import (
     PendingApproval,
     RerunOf,
 )
+from chainlets.service.tokens import TOKEN_SECRET_ENV, TaskTokens, reveal_event
+from chainlets.service.webhooks import SECRET_ENV
 from chainlets.store import ApprovalState, Event, EventState, Invocation, StoredStep
 
 __all__ = ["event_record", "event_summary", "invocation_status", "invocation_summary",
@@ -38,12 +41,13 @@ def event_summary(event: Event) -> EventSummary:
                                         "step": event.step, "delivery": _delivery(event)})
 
 
-def event_record(event: Event) -> EventRecord:
-    return EventRecord.model_validate({**event.body(), "delivery": _delivery(event)})
+def event_record(event: Event, tokens: TaskTokens | None) -> EventRecord:
+    return EventRecord.model_validate({**reveal_event(event.body(), tokens),
+                                       "delivery": _delivery(event)})
 
 
-def invocation_status(invocation: Invocation, chain_handle: str,
-                      events: list[Event]) -> InvocationStatus:
+def invocation_status(invocation: Invocation, chain_handle: str, events: list[Event],
+                      tokens: TaskTokens | None) -> InvocationStatus:
     """`run_status`'s answer: every step of the chain, `waiting` until it starts."""
     started = [s.started_at for s in invocation.steps if s.started_at is not None]
     rerun = invocation.rerun_of
@@ -56,18 +60,31 @@ def invocation_status(invocation: Invocation, chain_handle: str,
         finished_at=invocation.finished_at,
         rerun_of=RerunOf(invocation_id=rerun.invocation_id, from_step=rerun.from_step)
         if rerun is not None else None,
-        callback_url=invocation.callback_url, approvals=pending_approvals(invocation),
+        callback_url=invocation.callback_url, approvals=pending_approvals(invocation, tokens),
         events=[event_summary(e) for e in _sent(events)])
 
 
-def pending_approvals(invocation: Invocation) -> list[PendingApproval]:
-    """The steps waiting for a person, with what they see and the token to answer with."""
-    return [PendingApproval(step=s.handle, task_token=s.approval.task_token,
-                            text=s.approval.prompt, choices=s.approval.choices,
-                            expires_at=s.approval.deadline)
-            for s in invocation.steps
-            if s.approval is not None and s.approval.state is ApprovalState.OPEN
-            and s.approval.task_token is not None]
+def pending_approvals(invocation: Invocation,
+                      tokens: TaskTokens | None) -> list[PendingApproval]:
+    """The steps waiting for a person, with what they see and the token to answer with
+    (derived again from its seal; rows from before tokens were derived kept it)."""
+    pending = []
+    for s in invocation.steps:
+        approval = s.approval
+        if approval is None or approval.state is not ApprovalState.OPEN:
+            continue
+        token = approval.task_token
+        if token is None and approval.seal is not None:
+            if tokens is None:
+                raise ConfigurationError(f"step `{s.handle}`: its task token is derived from "
+                                         f"{TOKEN_SECRET_ENV} or {SECRET_ENV}, and this "
+                                         "replica has neither; set the one the others have")
+            token = tokens.reveal(invocation.invocation_id, s.handle, approval.seal)
+        if token is not None:
+            pending.append(PendingApproval(step=s.handle, task_token=token,
+                                           text=approval.prompt, choices=approval.choices,
+                                           expires_at=approval.deadline))
+    return pending
 
 
 def invocation_summary(invocation: Invocation, chain_handle: str) -> InvocationSummary:
@@ -80,5 +97,5 @@ def invocation_summary(invocation: Invocation, chain_handle: str) -> InvocationS
         if rerun is not None else None)
 
 
-def sent_events(events: list[Event]) -> list[EventRecord]:
-    return [event_record(e) for e in _sent(events)]
+def sent_events(events: list[Event], tokens: TaskTokens | None) -> list[EventRecord]:
+    return [event_record(e, tokens) for e in _sent(events)]

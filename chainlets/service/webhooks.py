@@ -19,7 +19,7 @@ from chainlets.service.events import WebhookEvent
 from chainlets.service.policy import DeliveryPolicy, parse_retry_after
 
 __all__ = ["MIN_SECRET_BYTES", "SECRET_ENV", "Outcome", "OutcomeKind", "WebhookSender",
-           "WebhookSigner", "generate_secret"]
+           "WebhookSigner", "decode_secret", "generate_secret"]
 
 SECRET_ENV = "CHAINRUNNER_WEBHOOK_SECRET"
 MIN_SECRET_BYTES = 24
@@ -33,7 +33,8 @@ def generate_secret() -> str:
     return _PREFIX + base64.b64encode(os.urandom(32)).decode()
 
 
-def _decode_secret(secret: str, where: str) -> bytes:
+def decode_secret(secret: str, where: str) -> bytes:
+    """The key bytes of a `whsec_…` secret; ConfigurationError naming `where` otherwise."""
     fix = f"; generate one with: {_GENERATE}"
     if not secret.startswith(_PREFIX):
         raise ConfigurationError(f"{where} does not start with `{_PREFIX}`{fix}")
@@ -58,7 +59,7 @@ class WebhookSigner:
             raise ConfigurationError(f"{source} is empty; set it to a `{_PREFIX}…` secret; "
                                      f"generate one with: {_GENERATE}")
         # The message names the secret by position, never by value.
-        self._keys = [Webhook(_decode_secret(word, source if len(words) == 1
+        self._keys = [Webhook(decode_secret(word, source if len(words) == 1
                                              else f"secret {i} of {source}"))
                       for i, word in enumerate(words, start=1)]
 

@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from chainlets.engine.approval import ApprovalGate
@@ -16,8 +17,10 @@ from chainlets.engine.models import InvocationResult, RunOptions, RunState
 from chainlets.engine.scheduler import StepCommit, StepObserver
 from chainlets.errors import ChainrunnerError, LeaseLostError
 from chainlets.language.compiler import CompiledChain
+from chainlets.language.spec import JsonValue
 from chainlets.service.approvals import InvocationApprovals
 from chainlets.service.status import step_record
+from chainlets.service.tokens import TaskTokens
 from chainlets.service.writer import InvocationWriter
 from chainlets.store import Invocation, Lease, State, Store
 
@@ -29,10 +32,11 @@ log = logging.getLogger(__name__)
 class Execute(Protocol):
     """What the worker needs of the runner: run a compiled chain (`ChainRunner.execute`)."""
 
-    def __call__(self, chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
+    def __call__(self, chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions, *,
                  observer: StepObserver, commit: StepCommit,
                  previous: InvocationResult | None,
-                 approvals: ApprovalGate | None = None) -> Awaitable[InvocationResult]: ...
+                 approvals: ApprovalGate | None = None,
+                 started_at: datetime | None = None) -> Awaitable[InvocationResult]: ...
 
 
 ChainLoader = Callable[[str], Awaitable[CompiledChain]]
@@ -60,8 +64,10 @@ class Worker:
 
     def __init__(self, store: Store, execute: Execute, load_chain: ChainLoader, *,
                  owner: str | None = None, settings: WorkerSettings | None = None,
-                 wake_outbox: Callable[[], None] = lambda: None) -> None:
+                 wake_outbox: Callable[[], None] = lambda: None,
+                 tokens: TaskTokens | None = None) -> None:
         self.store, self.execute, self.load_chain = store, execute, load_chain
+        self.tokens = tokens  # derive approval steps' task tokens
         self.owner = owner or new_owner()
         self.settings = settings or WorkerSettings()
         self.wake_outbox = wake_outbox
@@ -109,18 +115,20 @@ class Worker:
                                   wake_outbox=self.wake_outbox, unfinished=_unfinished(
                                       chain, invocation))
         beat = self._beat(lease)
-        approvals = InvocationApprovals(writer, invocation)
+        approvals = InvocationApprovals(writer, invocation, self.tokens)
         try:
             while True:
                 self.approvals[lease.invocation_id] = approvals
                 result = await self.execute(
                     chain, invocation.input, RunOptions.model_validate(invocation.options),
                     observer=writer.note, commit=writer.commit, previous=_previous(invocation),
-                    approvals=approvals)
+                    approvals=approvals, started_at=invocation.created_at)
                 if writer.lost is not None:
                     raise writer.lost
-                # Steps still `running` when the run ends are approval steps parked.
-                waiting = [r.handle for r in result.steps if r.state is RunState.RUNNING]
+                # Steps still `running` when the run ends are approval steps parked, and the
+                # maps and loops (steps of the chain with a flow) whose items wait on them.
+                waiting = [r.handle for r in result.steps if r.state is RunState.RUNNING
+                           and (r.handle not in chain.steps or chain.steps[r.handle].flow is None)]
                 if not waiting:
                     await writer.finish(result)
                     return
@@ -132,7 +140,7 @@ class Worker:
                 beat = self._beat(lease)
                 approvals.close()
                 invocation = await self.store.get_invocation(lease.invocation_id)
-                approvals = InvocationApprovals(writer, invocation)
+                approvals = InvocationApprovals(writer, invocation, self.tokens)
         except LeaseLostError as exc:
             log.info("invocation %s: stopped, %s", invocation.invocation_id, exc)
         except ChainrunnerError as exc:  # the chain no longer runs (e.g. a generator is gone)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import refusals, rules
+from chainlets.store import approval_rules, refusals, rules
 from chainlets.store.models import (
     Created,
     Event,
@@ -165,7 +165,12 @@ class MemoryStore:
             position = max((s["position"] for s in steps.values()), default=-1) + 1
             target = steps[step.handle] = rules.empty_step(invocation_id, step.handle, position,
                                                            now)
+        closes = approval_rules.closed_by(step)
+        if closes is not None and target["approval_state"] not in (None, rules.OPEN):
+            return  # an answer (or timeout) came first: it stands, and so does its record
         target.update(rules.step_columns(step, approval, now))
+        if closes is not None and target["approval_state"] == rules.OPEN:
+            target["approval_state"] = closes
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
@@ -192,7 +197,7 @@ class MemoryStore:
             return False
         deadlines = [s["approval_deadline"] for s in steps.values()
                      if s["approval_state"] == rules.OPEN]
-        row.update(rules.suspended(min(deadlines)))
+        row.update(rules.suspended(approval_rules.wake_at(row, deadlines)))
         self._add_events(row, events, self._clock())
         return True
 
@@ -243,6 +248,7 @@ class MemoryStore:
         values = rules.resumed_step(row["id"], step, output, error, self.limits,
                                     now := self._clock())
         rules.check_resumable(row)
+        approval_rules.check_in_time(row, step, now)
         step.update(values)
         row.update(rules.woken(row), signals=row["signals"] + 1)
         self._add_events(row, events, now)

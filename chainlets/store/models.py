@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, Usage
 from chainlets.language.capabilities import Capability, Served
+from chainlets.language.spec import JsonValue
 
 __all__ = [
     "ACTIVE_STATES",
@@ -76,7 +77,8 @@ class NewInvocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     chain_id: str
-    input: dict[str, str] = Field(default_factory=dict)
+    input: dict[str, JsonValue] = Field(default_factory=dict,
+                                        description="Text, or any JSON value, by name.")
     steps: list[str] = Field(
         default_factory=list,
         description="Handles of the chain's steps in definition order; each is listed "
@@ -99,17 +101,20 @@ class ApprovalState(enum.StrEnum):
     OPEN = "open"
     RESUMED = "resumed"
     REJECTED = "rejected"
-    TIMED_OUT = "timed_out"
+    TIMED_OUT = "timed_out"  # its own `timeout_s` passed
+    EXPIRED = "expired"  # the run's deadline (`deadline_s`) passed while it waited
     CANCELLED = "cancelled"
 
 
 class OpenApproval(BaseModel):
     """What a step waiting for a human stores: its task token is looked up by hash only; the
-    token itself is kept with the prompt for status (behind the API key), which shows it."""
+    service derives the token again from `seal` and its secret (the token is not stored)."""
 
     token_hash: str = Field(min_length=16, max_length=128)
-    task_token: str | None = Field(default=None, description="Shown in status; never a "
-                                                             "lookup key.")
+    seal: str | None = Field(default=None, description="Key id and nonce the service derives "
+                                                       "the token from with its secret.")
+    task_token: str | None = Field(default=None, description="Rows written before tokens were "
+                                                             "derived kept the token itself.")
     prompt: str = Field(description="The rendered text the reviewer sees.")
     choices: list[str] | None = None
     deadline: datetime
@@ -122,7 +127,8 @@ class Approval(BaseModel):
     prompt: str
     choices: list[str] | None = None
     deadline: datetime
-    task_token: str | None = None
+    seal: str | None = None
+    task_token: str | None = None  # only in rows written before tokens were derived
 
 
 class StoredStep(BaseModel):
@@ -151,7 +157,7 @@ class Invocation(BaseModel):
     invocation_id: str
     chain_id: str
     state: State
-    input: dict[str, str]
+    input: dict[str, JsonValue]
     output: str | None = None
     statusMessage: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)

@@ -134,7 +134,7 @@ def step_from_row(row: Row) -> StoredStep:
         approval = Approval(state=ApprovalState(row["approval_state"]),
                             prompt=details.get("prompt", ""), choices=details.get("choices"),
                             deadline=_at(row["approval_deadline"]),
-                            task_token=details.get("task_token"))
+                            seal=details.get("seal"), task_token=details.get("task_token"))
     details = row.get("details") or {}
     return StoredStep(
         handle=row["handle"], position=row["position"], state=State(row["state"]),

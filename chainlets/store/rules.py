@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from chainlets.engine.models import StepRecord
 from chainlets.errors import ConflictError, NotFoundError, RequestError
+from chainlets.store.approval_rules import cancelled_waiting
 from chainlets.store.models import (
     ACTIVE_STATES,
     ApprovalState,
@@ -145,7 +146,7 @@ def step_columns(step: StepRecord, approval: OpenApproval | None,
         values.update(approval_state=OPEN, token_hash=approval.token_hash,
                       approval_deadline=approval.deadline.timestamp(),
                       approval={"prompt": approval.prompt, "choices": approval.choices,
-                                "task_token": approval.task_token})
+                                "seal": approval.seal, "task_token": approval.task_token})
     return values
 
 
@@ -185,8 +186,9 @@ def cancelled_invocation(message: str, now: float) -> dict[str, Any]:
 
 
 def cancelled_step(step: Row, message: str, now: float) -> dict[str, Any]:
-    return {"state": State.CANCELLED.value, "status_message": message, "finished_at": now,
-            "updated_at": now,
+    waited = step["approval_state"] == OPEN
+    return {"state": State.CANCELLED.value, "finished_at": now, "updated_at": now,
+            "status_message": cancelled_waiting(message) if waited else message,
             "approval_state": ApprovalState.CANCELLED.value
             if step["approval_state"] == OPEN else step["approval_state"]}
 
@@ -213,8 +215,10 @@ def resumed_step(invocation_id: str, step: Row, output: str | None, error: str |
         raise RequestError("resume: give exactly one of `output` (the approved value) "
                                   "and `error` (why it was refused)")
     if step["approval_state"] != OPEN:
+        used = step["approval_state"] in (ApprovalState.RESUMED, ApprovalState.REJECTED)
         raise ConflictError(f"step `{step['handle']}` of invocation `{invocation_id}`: the "
-                            f"task token was already used (approval {step['approval_state']})")
+                            f"task token {'was already used' if used else 'can no longer be used'}"
+                            f" (approval {step['approval_state']})")
     limits.check_output(step["handle"], output)
     ok = error is None
     return {"state": (State.SUCCEEDED if ok else State.FAILED).value, "output": output,

@@ -52,7 +52,7 @@ class Limits:
     max_step_output_bytes: int = _MIB
     max_chain_bytes: int = _MIB
 
-    def check_input(self, inputs: Mapping[str, str]) -> None:
+    def check_input(self, inputs: Mapping[str, Any]) -> None:
         size = json_size(inputs)
         if size > self.max_input_bytes:
             raise _too_large("the input", size, self.max_input_bytes, MAX_INPUT_ENV)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from chainlets.engine.models import StepRecord
-from chainlets.store import dialect, refusals, rules
+from chainlets.store import approval_rules, dialect, refusals, rules
 from chainlets.store.models import (
     Created,
     Invocation,
@@ -29,6 +29,7 @@ from chainlets.store.prepared import Prepared
 from chainlets.store.rows import (
     Clock,
     IdFactory,
+    Row,
     chain_from_row,
     chain_id_for,
     check_limit,
@@ -40,7 +41,7 @@ from chainlets.store.rows import (
 from chainlets.store.settings import Limits
 from chainlets.store.sql_base import keyset
 from chainlets.store.sql_outbox import SqlOutbox
-from chainlets.store.sql_steps import created, staged_create
+from chainlets.store.sql_steps import add_step, created, put_step, staged_create
 from chainlets.store.tables import chains, invocations, steps
 
 __all__ = ["SqlStore"]
@@ -206,13 +207,50 @@ class SqlStore(SqlOutbox):
         self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.step_columns(step, approval, now)
+        records = [(step.handle, values, approval_rules.closed_by(step))]
 
         try:
-            await self._write(self._fenced_steps(lease, events, now, [(step.handle, values)]))
+            await self._write(self._write_steps(lease, events, now, records))
         except IntegrityError as exc:
             if approval is None:
                 raise
             raise refusals.token_reused(step.handle) from exc
+
+    def _write_steps(self, lease: Lease, events: Sequence[NewEvent], now: float,
+                     records: Sequence[tuple[str, dict[str, Any], str | None]],
+                     values: Mapping[str, Any] | None = None) -> Callable[[sa.Connection], Any]:
+        """The write of `_fenced_steps`, except that a step ending without an answer (`closes`
+        set) closes its open approval with it and never overrides a settled one: decided
+        under the fence's lock, so a resume is either before it (and stands) or after it
+        (refused)."""
+        if all(closes is None for _, _, closes in records):
+            return self._fenced_steps(lease, events, now, [(h, c) for h, c, _ in records],
+                                      values)
+
+        def work(conn: sa.Connection) -> Row:
+            def put(row: Row) -> None:
+                for handle, columns, closes in records:
+                    if closes is None:
+                        put_step(conn, row["id"], handle, columns, now)
+                    else:
+                        self._close_approval(conn, row["id"], handle, columns, closes, now)
+
+            return self._fence(conn, lease, events, now, values, then=put)
+
+        return work
+
+    @staticmethod
+    def _close_approval(conn: sa.Connection, invocation_id: str, handle: str,
+                        values: dict[str, Any], closes: str, now: float) -> None:
+        """Write a step's end that came without an answer: an open approval closes with it
+        (`closes`), a settled one (resumed, timed out) stands and so does its record."""
+        key = (_steps.invocation_id == invocation_id) & (_steps.handle == handle)
+        settled = _steps.approval_state.is_not(None) & (_steps.approval_state != rules.OPEN)
+        done = conn.execute(sa.update(steps).where(key, ~settled).values({
+            **values, "approval_state": sa.case((_steps.approval_state == rules.OPEN, closes),
+                                                else_=_steps.approval_state)}))
+        if not done.rowcount and conn.execute(sa.select(_steps.handle).where(key)).first() is None:
+            add_step(conn, invocation_id, handle, values, now)
 
     async def update_invocation(self, lease: Lease, *, state: State, output: str | None = None,
                                 status_message: str | None = None,
@@ -222,9 +260,10 @@ class SqlStore(SqlOutbox):
             self.limits.check_output(step.handle, step.output)
         now = self._clock()
         values = rules.invocation_update(state, output, status_message, self.limits, now)
-        records = [(s.handle, rules.step_columns(s, None, now)) for s in steps]
+        records = [(s.handle, rules.step_columns(s, None, now), approval_rules.closed_by(s))
+                   for s in steps]
 
-        await self._write(self._fenced_steps(lease, events, now, records, values))
+        await self._write(self._write_steps(lease, events, now, records, values))
 
     async def suspend(self, lease: Lease, waiting_on: Collection[str], *,
                       events: Sequence[NewEvent] = ()) -> bool:
@@ -237,8 +276,10 @@ class SqlStore(SqlOutbox):
                 _steps.invocation_id == row["id"], _steps.approval_state == rules.OPEN)).all()
             if not set(waiting_on) <= {handle for handle, _ in opened}:
                 return False
+            started = conn.execute(sa.select(_inv.created_at, _inv.options).where(
+                _inv.id == row["id"])).mappings().one()  # the fence reads back neither
             conn.execute(sa.update(invocations).where(_inv.id == row["id"]).values(
-                rules.suspended(min(deadline for _, deadline in opened))))
+                rules.suspended(approval_rules.wake_at(started, [d for _, d in opened]))))
             self._add_events(conn, row, events, now)
             return True
 
@@ -256,9 +297,11 @@ class SqlStore(SqlOutbox):
             if row is None:
                 rules.check_cancellable(self._invocation(conn, invocation_id))
                 raise refusals.invocation_not_found(invocation_id)  # pragma: no cover
+            waited = _steps.approval_state == rules.OPEN
             conn.execute(sa.update(steps).where(
                 _steps.invocation_id == invocation_id, _steps.state.in_(rules.ACTIVE)).values(
-                state=State.CANCELLED.value, status_message=message, finished_at=now,
+                state=State.CANCELLED.value, finished_at=now, status_message=sa.case(
+                    (waited, approval_rules.cancelled_waiting(message)), else_=message),
                 updated_at=now, approval_state=sa.case(
                     (_steps.approval_state == rules.OPEN, "cancelled"),
                     else_=_steps.approval_state)))

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chainlets.store import refusals, rules
+from chainlets.store import approval_rules, refusals, rules
 from chainlets.store.models import (
     Event,
     EventClaim,
@@ -58,6 +58,7 @@ class SqlOutbox(SqlBase):
             if row is None:
                 rules.check_resumable(self._invocation(conn, invocation_id))
                 raise refusals.invocation_not_found(invocation_id)  # pragma: no cover
+            approval_rules.check_in_time(row, step, now)  # raising rolls the update back
             # Settled by a timeout or a cancel since it was read: the first one wins.
             if conn.execute(sa.update(steps).where(
                     _steps.token_hash == token_hash,

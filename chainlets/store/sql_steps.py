@@ -21,7 +21,8 @@ from chainlets.store.prepared import Prepared, first_of
 from chainlets.store.rows import invocation_from_row
 from chainlets.store.tables import invocations, steps
 
-__all__ = ["FENCED", "STEP_COLUMNS", "created", "fenced_step", "put_step", "staged_create"]
+__all__ = ["FENCED", "STEP_COLUMNS", "add_step", "created", "fenced_step", "put_step",
+           "staged_create"]
 
 _inv, _steps = invocations.c, steps.c
 

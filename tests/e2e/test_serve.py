@@ -122,6 +122,20 @@ def test_runner_chain_runs_on_the_mock_backend(served: dict[str, ServeProcess]) 
     assert result["output"] == "pong"
 
 
+def test_runner_takes_json_inputs_over_http(served: dict[str, ServeProcess]) -> None:
+    chain = {"handle": "people", "steps": [
+        {"handle": "greet", "plugin": "mock", "plugin_config": {"max_words": 20},
+         "map": {"over": "people", "item": "who"}, "prompt": "Hello {who} of {team}"}]}
+    inputs = {"people": ["Ann", {"name": "Bob"}], "team": {"name": "blue"}}
+    response = _post(served["runner"], {"chain": chain, "inputs": inputs,
+                                        "options": {"llm": "mock"}}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["state"] == "succeeded", result
+    assert result["input"] == inputs
+    assert [s["handle"] for s in result["steps"]] == ["greet", "greet[0]", "greet[1]"]
+
+
 def test_readiness_lists_every_chainlet_and_its_port_only_to_the_key(
         served: dict[str, ServeProcess]) -> None:
     ready = httpx.get(f"{served['runner'].url}/ready", timeout=10)

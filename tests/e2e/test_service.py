@@ -2,6 +2,7 @@
 file; PostgreSQL where a server answers), a fake OpenAI-compatible backend and callback
 receivers on loopback, and the package's own client. Real processes, real sockets."""
 
+import json
 import signal
 import socket
 import time
@@ -105,6 +106,19 @@ def test_the_seed_flow_create_run_poll_with_signed_callbacks(
     assert bodies[-1]["chain_id"] == chain_id and receiver.bad_signatures == 0
     _await(lambda: all(e.delivery.state == "delivered"
                        for e in served.events(ref.invocation_id).events))
+
+
+def test_json_inputs_through_the_client_are_stored_and_mapped_over(served: Client) -> None:
+    chain = {"handle": "people", "steps": [
+        {"handle": "greet", "plugin": "openai", "map": {"over": "people", "item": "who"},
+         "prompt": "Hello {who}"}]}
+    ref = served.run_chain(chain=chain, inputs={"people": ["Ann", {"name": "Bob"}]},
+                           options=OPTIONS)
+    status = served.wait(ref.invocation_id, timeout_s=60)
+    assert status.state == RunState.SUCCEEDED, status.statusMessage
+    assert status.input == {"people": ["Ann", {"name": "Bob"}]}
+    assert json.loads(status.output or "") == ["re: Hello Ann", 're: Hello {"name": "Bob"}']
+    assert status.step("greet[1]").backend == "openai"
 
 
 def test_the_same_idempotency_key_returns_the_same_invocation(served: Client) -> None:

@@ -2,6 +2,7 @@
 invocation then holds no task, and the answer flows on like any step's output."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from chainlets.engine.models import RunState
 from chainlets.engine.scheduler import run_chain
 from chainlets.errors import ChainDefinitionError, ConflictError, NotFoundError, RequestError
 from chainlets.language.compiler import compile_chain
+from chainlets.language.spec import load_chain
 from chainlets.service.responses import InvocationStatus
 from tests.service.test_operations import FAST, Harness
 
@@ -29,7 +31,8 @@ async def waiting(harness: Harness, invocation_id: str) -> InvocationStatus:
         if status.state == RunState.WAITING:
             return status
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{invocation_id} never waited")
+    raise AssertionError(f"{invocation_id} never waited: {status.state} {status.statusMessage} "
+                         f"{[(s.handle, s.state, s.statusMessage) for s in status.steps]}")
 
 
 async def test_an_approval_parks_its_branch_and_resume_continues_with_the_answer(
@@ -152,3 +155,42 @@ def test_the_plugin_config_is_validated_statically(config: dict[str, object],
     with pytest.raises(ChainDefinitionError, match="step `approve`") as excinfo:
         compile_chain(chain)
     assert problem in str(excinfo.value)
+
+
+MOVIE_PITCH = load_chain(Path(__file__).resolve().parents[2] / "chains" / "specs"
+                         / "movie-pitch.json").model_dump(mode="json", exclude_unset=True)
+
+
+async def test_an_approval_inside_a_loop_waits_each_iteration_and_pass_loops_back(
+        harness: Harness) -> None:
+    ref = await harness.op("run_chain", chain=MOVIE_PITCH, inputs={"genre": "noir"},
+                           options={**FAST, "llm": "mock"})
+    [first] = (await waiting(harness, ref.invocation_id)).approvals
+    assert first.step == "producer[0]" and "idea-2: <idea-2[0]>" in first.text
+    assert first.choices == ["idea-1", "idea-2", "idea-3", "pass"]
+    await harness.op("resume", task_token=first.task_token, output="pass")
+    for _ in range(500):  # the loop goes back: three new ideas, then the producer again
+        status = await waiting(harness, ref.invocation_id)
+        if status.approvals and status.approvals[0].step == "producer[1]":
+            break
+        await asyncio.sleep(0.01)
+    [second] = status.approvals
+    assert second.step == "producer[1]" and "idea-2: <idea-2[1]>" in second.text
+    assert status.step("producer[0]").output == "pass"
+    assert status.step("one-page-pitch").state == RunState.WAITING
+    [request] = [r for r in harness.fake.requests if r.step == "idea-1[1]"]
+    assert '"producer": "pass"' in request.messages[-1].content  # it sees the passed round
+    with pytest.raises(ConflictError, match="already used"):
+        await harness.op("resume", task_token=first.task_token, output="idea-1")
+    await harness.op("resume", task_token=second.task_token, output="idea-2")
+    final = await harness.final(ref.invocation_id)
+    assert final.state == RunState.SUCCEEDED, final.statusMessage
+    assert final.step("producer").output == "idea-2" and final.output == "<one-page-pitch>"
+    assert (final.step("pitching").statusMessage or "").startswith(
+        "`until` held after 2 iteration(s)")
+    [pitch] = [r for r in harness.fake.requests if r.step == "one-page-pitch"]
+    assert "idea-2: <idea-2[1]>" in pitch.messages[-1].content
+    assert "The producer answered `idea-2`" in pitch.messages[-1].content
+    for handle in ("idea-1[0]", "idea-2[0]", "idea-3[0]", "idea-1[1]"):  # none called twice
+        assert harness.fake.calls(handle) == 1
+    assert harness.fake.calls("one-page-pitch") == 1

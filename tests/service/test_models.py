@@ -166,8 +166,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], list[str]]] = [
     ({"op": "run_chain", "chain_id": "c", "callback_url": "not a url"},
      ["callback_url: 'not a url' is not an http or https URL; give one such as "
       "https://example.com/hooks/chainrunner"]),
-    ({"op": "run_chain", "chain_id": "c", "inputs": {"topic": 3}, "callbak_url": "x"},
-     ["inputs.topic: Input should be a valid string",
+    ({"op": "run_chain", "chain_id": "c", "inputs": ["topic"], "callbak_url": "x"},
+     ["inputs: Input should be a valid dictionary",
       "`callbak_url` is not an argument of `run_chain`; it takes `chain_id`, `chain`, "
       "`inputs`, `callback_url`, `idempotency_key`, `options`"]),
     ({"op": "run_chain", "chain_id": "c", "options": {"llm": "gpt"}},

@@ -5,6 +5,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -115,9 +116,11 @@ def executor(fake: FakeGenerator) -> Callable[..., Any]:
     async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
                       observer: StepObserver, commit: StepCommit,
                       previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None) -> InvocationResult:
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
         return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals)
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
     return execute
 
 
@@ -251,3 +254,64 @@ def _done(handle: str) -> Any:
     now = datetime.now(UTC)
     return StepRecord(handle=handle, state=RunState.SUCCEEDED,
                       output="committed before the crash", started_at=now, finished_at=now)
+
+
+MAP_CHAIN = {"handle": "people", "inputs": [{"name": "people"}, {"name": "team"}], "steps": [
+    {"handle": "greet", "plugin": "mock", "map": {"over": "people", "item": "who"},
+     "capabilities": {"json_mode": "optional"}, "prompt": "Hello {who} of {team}"}]}
+
+
+async def test_inputs_may_be_json_and_status_keeps_them_and_every_record_field(
+        harness: Harness) -> None:
+    inputs = {"people": ["Ann", {"name": "Bob"}], "team": {"name": "blue", "size": 2}}
+    ref = await harness.op("run_chain", chain=MAP_CHAIN, inputs=inputs, options=FAST)
+    status = await harness.final(ref.invocation_id)
+    assert status.state == RunState.SUCCEEDED, status.statusMessage
+    assert status.input == inputs
+    assert json.loads(status.output or "") == ["<greet[0]>", "<greet[1]>"]
+    assert [r.messages[-1].content for r in harness.fake.requests] == [
+        'Hello Ann of {"name": "blue", "size": 2}',
+        'Hello {"name": "Bob"} of {"name": "blue", "size": 2}']
+    item = status.step("greet[0]")  # the store kept what the engine recorded
+    assert (item.backend, item.capabilities) == ("mock", {"json_mode": "native"})
+
+
+async def test_json_inputs_keep_the_input_size_limit(harness: Harness) -> None:
+    from chainlets.store import Limits
+
+    harness.store.limits = Limits(max_input_bytes=40)
+    with pytest.raises(RequestError, match="CHAINRUNNER_MAX_INPUT_BYTES"):
+        await harness.op("run_chain", chain=MAP_CHAIN, options=FAST,
+                         inputs={"people": ["x" * 30], "team": "t"})
+    with pytest.raises(RequestError, match=r"inputs\.people: input was not a valid JSON value"):
+        await harness.op("run_chain", chain=MAP_CHAIN, inputs={"people": {1, 2}}, options=FAST)
+
+
+ITEMS_CHAIN = {"handle": "arcs", "inputs": [{"name": "people"}], "steps": [
+    {"handle": "arcs", "map": {"over": "people", "item": "who", "steps": [
+        {"handle": "outline", "plugin": "mock", "prompt": "Outline {who}"},
+        {"handle": "arc", "plugin": "mock", "prompt": "Arc from {outline}"}]}},
+    {"handle": "story", "plugin": "mock", "prompt": "Story of {arcs}"}]}
+
+
+async def test_a_map_over_steps_resumes_from_its_committed_items_and_steps(
+        harness: Harness) -> None:
+    """A dead replica committed item 0 whole and item 1's outline: the worker that takes the
+    invocation over calls only what is left, and status lists every item and step."""
+    created = await harness.op("create_chain", chain=ITEMS_CHAIN)
+    await harness.runtime.ensure_started()
+    orphan = await harness.store.create_invocation(NewInvocation(
+        chain_id=created.chain_id, input={"people": ["Ann", "Bo"]}, steps=["arcs", "story"]),
+        owner="a-dead-replica")
+    assert orphan.lease is not None
+    for handle in ("arcs[0].outline", "arcs[0].arc", "arcs[0]", "arcs[1].outline"):
+        await harness.store.record_step(orphan.lease, _done(handle))
+    status = await harness.final(orphan.invocation.invocation_id)
+    assert status.state == RunState.SUCCEEDED, status.statusMessage
+    assert [r.step for r in harness.fake.requests] == ["arcs[1].arc", "story"]
+    assert {s.handle: s.state for s in status.steps} == {
+        h: RunState.SUCCEEDED for h in ("arcs", "story", "arcs[0].outline", "arcs[0].arc",
+                                        "arcs[0]", "arcs[1].outline", "arcs[1]", "arcs[1].arc")}
+    assert json.loads(status.step("arcs").output or "") == ["committed before the crash",
+                                                             "<arcs[1].arc>"]
+    assert status.step("arcs").statusMessage is None

@@ -7,7 +7,14 @@ from datetime import timedelta
 import pytest
 
 from chainlets.engine.code_models import ToolCallRecord
-from chainlets.engine.models import AttemptRecord, CaughtError, ErrorKind, RunState
+from chainlets.engine.models import (
+    AttemptRecord,
+    CaughtError,
+    ErrorKind,
+    RunState,
+    StepRecord,
+    Usage,
+)
 from chainlets.errors import (
     ConflictError,
     LeaseLostError,
@@ -299,6 +306,57 @@ async def test_cancel_ends_the_invocation_and_its_unfinished_steps(store: Store)
     with pytest.raises(NotFoundError):
         await store.cancel_invocation("inv_nope", message="x")
     assert timedelta(0) <= cancelled.updated_at - cancelled.created_at
+
+
+def _full_records() -> list[StepRecord]:
+    """Records with every field the engine sets, a failure's kinds and capabilities included."""
+    attempt = AttemptRecord(number=1, started_at=at(1_800_000_000.0),
+                            finished_at=at(1_800_000_001.5), error="TimeoutError: slow",
+                            error_kind=ErrorKind.TIMEOUT)
+    ok = AttemptRecord(number=2, started_at=at(1_800_000_002.0),
+                       finished_at=at(1_800_000_003.25), round=1, tool_calls=[
+                           ToolCallRecord(id="c0", name="pick", arguments="{}", output="1")])
+    return [
+        StepRecord(handle="tell", state=RunState.SUCCEEDED, output="a joke",
+                   attempts=[attempt, ok], started_at=at(1_800_000_000.0),
+                   finished_at=at(1_800_000_003.25),
+                   usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+                   backend="openai", model="gpt-4o-mini-2024",
+                   capabilities={Capability.SYSTEM_PROMPT: Served.BEST_EFFORT,
+                                 Capability.JSON_MODE: Served.NATIVE,
+                                 Capability.STREAMING: Served.UNSERVED}),
+        StepRecord(handle="judge", state=RunState.FAILED, statusMessage="GenerationError: no",
+                   attempts=[AttemptRecord(number=1, started_at=at(1_800_000_004.0),
+                                           finished_at=at(1_800_000_005.0),
+                                           error="GenerationError: no",
+                                           error_kind=ErrorKind.MODEL)],
+                   started_at=at(1_800_000_004.0), finished_at=at(1_800_000_005.0),
+                   error_kind=ErrorKind.MODEL, backend="mock", model="mock")]
+
+
+async def test_a_step_record_round_trips_with_every_field(store: Store) -> None:
+    from dataclasses import fields
+
+    from chainlets.service.status import step_record
+
+    assert {f.name for f in fields(StepRecord)} == {  # a new field: add it to the records
+        "handle", "state", "statusMessage", "output", "attempts", "started_at", "finished_at",
+        "usage", "error_kind", "backend", "model", "capabilities", "caught"}
+    assert {f.name for f in fields(AttemptRecord)} == {
+        "number", "started_at", "finished_at", "error", "error_kind", "round", "tool_calls"}
+    invocation_id, lease = await start(store)
+    assert lease is not None
+    records = _full_records()
+    for record in records:
+        await store.record_step(lease, record)
+    got = await store.get_invocation(invocation_id)
+    assert [step_record(s) for s in got.steps] == records
+    # A rerun reusing a step copies its whole record, not only its output.
+    rerun = await store.create_invocation(NewInvocation(
+        chain_id=got.chain_id, steps=STEPS, reuse=["tell"],
+        rerun_of=RerunOf(invocation_id=invocation_id, from_step="judge")), owner="A")
+    copied = await store.get_invocation(rerun.invocation.invocation_id)
+    assert step_record(copied.steps[0]) == records[0]
 
 
 async def test_a_tool_loops_rounds_survive_the_store(store: Store) -> None:
