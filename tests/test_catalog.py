@@ -175,6 +175,26 @@ async def test_trip_planner_never_writes_outside_its_directory(
     assert name.endswith(".md") and "/" not in name and not name.startswith(".")
 
 
+async def test_trip_planner_catches_failed_activity_research_and_still_writes_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRUNNER_ITINERARY_DIR", str(tmp_path / "out"))
+    script = MockScript.load(SPECS / "mock" / "trip-planner.json")
+    script = MockScript.model_validate(
+        {"rules": [{"step": "activities", "error": "fatal"},
+                   *script.model_dump(exclude_none=True)["rules"]]})
+    mock = ScriptedMock(script)
+    result = await run("trip-planner", mock=mock)
+    assert result.state == S.SUCCEEDED, result.statusMessage
+    activities = result.step("activities")
+    assert activities.state == S.SUCCEEDED and activities.caught is not None
+    assert activities.caught.error_kind == ErrorKind.MODEL
+    assert len(activities.attempts) == 1  # a model error is not one `retry.on` names
+    assert activities.output == "No activity suggestions came back; leave the afternoons free."
+    assert "Activities: No activity suggestions came back" in \
+        mock.request("itinerary").messages[-1].content
+    assert (tmp_path / "out" / "lisbon.md").is_file()
+
+
 def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 

@@ -208,3 +208,14 @@ async def test_retry_on_schema_stops_at_max_attempts_and_without_it_nothing_star
                                                     "initial_backoff_s": 0})], other)
     assert result.step("judge").state == S.FAILED
     assert len(other.requests) == 1
+
+
+async def test_a_map_with_an_output_schema_holds_its_items_as_json_values() -> None:
+    chain = compile_chain({"handle": "c", "inputs": [{"name": "xs", "default": ["a", "b"]}],
+                           "steps": [judge(prompt="Score {item}", map={"over": "xs"}),
+                                     {"handle": "say", "plugin": "mock",
+                                      "prompt": "{judge[0].score} then {judge[1].score}"}]})
+    fake = FakeGenerator(replies={"judge[0]": '{"score": 3}', "judge[1]": '{"score": 5}'})
+    result = await run_chain(chain, {}, {"mock": fake}, FAST)
+    assert json.loads(result.step("judge").output or "") == [{"score": 3}, {"score": 5}]
+    assert fake.requests[-1].messages[-1].content == "3 then 5"

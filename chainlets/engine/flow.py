@@ -88,6 +88,16 @@ def _named(step: CompiledStep, handle: str, values: Mapping[str, str],
     return replace(step, spec=spec, flow=flow, deps=frozenset(), literals=values)
 
 
+def _item_is_json(step: CompiledStep, flow: MapFlow) -> bool:
+    """Whether a map's items answer JSON that met an `output_schema` (the step's own, or its
+    item sub-chain's output step's): the map's output holds them as JSON values, so that
+    `{map[0].field}` reads into them."""
+    if flow.item_flow is None:
+        return step.structured is not None
+    return any(body.handle == flow.item_flow.output and body.structured is not None
+               for body in flow.item_flow.body)
+
+
 async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
                values: Mapping[str, str]) -> Outcome:
     try:
@@ -126,7 +136,10 @@ async def _map(host: FlowHost, step: CompiledStep, flow: MapFlow,
         await host.await_items(step.handle, done)
     records = [r for r in results if r is not None]
     failed = [r for r in records if r.state != RunState.SUCCEEDED]
-    outputs = [r.output if r.state == RunState.SUCCEEDED else None for r in records]
+    decode = json.loads if _item_is_json(step, flow) else None  # embedded as JSON, not text
+    outputs = [None if r.state != RunState.SUCCEEDED
+               else r.output if decode is None or r.output is None else decode(r.output)
+               for r in records]
     if failed and not flow.tolerance.allows(len(failed), count):
         first = failed[0]
         return Failure(first.error_kind or ErrorKind.MODEL,
