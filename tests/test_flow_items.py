@@ -197,3 +197,12 @@ def test_a_map_over_steps_has_no_output_schema_its_steps_may() -> None:
     inner = arcs()
     inner["map"]["steps"][1] = {**inner["map"]["steps"][1], "output_schema": schema}
     assert compile_chain(chain(inner)).steps["arcs"].flow is not None
+
+
+def test_a_map_whose_steps_do_not_parse_is_not_asked_for_a_prompt() -> None:
+    with pytest.raises(ChainDefinitionError) as excinfo:
+        compile_chain(chain(prompt("list", "names"),
+                            {"handle": "m", "map": {"over": "list", "steps": []}}))
+    assert excinfo.value.problems == [
+        "step `m`: `map.steps` = [] is invalid: List should have at least 1 item after "
+        "validation, not 0"]

@@ -4,9 +4,8 @@ prompt."""
 
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from chainlets.engine.models import RunState
 from chainlets.language.capabilities import Capability, Served
 from chainlets.language.spec import parse_chain
-from tests.test_openai_generator import USAGE, FakeOpenAIServer, Received, run
+from tests.test_openai_generator import USAGE, FakeOpenAIServer, Received, run, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -62,24 +61,8 @@ class StreamingFakeOpenAI(FakeOpenAIServer):
 
 @pytest.fixture
 def streaming_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[StreamingFakeOpenAI]:
-    fake = StreamingFakeOpenAI()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                              name="fake-openai-stream", daemon=True)
-    thread.start()
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                  "all_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
-    monkeypatch.delenv("CHAINRUNNER_OPENAI_MODEL", raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-chainrunner")
-    try:
+    with serving(StreamingFakeOpenAI(), monkeypatch) as fake:
         yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def one(**step: Any) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import truss_chains as chains
@@ -27,6 +27,15 @@ USAGE = {"prompt_tokens": 11, "completion_tokens": COMPLETION_WORDS,
 # The Steamship joke chain, verbatim, as shipped.
 JOKE_CHAIN: dict[str, Any] = json.loads(
     (Path(__file__).parent.parent / "chains/specs/joke.json").read_text(encoding="utf-8"))
+
+
+class Serves(Protocol):
+    """A fake server: a request handler class to serve."""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]: ...
+
+
+F = TypeVar("F", bound=Serves)
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
 
 
 @contextlib.contextmanager
-def serving(fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
-            ) -> Iterator[FakeOpenAIServer]:
+def serving(fake: F, monkeypatch: pytest.MonkeyPatch) -> Iterator[F]:
     """`fake` on a free loopback port until the block ends."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
     httpd.daemon_threads = True

@@ -8,14 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from chainlets.engine.models import ErrorKind, RunOptions, RunState
 from chainlets.generators.openai_chat import REQUEST_TIMEOUT_S
-from tests.test_openai_generator import API_KEY, FakeOpenAIServer, Received, run
+from tests.test_openai_generator import FakeOpenAIServer, Received, run, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -56,24 +56,8 @@ class HungOpenAI(FakeOpenAIServer):
 
 @pytest.fixture
 def hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungOpenAI]:
-    fake = HungOpenAI()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                              name="hung-openai", daemon=True)
-    thread.start()
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                  "all_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
-    monkeypatch.delenv("CHAINRUNNER_OPENAI_MODEL", raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    try:
+    with serving(HungOpenAI(), monkeypatch) as fake:
         yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def chain(retry_on: list[str]) -> dict[str, Any]:

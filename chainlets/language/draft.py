@@ -14,9 +14,14 @@ from pydantic_core import ErrorDetails
 from chainlets.language.messages import Problems, required_fields, without_misspelt
 from chainlets.language.spec import ChainSpec, InputDecl, StepSpec, chain_problem
 
-__all__ = ["ChainDraft", "StepDraft", "read_draft"]
+__all__ = ["MAP_WITH_STEPS", "ChainDraft", "StepDraft", "read_draft"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+# In a step's `broken` fields: its `map` did not parse but has `steps` (a sub-chain map, which
+# takes no `prompt` or `plugin`).
+MAP_WITH_STEPS = "map.steps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,8 @@ def read_draft(data: Any, problems: Problems) -> ChainDraft:
     for index, raw in enumerate(_items(data, "steps") if isinstance(data, dict) else ()):
         flat_index[index] = at
         step, broken = _salvage(StepSpec, raw, per_item.get(("steps", index), []))
+        if "map" in broken and isinstance(raw.get("map"), dict) and "steps" in raw["map"]:
+            broken |= {MAP_WITH_STEPS}  # unreadable, but a sub-chain map: no prompt of its own
         if step is not None:
             salvaged.append((at, step, broken))
             at += len(_body(step, broken))

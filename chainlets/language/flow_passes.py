@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from chainlets.language.code_passes import check_code_kind
 from chainlets.language.conditions import Condition, problems_of, value_names
-from chainlets.language.draft import ChainDraft, StepDraft
+from chainlets.language.draft import MAP_WITH_STEPS, ChainDraft, StepDraft
 from chainlets.language.flow import parse_tolerance
 from chainlets.language.messages import (
     Problems,
@@ -50,7 +50,7 @@ def check_kinds(draft: ChainDraft, analysis: "Analysis | None", problems: Proble
         if spec.code is not None or "code" in step.broken:
             check_code_kind(step, kinds, problems)
             continue
-        control = kinds and (kinds[0] in ("choice", "loop")
+        control = kinds and (kinds[0] in ("choice", "loop") or MAP_WITH_STEPS in step.broken
                              or (spec.map is not None and spec.map.steps is not None))
         if kinds and control:
             what = f"`{kinds[0]}`" if kinds[0] != "map" else "`map` with `steps`"
