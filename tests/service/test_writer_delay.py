@@ -1,11 +1,13 @@
 """The invocation writer's delayed writes (chainlets.service.writer): a step's `running` state
 is written once it has run `delay_s`, not when an earlier step's was due; a step that
-succeeds sooner costs its commit alone. Real time with wide margins (a third of `delay_s`
-either side): a loop stalled that long could fail it, no speed could pass it wrongly."""
+succeeds sooner costs its commit alone. On looptime's fast-forwarded loop clock, so that a
+stalled machine cannot move a timer past the moment the test checks."""
 
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from chainlets.engine.models import RunState, StepRecord
 from chainlets.service.writer import InvocationWriter
@@ -33,6 +35,7 @@ def _record(handle: str, state: RunState) -> StepRecord:
                       finished_at=now if state is RunState.SUCCEEDED else None)
 
 
+@pytest.mark.looptime
 async def test_a_running_state_is_written_when_due_not_when_an_earlier_one_was() -> None:
     store = _CountingStore()
     chain = await store.create_chain({"handle": "w", "steps": [
