@@ -22,19 +22,34 @@ from chainlets.engine.models import (
     RunOptions,
     Usage,
 )
+from chainlets.engine.protocols import GeneratorProtocol
 from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.language.compiler import CompiledChain, compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.language.spec import ChainSpec, JsonValue
-from chainlets.service.worker import Worker, WorkerSettings
+from chainlets.service.worker import Execute, Worker, WorkerSettings
 from chainlets.store import StoreSettings, open_store
 
-__all__ = ["answer"]
+__all__ = ["LoggingGenerator", "answer", "executor"]
 
 
 def answer(prompt: str) -> str:
     """The generator's reply to `prompt`: the same in every process and every attempt."""
     return f"[{prompt}]"
+
+
+def executor(generator: GeneratorProtocol) -> Execute:
+    """The service's `execute` (what a ChainRunner's does) with `generator` as the mock
+    backend: for a worker or runtime built without a runner."""
+    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue],
+                      options: RunOptions, *, observer: StepObserver, commit: StepCommit,
+                      previous: InvocationResult | None,
+                      approvals: ApprovalGate | None = None,
+                      started_at: datetime | None = None) -> InvocationResult:
+        return await run_chain(chain, inputs, {"mock": generator}, options, observer=observer,
+                               commit=commit, previous=previous, approvals=approvals,
+                               started_at=started_at)
+    return execute
 
 
 class LoggingGenerator:
@@ -68,17 +83,7 @@ async def main(url: str, call_log: str, lease_s: float, latency_s: float,
                                              DEFAULT_PLUGINS)
         return chains[chain_id]
 
-    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
-                      *,
-                      observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None,
-                      started_at: datetime | None = None) -> InvocationResult:
-        return await run_chain(chain, inputs, {"mock": generator}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals,
-                               started_at=started_at)
-
-    worker = Worker(store, execute, load_chain, settings=WorkerSettings(
+    worker = Worker(store, executor(generator), load_chain, settings=WorkerSettings(
         poll_s=poll_s, write_delay_s=0.01, heartbeat_s=lease_s / 3))
     worker.ensure_polling()
     print("ready", flush=True)

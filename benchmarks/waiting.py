@@ -13,18 +13,12 @@ import os
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import psutil
 import sqlalchemy as sa
 
-from benchmarks.runner_process import LoggingGenerator
-from chainlets.engine.approval import ApprovalGate
-from chainlets.engine.models import InvocationResult, RunOptions
-from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
-from chainlets.language.compiler import CompiledChain
+from benchmarks.runner_process import LoggingGenerator, executor
 from chainlets.language.plugins import DEFAULT_PLUGINS
-from chainlets.language.spec import JsonValue
 from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.responses import ChainCreated, InvocationRef
 from chainlets.service.runtime import Runtime, ServiceConfig
@@ -74,21 +68,11 @@ def _rss_mib() -> float:
 
 
 def _runtime(store_url: str, fake: LoggingGenerator) -> Runtime:
-    async def execute(chain: CompiledChain, inputs: dict[str, JsonValue], options: RunOptions,
-                      *,
-                      observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None,
-                      started_at: datetime | None = None) -> InvocationResult:
-        return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals,
-                               started_at=started_at)
-
     config = ServiceConfig(store=StoreSettings(url=store_url), limits=ServiceLimits(),
                            delivery=DeliveryPolicy(), webhook_secret=None,
                            task_token_secret=generate_secret(),
                            worker=WorkerSettings(poll_s=0.5, write_delay_s=0.01))
-    return Runtime(config, execute, DEFAULT_PLUGINS)
+    return Runtime(config, executor(fake), DEFAULT_PLUGINS)
 
 
 def _tally(url: str, postgres: bool) -> tuple[dict[str, int], dict[str, int], int, int]:

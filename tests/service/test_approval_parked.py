@@ -12,6 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.runner_process import executor
 from chainlets.engine.models import RunState
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.service.runtime import Runtime
@@ -21,7 +22,7 @@ from chainlets.store.tables import invocations
 from mocks.fake_generator import FakeGenerator
 from tests.postgres import fresh_database
 from tests.service.test_approval import CHAIN, waiting
-from tests.service.test_operations import FAST, SECRET, Harness, Receiver, executor
+from tests.service.test_operations import FAST, SECRET, Harness, Receiver
 from tests.service.test_tokens import _config
 
 

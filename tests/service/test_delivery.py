@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.runner_process import executor
 from chainlets.engine.models import RunState
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.service.events import DeliveryState
@@ -20,7 +21,7 @@ from chainlets.service.webhooks import WebhookSender, WebhookSigner, generate_se
 from chainlets.service.worker import WorkerSettings
 from chainlets.store import EventState, MemoryStore, NewEvent, NewInvocation, State, StoreSettings
 from mocks.fake_generator import FakeGenerator
-from tests.service.test_operations import CHAIN, executor
+from tests.service.test_operations import CHAIN
 from tests.store.conftest import FakeClock
 
 SECRET = generate_secret()

@@ -3,7 +3,7 @@ a fake generator at the engine's seam and a fake receiver at the HTTP client's s
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,16 +12,12 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from chainlets.engine.approval import ApprovalGate
+from benchmarks.runner_process import executor
 from chainlets.engine.models import (
     GenerationRequest,
-    InvocationResult,
-    RunOptions,
     RunState,
 )
-from chainlets.engine.scheduler import StepCommit, StepObserver, run_chain
 from chainlets.errors import ConflictError, NotFoundError, RequestError
-from chainlets.language.compiler import CompiledChain
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.service.policy import DeliveryPolicy
 from chainlets.service.responses import InvocationRef, InvocationStatus
@@ -110,18 +106,6 @@ class GatedGenerator(FakeGenerator):
     async def _generate(self, request: GenerationRequest) -> Any:
         await self.gate.hold(request)
         return await super()._generate(request)
-
-
-def executor(fake: FakeGenerator) -> Callable[..., Any]:
-    async def execute(chain: CompiledChain, inputs: dict[str, str], options: RunOptions, *,
-                      observer: StepObserver, commit: StepCommit,
-                      previous: InvocationResult | None,
-                      approvals: ApprovalGate | None = None,
-                      started_at: datetime | None = None) -> InvocationResult:
-        return await run_chain(chain, inputs, {"mock": fake}, options, observer=observer,
-                               commit=commit, previous=previous, approvals=approvals,
-                               started_at=started_at)
-    return execute
 
 
 @pytest.fixture
@@ -247,7 +231,7 @@ async def test_a_worker_resumes_an_orphaned_invocation_from_its_committed_steps(
 
 
 def _done(handle: str) -> Any:
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from chainlets.engine.models import StepRecord
 

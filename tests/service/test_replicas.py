@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from benchmarks.runner_process import executor
 from chainlets.engine.models import RunState
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.service.policy import DeliveryPolicy
@@ -15,7 +16,7 @@ from chainlets.service.runtime import Runtime, ServiceConfig
 from chainlets.service.settings import ServiceLimits
 from chainlets.service.worker import WorkerSettings
 from chainlets.store import MemoryStore, NewInvocation, StoreSettings
-from tests.service.test_operations import CHAIN, FAST, SECRET, Gate, GatedGenerator, executor
+from tests.service.test_operations import CHAIN, FAST, SECRET, Gate, GatedGenerator
 
 Replica = tuple[Runtime, GatedGenerator]
 

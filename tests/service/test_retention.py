@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from benchmarks.runner_process import executor
 from chainlets.errors import NotFoundError
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.service.policy import DeliveryPolicy
@@ -14,7 +15,7 @@ from chainlets.service.settings import ServiceLimits
 from chainlets.service.worker import WorkerSettings
 from chainlets.store import MemoryStore, NewEvent, NewInvocation, State, StoreSettings
 from mocks.fake_generator import FakeGenerator
-from tests.service.test_operations import CHAIN, executor
+from tests.service.test_operations import CHAIN
 from tests.store.conftest import FakeClock
 
 RETENTION_S = 3600.0

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.runner_process import executor
 from chainlets.engine.models import RunState
 from chainlets.errors import ConfigurationError, NotFoundError, RequestError
 from chainlets.language.plugins import DEFAULT_PLUGINS
@@ -20,7 +21,7 @@ from chainlets.service.worker import WorkerSettings
 from chainlets.store import MemoryStore, StoreSettings, open_store
 from mocks.fake_generator import FakeGenerator
 from tests.service.test_approval import CHAIN, waiting
-from tests.service.test_operations import FAST, SECRET, Harness, Receiver, executor
+from tests.service.test_operations import FAST, SECRET, Harness, Receiver
 
 
 def _config(webhook_secret: str | None, token_secret: str | None = None) -> ServiceConfig:

@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
+from benchmarks.runner_process import executor
 from chainlets.engine.models import StepRecord
 from chainlets.language.compiler import compile_chain
 from chainlets.language.plugins import DEFAULT_PLUGINS
 from chainlets.language.spec import ChainSpec
 from chainlets.service.worker import Worker, WorkerSettings
 from chainlets.store import Lease, MemoryStore, NewEvent, NewInvocation, State
-from tests.service.test_operations import CHAIN, Gate, GatedGenerator, executor
+from tests.service.test_operations import CHAIN, Gate, GatedGenerator
 from tests.store.conftest import FakeClock
 
 LEASE_S = 10.0
