@@ -63,14 +63,7 @@ class Prepared:
         cursor, to read `rowcount` or rows from. The driver's errors are raised as
         SQLAlchemy's (`IntegrityError`, …), as `Connection.execute` raises them."""
         compiled = self._for(conn, tuple(values))
-        parameters = compiled.parameters(values)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(compiled.sql, parameters)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            cursor.close()
-            raise _translated(conn, compiled.sql, parameters, exc) from exc
-        return cursor
+        return _send(conn, compiled.sql, compiled.parameters(values), many=False)
 
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (all rows with the same parameter names)."""
@@ -79,14 +72,7 @@ class Prepared:
     def send_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
         """`run_many`, returning the driver's cursor (in a pipeline, still to be answered)."""
         compiled = self._for(conn, tuple(rows[0]))
-        parameters = [compiled.parameters(r) for r in rows]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(compiled.sql, parameters)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            cursor.close()
-            raise _translated(conn, compiled.sql, parameters, exc) from exc
-        return cursor
+        return _send(conn, compiled.sql, [compiled.parameters(r) for r in rows], many=True)
 
     def rowcount(self, conn: sa.Connection, values: Mapping[str, Any]) -> int:
         """Rows the statement changed (with RETURNING, the rows returned: sqlite3 counts
@@ -120,6 +106,18 @@ def first_of(cursor: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+def _send(conn: sa.Connection, sql: str, parameters: Any, *, many: bool) -> Any:
+    """`sql` sent on a new driver cursor of `conn` (`executemany` with `many`); the cursor,
+    or the driver's error raised as SQLAlchemy's."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        (cursor.executemany if many else cursor.execute)(sql, parameters)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        raise _translated(conn, sql, parameters, exc) from exc
+    return cursor
 
 
 def _translated(conn: sa.Connection, sql: str, parameters: Any,
