@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
 from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client, ConflictError, RequestError
-from tests.e2e.fakes import FakeBackend, Loopback
+from tests.e2e.fakes import FakeBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -26,16 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 MOVIE_PITCH = json.loads((REPO / "chains" / "specs" / "movie-pitch.json").read_text())
 OPTIONS = RunOptions(llm="openai", initial_backoff_s=0)
 TOKEN_SECRET = generate_secret()  # task tokens derive from it: the same across restarts
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[FakeBackend, int]]:
-    loop, fake = Loopback(), FakeBackend()
-    port = loop.serve({"/v1/chat/completions": fake.completions})
-    try:
-        yield fake, port
-    finally:
-        loop.stop()
 
 
 def _serve(database: str, backend_port: int) -> ServeProcess:

@@ -8,7 +8,6 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,7 +17,7 @@ from benchmarks.harness import ServeProcess
 from chainlets.engine.models import RunOptions, RunState
 from chainlets.service.webhooks import generate_secret
 from chainrunner.client import Client, ConflictError
-from tests.e2e.fakes import FakeBackend, Loopback
+from tests.e2e.fakes import FakeBackend
 from tests.postgres import fresh_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -27,16 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 MOVIE_PITCH = json.loads((REPO / "chains" / "specs" / "movie-pitch.json").read_text())
 OPTIONS = RunOptions(llm="openai", initial_backoff_s=0, deadline_s=3600)
 TOKEN_SECRET = generate_secret()  # every replica derives task tokens from the same secret
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[FakeBackend, int]]:
-    loop, fake = Loopback(), FakeBackend()
-    port = loop.serve({"/v1/chat/completions": fake.completions})
-    try:
-        yield fake, port
-    finally:
-        loop.stop()
 
 
 def _launch(database_url: str, backend_port: int) -> ServeProcess:
